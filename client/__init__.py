@@ -1,0 +1,1 @@
+"""Merchant side: the ClientApp shell, local training, durable per-merchant state."""

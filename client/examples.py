@@ -1,0 +1,81 @@
+"""Per-user training examples: the unit a DP-SGD step will clip.
+
+A user's example is their training interactions (at most
+``max_interactions_per_user``, sampled without replacement if more) plus
+``num_negatives`` uniformly sampled items per positive. A batch of users is
+flattened into rows, with ``row_slot`` saying which user of the batch a row
+belongs to, so per-user losses are a segment sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from common.data.dataset import UserItemData
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Rows of a batch of users. ``users`` is (B,); every row field is (n_rows,)."""
+
+    users: torch.Tensor  # (B,) local user indices
+    row_slot: torch.Tensor  # (n_rows,) position of the row's user in ``users``
+    row_items: torch.Tensor  # (n_rows,)
+    labels: torch.Tensor  # (n_rows,) 1/0 for implicit, the rating for explicit
+    row_weight: torch.Tensor  # (n_rows,) 1 / rows of that user: a user's rows sum to 1
+
+    @property
+    def size(self) -> int:
+        return int(self.users.numel())
+
+
+def build_user_batch(
+    data: UserItemData,
+    users: npt.NDArray[np.int64],
+    *,
+    max_interactions_per_user: int,
+    num_negatives: int,
+    explicit: bool,
+    rng: np.random.Generator,
+) -> UserBatch:
+    """Flatten the examples of ``users`` into rows (vectorised; no loop over users)."""
+    starts = data.train_indptr[users]
+    counts = data.train_indptr[users + 1] - starts  # (B,)
+    # Random order inside each user's span, then keep the first `cap` of each.
+    offsets = np.cumsum(counts) - counts  # (B,) first row of each user's span
+    span_slot = np.repeat(np.arange(len(users)), counts)  # (sum counts,)
+    span_pos = np.arange(len(span_slot)) - offsets[span_slot]
+    order = np.lexsort((rng.random(len(span_slot)), span_slot))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order)) - offsets[span_slot[order]]
+    keep = rank < max_interactions_per_user
+    pos_slot = span_slot[keep]
+    pos_index = (np.repeat(starts, counts) + span_pos)[keep]
+    pos_items = data.train_items[pos_index]
+    kept = np.minimum(counts, max_interactions_per_user)  # (B,)
+
+    if explicit:
+        slot, items = pos_slot, pos_items
+        labels = data.train_values[pos_index].astype(np.float32)
+        rows_per_user = kept
+    else:
+        neg_slot = np.repeat(pos_slot, num_negatives)
+        neg_items = rng.integers(0, data.num_items, size=len(neg_slot))
+        slot = np.concatenate([pos_slot, neg_slot])
+        items = np.concatenate([pos_items, neg_items])
+        labels = np.concatenate(
+            [np.ones(len(pos_slot), np.float32), np.zeros(len(neg_slot), np.float32)]
+        )
+        rows_per_user = kept * (1 + num_negatives)
+    weight = 1.0 / np.maximum(rows_per_user, 1)[slot]
+    return UserBatch(
+        users=torch.as_tensor(users, dtype=torch.int64),
+        row_slot=torch.as_tensor(slot, dtype=torch.int64),
+        row_items=torch.as_tensor(items, dtype=torch.int64),
+        labels=torch.as_tensor(labels),
+        row_weight=torch.as_tensor(weight, dtype=torch.float32),
+    )

@@ -1,0 +1,124 @@
+"""Local training over batches of users: the loop DP-SGD slots into.
+
+One step = one batch of users; each user's loss is the mean over their own
+rows, so the batch loss is a sum of per-user terms (what a per-user clipping
+step needs). Shared and local parameters are updated together here; a private
+variant replaces :func:`sample_user_batches` with Poisson sampling and
+:class:`NonPrivateStep` with a clip-and-noise step on the shared parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from client.examples import UserBatch, build_user_batch
+from common.data.dataset import UserItemData
+from common.config import TrainConfig
+from common.models.base import Recommender
+
+@dataclass(frozen=True)
+class TrainStats:
+    loss: float
+    steps: int
+    users: int
+    examples: int
+    seconds: float
+
+
+def per_user_loss(model: Recommender, batch: UserBatch, config: TrainConfig) -> torch.Tensor:
+    """Loss of each user in the batch, shape (B,): mean over their rows plus L2 on touched rows."""
+    users = batch.users[batch.row_slot]  # (n_rows,)
+    logits = model.score(users, batch.row_items)  # (n_rows,)
+    if config.loss == "bce":
+        row_loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+    else:
+        row_loss = (logits - batch.labels) ** 2
+    if config.weight_decay > 0:
+        item_sq = sum(table(batch.row_items).pow(2).sum(-1) for table in model.item_vectors())
+        row_loss = row_loss + config.weight_decay * item_sq
+    per_user = torch.zeros(batch.size).index_add_(0, batch.row_slot, row_loss * batch.row_weight)
+    if config.weight_decay > 0:
+        user_sq = sum(table(batch.users).pow(2).sum(-1) for table in model.user_vectors())
+        per_user = per_user + config.weight_decay * user_sq
+    return per_user  # (B,)
+
+
+def sample_user_batches(
+    users: npt.NDArray[np.int64], *, batch_users: int, epochs: int, rng: np.random.Generator
+) -> Iterator[npt.NDArray[np.int64]]:
+    """Shuffled, fixed-size batches of users, ``epochs`` passes (the non-private sampler)."""
+    for _ in range(epochs):
+        order = rng.permutation(users)
+        for start in range(0, len(order), batch_users):
+            yield order[start : start + batch_users]
+
+
+class NonPrivateStep:
+    """Plain Adam on all parameters, with an optional FedProx proximal term."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        config: TrainConfig,
+        *,
+        reference: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.reference = reference
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+    def __call__(self, batch: UserBatch) -> float:
+        loss = per_user_loss(self.model, batch, self.config).mean()
+        if self.config.proximal_mu > 0 and self.reference is not None:
+            shared = self.model.shared_parameters()
+            drift = sum((shared[n] - ref).pow(2).sum() for n, ref in self.reference.items())
+            loss = loss + 0.5 * self.config.proximal_mu * drift
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def train_local(
+    model: Recommender,
+    data: UserItemData,
+    config: TrainConfig,
+    *,
+    rng: np.random.Generator,
+) -> TrainStats:
+    """Train ``model`` on ``data`` for ``config.local_epochs`` passes over its users."""
+    started = time.perf_counter()
+    active = np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
+    reference = {n: p.detach().clone() for n, p in model.shared_parameters().items()}
+    step = NonPrivateStep(model, config, reference=reference)
+    model.train()
+    losses, examples, steps = [], 0, 0
+    for users in sample_user_batches(
+        active, batch_users=config.batch_users, epochs=config.local_epochs, rng=rng
+    ):
+        batch = build_user_batch(
+            data,
+            users,
+            max_interactions_per_user=config.max_interactions_per_user,
+            num_negatives=config.num_negatives,
+            explicit=config.loss == "mse",
+            rng=rng,
+        )
+        losses.append(step(batch))
+        examples += int(batch.row_items.numel())
+        steps += 1
+    return TrainStats(
+        loss=float(np.mean(losses)) if losses else float("nan"),
+        steps=steps,
+        users=len(active),
+        examples=examples,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,197 @@
+"""Run configuration: parsed once from kebab-case keys into frozen, validated dataclasses.
+
+Kebab-case keys live only at the edges (``[tool.flwr.app.config]``, the CLI,
+Flower ConfigRecords). Everything past :func:`parse_run_config` sees typed
+fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import ConfigError
+from common.models.base import ModelConfig
+
+LOSSES = ("bce", "mse")
+STRATEGIES = ("fedavg", "fedadam", "fedprox")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a party trains locally in one round (sent by the coordinator each round)."""
+
+    local_epochs: int = 2
+    batch_users: int = 64
+    learning_rate: float = 0.02
+    num_negatives: int = 4
+    max_interactions_per_user: int = 200
+    weight_decay: float = 1e-4
+    loss: str = "bce"
+    proximal_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.local_epochs < 1:
+            problems.append(f"local-epochs must be >= 1, got {self.local_epochs}")
+        if self.batch_users < 1:
+            problems.append(f"batch-users must be >= 1, got {self.batch_users}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning-rate must be > 0, got {self.learning_rate}")
+        if self.num_negatives < 1 and self.loss == "bce":
+            problems.append(f"num-negatives must be >= 1 for bce, got {self.num_negatives}")
+        if self.max_interactions_per_user < 1:
+            problems.append(
+                f"max-interactions-per-user must be >= 1, got {self.max_interactions_per_user}"
+            )
+        if self.weight_decay < 0:
+            problems.append(f"weight-decay must be >= 0, got {self.weight_decay}")
+        if self.proximal_mu < 0:
+            problems.append(f"proximal-mu must be >= 0, got {self.proximal_mu}")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if problems:
+            raise ConfigError("Invalid training settings: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How the coordinator runs rounds."""
+
+    num_rounds: int = 20
+    strategy: str = "fedavg"
+    server_learning_rate: float = 0.1  # FedAdam's eta
+    min_nodes: int = 2
+    fraction_train: float = 1.0
+    round_timeout: float = 600.0
+    node_wait_timeout: float = 120.0
+    evaluate_every: int = 0  # 0: evaluate after the last round only
+    top_k: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_rounds < 1:
+            problems.append(f"num-server-rounds must be >= 1, got {self.num_rounds}")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not self.server_learning_rate > 0:
+            problems.append(f"server-learning-rate must be > 0, got {self.server_learning_rate}")
+        if self.min_nodes < 1:
+            problems.append(f"min-nodes must be >= 1, got {self.min_nodes}")
+        if not 0 < self.fraction_train <= 1:
+            problems.append(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        if not self.round_timeout > 0 or not self.node_wait_timeout > 0:
+            problems.append("round-timeout and node-wait-timeout must be > 0 seconds")
+        if self.evaluate_every < 0:
+            problems.append(f"evaluate-every must be >= 0, got {self.evaluate_every}")
+        if self.top_k < 1:
+            problems.append(f"top-k must be >= 1, got {self.top_k}")
+        if problems:
+            raise ConfigError("Invalid federation settings: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one federated run needs, as typed fields."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    merchants_dir: str = ""
+    num_items: int = 0  # catalog size; 0 = read it from merchants_dir/../catalog.json
+    output_dir: str = ""  # where the coordinator writes the global model and round history
+
+
+# Edge keys → (section, field). One table, used both ways.
+_KEYS: dict[str, tuple[str, str]] = {
+    "model": ("model", "kind"),
+    "embedding-dim": ("model", "embedding_dim"),
+    "mlp-layers": ("model", "mlp_layers"),
+    "local-epochs": ("train", "local_epochs"),
+    "batch-users": ("train", "batch_users"),
+    "learning-rate": ("train", "learning_rate"),
+    "num-negatives": ("train", "num_negatives"),
+    "max-interactions-per-user": ("train", "max_interactions_per_user"),
+    "weight-decay": ("train", "weight_decay"),
+    "loss": ("train", "loss"),
+    "proximal-mu": ("train", "proximal_mu"),
+    "num-server-rounds": ("federation", "num_rounds"),
+    "strategy": ("federation", "strategy"),
+    "server-learning-rate": ("federation", "server_learning_rate"),
+    "min-nodes": ("federation", "min_nodes"),
+    "fraction-train": ("federation", "fraction_train"),
+    "round-timeout": ("federation", "round_timeout"),
+    "node-wait-timeout": ("federation", "node_wait_timeout"),
+    "evaluate-every": ("federation", "evaluate_every"),
+    "top-k": ("federation", "top_k"),
+    "seed": ("federation", "seed"),
+    "merchants-dir": ("", "merchants_dir"),
+    "num-items": ("", "num_items"),
+    "output-dir": ("", "output_dir"),
+}
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "federation": FederationConfig}
+
+
+def _coerce(key: str, raw: Any, target: Any) -> Any:
+    """Convert an edge value to the dataclass field's type, or say what was expected."""
+    try:
+        if isinstance(target, tuple):
+            if isinstance(raw, str):
+                return tuple(int(x) for x in raw.replace(",", " ").split())
+            return tuple(int(x) for x in raw)
+        if isinstance(target, bool):
+            return bool(raw)
+        if isinstance(target, int):
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(raw)
+        if isinstance(target, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        kind = type(target).__name__
+        raise ConfigError(f"Setting {key!r} must be a {kind}, got {raw!r}.") from exc
+
+
+def parse_run_config(raw: Mapping[str, Any], *, base: RunConfig | None = None) -> RunConfig:
+    """Parse kebab-case settings (unknown keys are an error) on top of ``base``."""
+    base = base or RunConfig()
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(_KEYS))}."
+        )
+    updates: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in raw.items():
+        section, name = _KEYS[key]
+        current = getattr(getattr(base, section) if section else base, name)
+        coerced = _coerce(key, value, current)
+        (updates[section] if section else top)[name] = coerced
+    sections = {
+        name: dataclasses.replace(getattr(base, name), **fields)
+        for name, fields in updates.items()
+    }
+    return dataclasses.replace(base, **sections, **top)
+
+
+def to_run_config(config: RunConfig) -> dict[str, Any]:
+    """The kebab-case view of ``config`` (round-trips through :func:`parse_run_config`)."""
+    out: dict[str, Any] = {}
+    for key, (section, name) in _KEYS.items():
+        value = getattr(getattr(config, section) if section else config, name)
+        out[key] = " ".join(map(str, value)) if isinstance(value, tuple) else value
+    return out
+
+
+def train_config_to_record(config: TrainConfig) -> dict[str, Any]:
+    """TrainConfig as the kebab-case dict a ConfigRecord carries to merchants."""
+    return {k: v for k, v in to_run_config(RunConfig(train=config)).items() if _KEYS[k][0] == "train"}
+
+
+def train_config_from_record(record: Mapping[str, Any]) -> TrainConfig:
+    keys = {k: v for k, v in record.items() if k in _KEYS and _KEYS[k][0] == "train"}
+    return parse_run_config(keys).train

@@ -1,0 +1,1 @@
+"""Interaction data: schema, loaders, catalog, splitting and partitioning."""

@@ -1,0 +1,385 @@
+"""Read an event log from disk into a validated ``Interactions``.
+
+``load_events`` reads fedrec CSV or Parquet and the MovieLens rating files.
+Every problem in the file is collected in one pass and raised as a single
+``DataError`` with line numbers; no parser stack trace escapes.
+
+Text files take a fast path first: Arrow parses every field as a string and the
+checks in ``validation`` run on whole columns. Only when the file's structure is
+broken (field counts, blank lines, bad UTF-8, quoted newlines) does a slower
+line-by-line pass with the ``csv`` module run, so each broken line is reported.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from common.data.schema import (
+    ALL_COLUMNS,
+    EVENT_TYPE,
+    ITEM_ID,
+    MERCHANT_ID,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    TIMESTAMP,
+    USER_ID,
+    VALUE,
+    Interactions,
+)
+from common.data.validation import Lines, ProblemLog, build_interactions
+
+FORMATS: tuple[str, ...] = ("csv", "parquet", "movielens-100k", "movielens-1m", "movielens-latest")
+
+_FOLDED = "\x1f"  # "::" in ml-1m files becomes this one-character delimiter
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes under surrogateescape
+_KEY_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, MERCHANT_ID)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one text format spells its columns."""
+
+    delimiter: str
+    shown_delimiter: str
+    quoting: bool
+    columns: Mapping[str, str]  # column name in the file -> schema column
+    required: tuple[str, ...]  # file column names that must be present
+    fixed_header: tuple[str, ...] | None = None  # headerless files: names by position
+    iso_timestamps: bool = False
+    event_type: str | None = "rating"
+
+    @property
+    def csv_quoting(self) -> Literal[0, 3]:
+        return csv.QUOTE_MINIMAL if self.quoting else csv.QUOTE_NONE
+
+
+_ML_NAMES = ("user", "item", "rating", "timestamp")
+_ML_LATEST_NAMES = ("userId", "movieId", "rating", "timestamp")
+_ML_SCHEMA = (USER_ID, ITEM_ID, VALUE, TIMESTAMP)
+_ML = dict(zip(_ML_NAMES, _ML_SCHEMA, strict=True))
+_LAYOUTS: dict[str, _Layout] = {
+    "csv": _Layout(
+        ",", "','", True, {c: c for c in ALL_COLUMNS}, REQUIRED_COLUMNS,
+        iso_timestamps=True, event_type=None,
+    ),
+    "movielens-100k": _Layout("\t", "tabs", False, _ML, _ML_NAMES, _ML_NAMES),
+    "movielens-1m": _Layout(_FOLDED, "'::'", False, _ML, _ML_NAMES, _ML_NAMES),
+    "movielens-latest": _Layout(
+        ",", "','", True, dict(zip(_ML_LATEST_NAMES, _ML_SCHEMA, strict=True)), _ML_LATEST_NAMES
+    ),
+}
+_SCHEMA_HELP = f"columns {','.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})"
+
+
+def load_events(path: str | os.PathLike[str], *, fmt: str = "csv") -> Interactions:
+    """Load and validate an event log; raise one ``DataError`` listing every problem.
+
+    ``fmt`` is one of ``FORMATS``. Problems carry the 1-based file line (the
+    header is line 1; headerless MovieLens files start at line 1; Parquet uses
+    the row number).
+    """
+    where = os.fspath(path)
+    log = ProblemLog()
+    if fmt not in FORMATS:
+        log.file(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        log.hint(f"pass --format with one of: {', '.join(FORMATS)}")
+    size = _check_path(where, log)
+    if size == 0:
+        log.file("file is empty (0 bytes; expected at least one event)")
+    if log:
+        raise log.error(where)
+    if fmt == "parquet":
+        events = _load_parquet(where, log)
+    else:
+        events = _load_text(where, fmt, log)
+    if events is None or log:
+        raise log.error(where)
+    return events
+
+
+def _check_path(where: str, log: ProblemLog) -> int | None:
+    if os.path.isdir(where):
+        log.file("is a directory, not a file (expected an events file)")
+        try:
+            files = sorted(f for f in os.listdir(where) if f.endswith((".csv", ".dat", ".data")))
+        except OSError:
+            files = []
+        example = os.path.join(where, files[0] if files else "ratings.csv")
+        log.hint(f"pass the file inside it to --data, e.g. {example}")
+        return None
+    try:
+        return os.stat(where).st_size
+    except FileNotFoundError:
+        log.file("file not found")
+        log.hint(f"check the path passed to --data (relative paths start at {os.getcwd()})")
+    except OSError as exc:
+        log.file(f"cannot open the file ({exc.strerror})")
+        log.hint("check the path passed to --data and its permissions")
+    return None
+
+
+def _read_bytes(where: str, log: ProblemLog) -> bytes | None:
+    try:
+        with open(where, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        log.file(f"cannot read the file ({exc.strerror})")
+        return None
+
+
+def _guess_format(head: bytes) -> str | None:
+    """The format a file's first line suggests, for hints."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    if "::" in line:
+        return "movielens-1m"
+    if "\t" in line:
+        return "movielens-100k"
+    if line.startswith("userId,movieId"):
+        return "movielens-latest"
+    if USER_ID in line and ITEM_ID in line:
+        return "csv"
+    return None
+
+
+def _hint_format(head: bytes, fmt: str, log: ProblemLog) -> None:
+    guess = _guess_format(head)
+    if guess is not None and guess != fmt:
+        log.hint(f"the file looks like {guess}; pass --format {guess}")
+
+
+def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
+    data = _read_bytes(where, log)
+    if data is None:
+        return None
+    layout = _LAYOUTS[fmt]
+    if data.isspace():
+        log.file(f"file contains only whitespace ({len(data)} bytes; expected at least one event)")
+        return None
+    if data.startswith(b"PAR1"):
+        log.file(f"file is Parquet, not {fmt} text")
+        _hint_format(data, fmt, log)
+        return None
+    data = data.removeprefix(codecs.BOM_UTF8)
+    if fmt == "movielens-1m":
+        data = data.replace(b"::", _FOLDED.encode())
+    header = layout.fixed_header or _header(data, layout, log)
+    first = 1 if layout.fixed_header else 2
+    fast = _fast_rows(data, layout, header, first)
+    if fast is not None:
+        table, lines = fast
+        records = table.num_rows
+        cells = [table.column(i).to_pandas() for i in range(len(header))]
+    else:
+        rows, line_list, records = _slow_rows(data, layout, header, first, log)
+        lines = np.asarray(line_list, dtype=np.int64)
+        cells = [pd.Series([row[i] for row in rows], dtype="str") for i in range(len(header))]
+    if records == 0:
+        log.file("header line only, no data rows (expected at least one event after the header)")
+    if log:
+        _hint_format(data, fmt, log)
+        log.hint(f"--format {fmt} expects {_expects(layout)}")
+    columns: dict[str, pd.Series] = {}
+    for index, name in enumerate(header):
+        schema_name = layout.columns.get(name.strip())
+        if schema_name is not None and schema_name not in columns:
+            columns[schema_name] = cells[index]
+    return build_interactions(
+        columns, lines, log, iso_timestamps=layout.iso_timestamps, event_type=layout.event_type
+    )
+
+
+def _expects(layout: _Layout) -> str:
+    if layout.fixed_header:
+        names = " ".join(layout.fixed_header)
+        return f"no header and 4 fields per line separated by {layout.shown_delimiter}: {names}"
+    if layout.event_type is None:
+        return f"a header line and {_SCHEMA_HELP}"
+    return f"the header line {','.join(layout.required)}"
+
+
+def _header(data: bytes, layout: _Layout, log: ProblemLog) -> tuple[str, ...]:
+    """Parse line 1 and log duplicate or missing column names."""
+    line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    reader = csv.reader([line], delimiter=layout.delimiter, quoting=layout.csv_quoting)
+    header = tuple(next(reader, []))
+    names = [name.strip() for name in header]
+    for name in dict.fromkeys(names):
+        places = [str(i + 1) for i, found in enumerate(names) if found == name]
+        if len(places) > 1:
+            log.line(
+                1,
+                f"duplicate column name {name!r} in columns {' and '.join(places)} "
+                "(expected each column once)",
+            )
+    missing = [name for name in layout.required if name not in names]
+    if missing:
+        log.file(
+            f"missing required column(s) {', '.join(map(repr, missing))} "
+            f"(found columns: {', '.join(map(repr, names))}; "
+            f"expected {', '.join(layout.required)})"
+        )
+        if all(name.lstrip("+-").isdigit() for name in names):
+            log.hint("the first line must be a header naming the columns")
+    return header
+
+
+def _fast_rows(
+    data: bytes, layout: _Layout, header: tuple[str, ...], first: int
+) -> tuple[pa.Table, Lines] | None:
+    """Arrow's parser, or ``None`` when the file's structure needs the line-by-line pass."""
+    end = len(data)
+    while end and data[end - 1] in b"\r\n":
+        end -= 1  # trailing newlines are not blank lines
+    names = [f"f{i}" for i in range(len(header))]
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(pa.py_buffer(data).slice(0, end)),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=first - 1),
+            parse_options=pacsv.ParseOptions(
+                delimiter=layout.delimiter,
+                quote_char='"' if layout.quoting else False,
+                ignore_empty_lines=False,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return None  # wrong field counts, bad UTF-8, header-only without newline
+    if table.num_rows != data.count(b"\n", 0, end) + 2 - first:
+        return None  # quoted newlines or lone "\r": records are not lines
+    head = pc.utf8_trim_whitespace(table.column(0))
+    suspects = pc.equal(head, "")  # blank lines (or rows of empty fields)
+    if first == 2:
+        suspects = pc.or_(suspects, pc.equal(head, header[0].strip()))  # repeated header?
+    if pc.any(suspects).as_py():
+        return None
+    return table, np.arange(table.num_rows, dtype=np.int64) + first
+
+
+def _decode(data: bytes, log: ProblemLog) -> str:
+    """Decode UTF-8, logging each line with undecodable bytes."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    line, last, seen = 1, 0, set()
+    for match in _BAD_BYTE.finditer(text):
+        line += text.count("\n", last, match.start())
+        last = match.start()
+        if line not in seen:
+            seen.add(line)
+            column = match.start() - text.rfind("\n", 0, match.start())
+            byte = ord(match.group()) - 0xDC00
+            log.line(
+                line, f"not valid UTF-8: byte 0x{byte:02x} at character {column} (expected UTF-8)"
+            )
+    if seen:
+        log.hint("re-save the file as UTF-8 (it may be Latin-1 or a binary file)")
+        text = _BAD_BYTE.sub("\ufffd", text)
+    return text
+
+
+def _slow_rows(
+    data: bytes, layout: _Layout, header: tuple[str, ...], first: int, log: ProblemLog
+) -> tuple[list[list[str]], list[int], int]:
+    """Line-by-line pass: keep well-formed rows, log every structural problem.
+
+    Returns the rows, their start lines and the number of non-blank records.
+    """
+    text = _decode(data, log)
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=layout.delimiter, quoting=layout.csv_quoting
+    )
+    names = [name.strip() for name in header]
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    blanks: list[int] = []  # reported only when a later line has data: trailing blanks are fine
+    records = done = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            log.line(done + 1, f"unreadable CSV ({exc})")
+            done = reader.line_num
+            continue
+        line, done = done + 1, reader.line_num
+        if line < first:
+            continue
+        if not record or (len(record) == 1 and not record[0].strip()):
+            blanks.append(line)
+            continue
+        records += 1
+        for blank in blanks:
+            log.line(blank, "blank line (expected an event)")
+        blanks.clear()
+        if first == 2 and record[0].strip() == names[0] and [f.strip() for f in record] == names:
+            log.line(line, "repeated header line (expected an event; were files concatenated?)")
+        elif len(record) != len(header):
+            log.line(
+                line,
+                f"wrong number of fields: found {len(record)}, expected {len(header)} "
+                f"separated by {layout.shown_delimiter}",
+            )
+        else:
+            rows.append(record)
+            lines.append(line)
+    return rows, lines, records
+
+
+def _load_parquet(where: str, log: ProblemLog) -> Interactions | None:
+    try:
+        table = pq.read_table(where)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.file(f"not a readable Parquet file ({reason}; expected Parquet with {_SCHEMA_HELP})")
+        try:
+            with open(where, "rb") as handle:
+                _hint_format(handle.read(4096), "parquet", log)
+        except OSError:
+            pass
+        return None
+    names = table.schema.names
+    for name in dict.fromkeys(names):
+        if names.count(name) > 1:
+            count = names.count(name)
+            log.file(f"duplicate column name {name!r} ({count} columns; expected each once)")
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if missing:
+        log.file(
+            f"missing required column(s) {', '.join(map(repr, missing))} "
+            f"(found columns: {', '.join(map(repr, names))}; expected {_SCHEMA_HELP})"
+        )
+    if table.num_rows == 0:
+        log.file("no data rows (0 rows; expected at least one event)")
+    columns: dict[str, pd.Series] = {}
+    for name in ALL_COLUMNS:
+        if name not in names:
+            continue
+        column = table.column(names.index(name))
+        if name in _KEY_COLUMNS:
+            try:
+                column = pc.cast(column, pa.string())
+            except (pa.ArrowException, ValueError):
+                log.file(f"column {name!r} has type {column.type} (expected strings or integers)")
+                continue
+        columns[name] = column.to_pandas()
+    lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    return build_interactions(columns, lines, log, iso_timestamps=True, event_type=None)

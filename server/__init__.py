@@ -1,0 +1,1 @@
+"""Coordinator side: the ServerApp shell, strategies, the round loop, checkpoints."""

@@ -1,0 +1,92 @@
+"""Flower ServerApp: builds the strategy and initial model, runs the round loop, saves results.
+
+The coordinator sees only shared parameters and the metrics merchants chose
+to release. It writes ``global_model.pt`` (shared parameters only) and
+``federation.json`` (per-round, per-merchant history) to ``output-dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import RunConfig, parse_run_config, to_run_config
+from common.constants import FEDERATION_FILE, GLOBAL_MODEL_FILE, RUN_CATALOG_FILE
+from common.data.catalog import ItemCatalog
+from common.errors import ConfigError
+from common.models.base import build_model
+from common.seeding import torch_generator
+from server.federation import RoundRecord, run_federation, wait_for_nodes
+from server.strategy import build_strategy
+
+logger = logging.getLogger(__name__)
+
+
+def catalog_size(config: RunConfig) -> int:
+    """Items in the federation catalog: from the config, or the catalog beside the merchants."""
+    if config.num_items > 0:
+        return config.num_items
+    if config.merchants_dir:
+        path = Path(config.merchants_dir).parent / RUN_CATALOG_FILE
+        if path.is_file():
+            return len(ItemCatalog.load(path))
+    raise ConfigError(
+        "The coordinator needs the catalog size: set num-items, or merchants-dir next to a "
+        f"{RUN_CATALOG_FILE} (as `fedrec simulate` prepares)."
+    )
+
+
+def make_server_app(
+    config: RunConfig | None = None, *, on_round: Callable[[RoundRecord], None] | None = None
+) -> ServerApp:
+    """A ServerApp bound to ``config``, or reading the run config when ``None`` (``flwr run``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        import torch
+
+        run = config if config is not None else parse_run_config(context.run_config)
+        output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}")
+        output.mkdir(parents=True, exist_ok=True)
+        model = build_model(
+            run.model,
+            num_users=0,
+            num_items=catalog_size(run),
+            generator=torch_generator(run.federation.seed, "global-init"),
+        )
+        initial = ArrayRecord(
+            torch_state_dict=OrderedDict(
+                (n, p.detach().clone()) for n, p in model.shared_parameters().items()
+            )
+        )
+        nodes = wait_for_nodes(
+            grid, min_nodes=run.federation.min_nodes, timeout=run.federation.node_wait_timeout
+        )
+        strategy = build_strategy(run.federation, run.train, num_nodes=len(nodes))
+        result = run_federation(
+            grid,
+            strategy,
+            initial,
+            federation=run.federation,
+            train=run.train,
+            on_round=on_round,
+        )
+        torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
+        history = {
+            "config": to_run_config(run),
+            "rounds": [record.to_json() for record in result.rounds],
+        }
+        (output / FEDERATION_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
+        logger.info("federation finished; results in %s", output)
+
+    return app
+
+
+app = make_server_app()

@@ -1,0 +1,37 @@
+"""Build the aggregation strategy: Flower's own FedAvg, FedAdam or FedProx."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from common.config import FederationConfig, TrainConfig
+from common.constants import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
+
+if TYPE_CHECKING:
+    from flwr.serverapp.strategy import FedAvg
+
+
+def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: int) -> FedAvg:
+    """A Flower strategy that aggregates shared parameters weighted by ``num-examples``.
+
+    FedProx needs ``proximal-mu > 0`` in the training settings (the merchants
+    apply the proximal term; the strategy only forwards mu).
+    """
+    from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+
+    min_train = max(1, min(config.min_nodes, num_nodes))
+    common = dict(
+        fraction_train=config.fraction_train,
+        fraction_evaluate=1.0,
+        min_train_nodes=min_train,
+        min_evaluate_nodes=min_train,
+        min_available_nodes=min_train,
+        weighted_by_key=WEIGHT_KEY,
+        arrayrecord_key=ARRAYS_KEY,
+        configrecord_key=CONFIG_KEY,
+    )
+    if config.strategy == "fedadam":
+        return FedAdam(**common, eta=config.server_learning_rate, eta_l=train.learning_rate)
+    if config.strategy == "fedprox":
+        return FedProx(**common, proximal_mu=train.proximal_mu)
+    return FedAvg(**common)

@@ -1,0 +1,1 @@
+"""Researcher tooling: synthetic federations, the simulation runner, baselines, reports."""

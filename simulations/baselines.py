@@ -1,0 +1,66 @@
+"""Baselines on the same split: popularity, and the same model trained centrally.
+
+They are always reported beside the federated result so its numbers read as
+ratios. The centralised model pools every merchant's training data (users
+stay distinct) and trains for as many passes as the federation did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from client.training import train_local
+from common.config import RunConfig
+from common.data.dataset import UserItemData
+from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
+from common.models.base import build_model
+from common.seeding import numpy_rng, torch_generator
+
+
+def popularity_scores(data: UserItemData) -> npt.NDArray[np.float64]:
+    """Training interaction count of every item, shape (num_items,)."""
+    return np.bincount(data.train_items, minlength=data.num_items).astype(np.float64)
+
+
+def evaluate_popularity(
+    pooled: UserItemData, *, k: int, seed: int
+) -> EvaluationResult:
+    counts = popularity_scores(pooled)
+    return evaluate_scores(
+        lambda users: np.broadcast_to(counts, (len(users), len(counts))),
+        pooled,
+        k=k,
+        rng=numpy_rng(seed, "evaluate", "popularity"),
+    )
+
+
+def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResult:
+    """Train the federation's model on pooled data for rounds x local epochs passes."""
+    model = build_model(
+        config.model,
+        num_users=pooled.num_users,
+        num_items=pooled.num_items,
+        generator=torch_generator(config.federation.seed, "centralised-init"),
+    )
+    passes = config.federation.num_rounds * config.train.local_epochs
+    train_local(
+        model,
+        pooled,
+        _with_epochs(config, passes),
+        rng=numpy_rng(config.federation.seed, "train", "centralised"),
+    )
+    with torch.no_grad():
+        return evaluate_model(
+            model,
+            pooled,
+            k=config.federation.top_k,
+            rng=numpy_rng(config.federation.seed, "evaluate", "centralised"),
+        )
+
+
+def _with_epochs(config: RunConfig, epochs: int):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(config.train, local_epochs=epochs)

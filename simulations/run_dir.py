@@ -1,0 +1,49 @@
+"""Run directories that appear whole or not at all.
+
+A run is built in a hidden staging directory beside its destination and
+renamed into place only when it completed; any failure removes the staging
+directory, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.errors import RunDirError
+
+
+def default_run_dir(root: Path = Path("runs")) -> Path:
+    """``runs/run-YYYYmmdd-HHMMSS`` (with a numeric suffix if taken)."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"run-{stamp}"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"run-{stamp}-{n}"
+    return candidate
+
+
+@contextlib.contextmanager
+def staged_run_dir(destination: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging directory; on success it becomes ``destination``, on failure it vanishes."""
+    if destination.exists() and not overwrite:
+        raise RunDirError(
+            f"Run directory {destination} already exists; choose another --out or pass --overwrite."
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if destination.exists():
+        shutil.rmtree(destination)
+    os.replace(staging, destination)

@@ -1,0 +1,249 @@
+"""Simulate a federation on one machine with Flower's Simulation Engine.
+
+``simulate`` loads (or generates) events, splits them into merchants, writes
+each merchant's state directory, runs the same ServerApp and ClientApp that a
+deployment runs, then evaluates the popularity and centralised baselines on
+the same split and writes one run directory:
+
+    RUN/config.json        resolved settings, data source, versions
+    RUN/catalog.json       the federation item catalog
+    RUN/global_model.pt    shared parameters only
+    RUN/federation.json    per-round, per-merchant history from the coordinator
+    RUN/metrics.json       federated vs centralised vs popularity, overall and per merchant
+    RUN/merchants/NAME/    each merchant's data and local (user) parameters
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.config import RunConfig, to_run_config
+from common.constants import (
+    EVAL_USERS,
+    FEDERATION_FILE,
+    MERCHANT_DATA_FILE,
+    MERCHANT_USERS_FILE,
+    MERCHANTS_DIR,
+    RUN_CATALOG_FILE,
+    RUN_CONFIG_FILE,
+    RUN_METRICS_FILE,
+)
+from common.data.catalog import ItemCatalog
+from common.data.dataset import UserItemData, build_user_item_data, concat_user_item_data
+from common.data.partition import PartitionConfig, partition_events
+from common.data.schema import Interactions
+from common.evaluation import EvaluationResult
+from simulations.run_dir import staged_run_dir
+from simulations.synthetic import SyntheticSpec, generate_federation
+
+logger = logging.getLogger(__name__)
+
+FLOWER_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+}
+
+
+def set_flower_environment() -> None:
+    """Offline-safe Flower settings; also one OpenMP thread per worker, waiting passively."""
+    for key, value in FLOWER_ENV.items():
+        os.environ[key] = value
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Either a file (``path`` + ``fmt``) or a synthetic federation (``synthetic``)."""
+
+    path: str = ""
+    fmt: str = "csv"
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+
+    def describe(self) -> dict[str, Any]:
+        if self.path:
+            return {"path": str(Path(self.path).resolve()), "format": self.fmt}
+        return {"synthetic": asdict(self.synthetic)}
+
+    def load(self) -> Interactions:
+        if self.path:
+            from common.data.loaders import load_events
+
+            return load_events(self.path, fmt=self.fmt)
+        return generate_federation(self.synthetic)
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    run: RunConfig
+    source: DataSource
+    partition: PartitionConfig
+    run_dir: Path
+    overwrite: bool = False
+    baselines: bool = True
+    num_cpus: int = 0  # 0 = all cores
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Mean metrics and per-merchant metrics of one method."""
+
+    overall: dict[str, float]
+    per_merchant: dict[str, dict[str, float]]
+
+
+def prepare_merchants(
+    events: Interactions, partition: PartitionConfig, root: Path
+) -> tuple[ItemCatalog, dict[str, UserItemData]]:
+    """Write the catalog and one state directory per merchant under ``root``."""
+    catalog = ItemCatalog.from_keys(events.item_id)
+    catalog.save(root / RUN_CATALOG_FILE)
+    merchants: dict[str, UserItemData] = {}
+    for name, rows in partition_events(events, partition).items():
+        data = build_user_item_data(events.take(rows), catalog)
+        data.save(
+            root / MERCHANTS_DIR / name, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE
+        )
+        merchants[name] = data
+    return catalog, merchants
+
+
+def _split_by_merchant(
+    result: EvaluationResult, offsets: np.ndarray, names: list[str]
+) -> dict[str, dict[str, float]]:
+    owner = np.searchsorted(offsets, result.users, side="right") - 1
+    out = {}
+    for i, name in enumerate(names):
+        mask = owner == i
+        out[name] = {m: float(np.nanmean(v[mask])) if mask.any() else float("nan")
+                     for m, v in result.per_user.items()}
+        out[name][EVAL_USERS] = float(mask.sum())
+    return out
+
+
+def _federated_comparison(history: dict[str, Any]) -> Comparison:
+    per_merchant = history["rounds"][-1]["evaluate"]
+    if not per_merchant:
+        raise RuntimeError("the federation returned no evaluation results")
+    weights = {name: m[EVAL_USERS] for name, m in per_merchant.items()}
+    total = sum(weights.values())
+    metric_names = [k for k in next(iter(per_merchant.values())) if k not in ("eval-seconds",)]
+    overall = {
+        k: sum(per_merchant[n][k] * weights[n] for n in per_merchant) / total
+        for k in metric_names
+        if k != EVAL_USERS and k != "num-examples"
+    }
+    overall[EVAL_USERS] = total
+    return Comparison(overall=overall, per_merchant=per_merchant)
+
+
+def versions() -> dict[str, str]:
+    import flwr
+    import torch
+
+    return {"flwr": flwr.__version__, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def simulate(
+    spec: SimulationSpec, *, on_round: Callable[[Any], None] | None = None
+) -> dict[str, Any]:
+    """Run one simulated federation; returns the metrics written to ``metrics.json``."""
+    set_flower_environment()
+    events = spec.source.load()  # bad input fails here, before any directory exists
+    started = time.perf_counter()
+    with staged_run_dir(spec.run_dir, overwrite=spec.overwrite) as staging:
+        catalog, merchants = prepare_merchants(events, spec.partition, staging)
+        names = sorted(merchants)
+        run = replace(
+            spec.run,
+            merchants_dir=str(staging / MERCHANTS_DIR),
+            output_dir=str(staging),
+            num_items=len(catalog),
+            federation=replace(spec.run.federation, min_nodes=len(names)),
+        )
+        prepared = time.perf_counter()
+        _run_flower(run, num_merchants=len(names), spec=spec, on_round=on_round)
+        federated_done = time.perf_counter()
+        history = json.loads((staging / FEDERATION_FILE).read_text(encoding="utf-8"))
+        results: dict[str, Any] = {"federated": asdict(_federated_comparison(history))}
+        if spec.baselines:
+            from simulations.baselines import evaluate_popularity, train_centralised
+
+            pooled, offsets = concat_user_item_data([merchants[n] for n in names])
+            popularity = evaluate_popularity(pooled, k=run.federation.top_k, seed=run.federation.seed)
+            centralised = train_centralised(pooled, run)
+            for label, result in (("centralised", centralised), ("popularity", popularity)):
+                overall = dict(result.means)
+                overall[EVAL_USERS] = float(result.num_users)
+                results[label] = asdict(
+                    Comparison(overall=overall, per_merchant=_split_by_merchant(result, offsets, names))
+                )
+        finished = time.perf_counter()
+        results["timing"] = {
+            "prepare_seconds": prepared - started,
+            "federated_seconds": federated_done - prepared,
+            "federated_train_seconds": sum(
+                m.get("train-seconds", 0.0) for r in history["rounds"] for m in r["train"].values()
+            ),
+            "federated_eval_seconds": sum(
+                m.get("eval-seconds", 0.0) for r in history["rounds"] for m in r["evaluate"].values()
+            ),
+            "baselines_seconds": finished - federated_done,
+            "total_seconds": finished - started,
+        }
+        results["merchants"] = {
+            n: {"users": merchants[n].num_users, "train_interactions": merchants[n].num_train,
+                "test_users": int(len(merchants[n].test_users))}
+            for n in names
+        }
+        results["top_k"] = run.federation.top_k
+        config = {
+            "run": to_run_config(spec.run),
+            "partition": asdict(spec.partition),
+            "data": spec.source.describe(),
+            "versions": versions(),
+        }
+        (staging / RUN_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        (staging / RUN_METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return results
+
+
+def _run_flower(
+    run: RunConfig, *, num_merchants: int, spec: SimulationSpec,
+    on_round: Callable[[Any], None] | None,
+) -> None:
+    from flwr.simulation import run_simulation
+
+    from client.client_app import make_client_app
+    from server.server_app import make_server_app
+
+    cpus = spec.num_cpus or os.cpu_count() or 1
+    backend_config = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": cpus,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "logging_level": logging.INFO if spec.verbose else logging.ERROR,
+            "log_to_driver": spec.verbose,
+        },
+    }
+    run_simulation(
+        server_app=make_server_app(run, on_round=on_round),
+        client_app=make_client_app(run),
+        num_supernodes=num_merchants,
+        backend_config=backend_config,  # type: ignore[arg-type]
+        verbose_logging=spec.verbose,
+    )
