@@ -8,10 +8,12 @@ name (``merchant``). User parameters stay in the merchant's state directory.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from client.merchant import Merchant, SharedArrays
 from client.state import MerchantStore
@@ -70,9 +72,12 @@ def _reply(message: Message, merchant: Merchant, metrics: dict[str, float], arra
     return Message(content=content, reply_to=message)
 
 
-def make_client_app(config: RunConfig | None = None) -> ClientApp:
-    """A ClientApp bound to ``config``, or reading the run config when ``None`` (``flwr run``)."""
-    app = ClientApp()
+def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()) -> ClientApp:
+    """A ClientApp bound to ``config``, or reading the run config when ``None`` (``flwr run``).
+
+    ``mods`` are Flower client mods wrapped around every call (e.g. to inspect replies).
+    """
+    app = ClientApp(mods=list(mods))
 
     def settings(context: Context) -> RunConfig:
         return config if config is not None else parse_run_config(context.run_config)

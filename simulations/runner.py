@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -157,11 +157,19 @@ def versions() -> dict[str, str]:
 
 
 def simulate(
-    spec: SimulationSpec, *, on_round: Callable[[Any], None] | None = None
+    spec: SimulationSpec,
+    *,
+    on_round: Callable[[Any], None] | None = None,
+    events: Interactions | None = None,
+    client_mods: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Run one simulated federation; returns the metrics written to ``metrics.json``."""
+    """Run one simulated federation; returns the metrics written to ``metrics.json``.
+
+    ``events`` may be passed when the caller already loaded ``spec.source``.
+    """
     set_flower_environment()
-    events = spec.source.load()  # bad input fails here, before any directory exists
+    if events is None:
+        events = spec.source.load()  # bad input fails here, before any directory exists
     started = time.perf_counter()
     with staged_run_dir(spec.run_dir, overwrite=spec.overwrite) as staging:
         catalog, merchants = prepare_merchants(events, spec.partition, staging)
@@ -174,7 +182,9 @@ def simulate(
             federation=replace(spec.run.federation, min_nodes=len(names)),
         )
         prepared = time.perf_counter()
-        _run_flower(run, num_merchants=len(names), spec=spec, on_round=on_round)
+        _run_flower(
+            run, num_merchants=len(names), spec=spec, on_round=on_round, mods=client_mods
+        )
         federated_done = time.perf_counter()
         history = json.loads((staging / FEDERATION_FILE).read_text(encoding="utf-8"))
         results: dict[str, Any] = {"federated": asdict(_federated_comparison(history))}
@@ -223,6 +233,7 @@ def simulate(
 def _run_flower(
     run: RunConfig, *, num_merchants: int, spec: SimulationSpec,
     on_round: Callable[[Any], None] | None,
+    mods: Sequence[Any],
 ) -> None:
     from flwr.simulation import run_simulation
 
@@ -242,7 +253,7 @@ def _run_flower(
     }
     run_simulation(
         server_app=make_server_app(run, on_round=on_round),
-        client_app=make_client_app(run),
+        client_app=make_client_app(run, mods=mods),
         num_supernodes=num_merchants,
         backend_config=backend_config,  # type: ignore[arg-type]
         verbose_logging=spec.verbose,

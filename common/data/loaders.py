@@ -16,7 +16,6 @@ import codecs
 import csv
 import io
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -40,12 +39,11 @@ from common.data.schema import (
     VALUE,
     Interactions,
 )
-from common.data.validation import Lines, ProblemLog, build_interactions
+from common.data.validation import Lines, ProblemLog, build_interactions, check_columns, decode_utf8
 
 FORMATS: tuple[str, ...] = ("csv", "parquet", "movielens-100k", "movielens-1m", "movielens-latest")
 
 _FOLDED = "\x1f"  # "::" in ml-1m files becomes this one-character delimiter
-_BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes under surrogateescape
 _KEY_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, MERCHANT_ID)
 
 
@@ -73,8 +71,7 @@ _ML_SCHEMA = (USER_ID, ITEM_ID, VALUE, TIMESTAMP)
 _ML = dict(zip(_ML_NAMES, _ML_SCHEMA, strict=True))
 _LAYOUTS: dict[str, _Layout] = {
     "csv": _Layout(
-        ",", "','", True, {c: c for c in ALL_COLUMNS}, REQUIRED_COLUMNS,
-        iso_timestamps=True, event_type=None,
+        ",", "','", True, {c: c for c in ALL_COLUMNS}, REQUIRED_COLUMNS, None, True, None
     ),
     "movielens-100k": _Layout("\t", "tabs", False, _ML, _ML_NAMES, _ML_NAMES),
     "movielens-1m": _Layout(_FOLDED, "'::'", False, _ML, _ML_NAMES, _ML_NAMES),
@@ -141,11 +138,19 @@ def _read_bytes(where: str, log: ProblemLog) -> bytes | None:
         return None
 
 
+def _first_line(data: bytes) -> bytes:
+    """Line 1 without its ending ("\n", "\r\n" or a lone "\r")."""
+    end = data.find(b"\n")
+    end = len(data) if end < 0 else end
+    cr = data.find(b"\r", 0, end)
+    return data[: end if cr < 0 else cr]
+
+
 def _guess_format(head: bytes) -> str | None:
     """The format a file's first line suggests, for hints."""
     if head.startswith(b"PAR1"):
         return "parquet"
-    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    line = _first_line(head).decode("utf-8", errors="replace")
     if "::" in line:
         return "movielens-1m"
     if "\t" in line:
@@ -180,34 +185,47 @@ def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
         data = data.replace(b"::", _FOLDED.encode())
     header = layout.fixed_header or _header(data, layout, log)
     first = 1 if layout.fixed_header else 2
-    fast = _fast_rows(data, layout, header, first)
+    wanted: dict[str, int] = {}  # schema column -> first field index naming it
+    for index, name in enumerate(header):
+        wanted.setdefault(layout.columns.get(name.strip(), ""), index)
+    wanted.pop("", None)
+    header_is_utf8 = _is_utf8(_first_line(data)) or first == 1
+    fast = _fast_rows(data, layout, header, first) if header_is_utf8 else None
     if fast is not None:
         table, lines = fast
         records = table.num_rows
-        cells = [table.column(i).to_pandas() for i in range(len(header))]
+        columns = {name: table.column(i).to_pandas() for name, i in wanted.items()}
     else:
         rows, line_list, records = _slow_rows(data, layout, header, first, log)
         lines = np.asarray(line_list, dtype=np.int64)
-        cells = [pd.Series([row[i] for row in rows], dtype="str") for i in range(len(header))]
+        columns = {name: pd.Series([r[i] for r in rows], dtype="str") for name, i in wanted.items()}
     if records == 0:
-        log.file("header line only, no data rows (expected at least one event after the header)")
+        log.file(
+            "header line only, no data rows (expected at least one event after the header)"
+            if first == 2
+            else "no events (expected at least one line)"
+        )
     if log:
         _hint_format(data, fmt, log)
         log.hint(f"--format {fmt} expects {_expects(layout)}")
-    columns: dict[str, pd.Series] = {}
-    for index, name in enumerate(header):
-        schema_name = layout.columns.get(name.strip())
-        if schema_name is not None and schema_name not in columns:
-            columns[schema_name] = cells[index]
     return build_interactions(
         columns, lines, log, iso_timestamps=layout.iso_timestamps, event_type=layout.event_type
     )
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _expects(layout: _Layout) -> str:
     if layout.fixed_header:
         names = " ".join(layout.fixed_header)
-        return f"no header and 4 fields per line separated by {layout.shown_delimiter}: {names}"
+        count = len(layout.fixed_header)
+        return f"no header, {count} fields per line separated by {layout.shown_delimiter}: {names}"
     if layout.event_type is None:
         return f"a header line and {_SCHEMA_HELP}"
     return f"the header line {','.join(layout.required)}"
@@ -215,27 +233,15 @@ def _expects(layout: _Layout) -> str:
 
 def _header(data: bytes, layout: _Layout, log: ProblemLog) -> tuple[str, ...]:
     """Parse line 1 and log duplicate or missing column names."""
-    line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
-    reader = csv.reader([line], delimiter=layout.delimiter, quoting=layout.csv_quoting)
-    header = tuple(next(reader, []))
+    line = _first_line(data).decode("utf-8", errors="replace")
+    try:
+        header = tuple(next(csv.reader([line], layout.delimiter, quoting=layout.csv_quoting)))
+    except (csv.Error, StopIteration):  # e.g. an unclosed quote
+        header = tuple(line.split(layout.delimiter))
     names = [name.strip() for name in header]
-    for name in dict.fromkeys(names):
-        places = [str(i + 1) for i, found in enumerate(names) if found == name]
-        if len(places) > 1:
-            log.line(
-                1,
-                f"duplicate column name {name!r} in columns {' and '.join(places)} "
-                "(expected each column once)",
-            )
-    missing = [name for name in layout.required if name not in names]
-    if missing:
-        log.file(
-            f"missing required column(s) {', '.join(map(repr, missing))} "
-            f"(found columns: {', '.join(map(repr, names))}; "
-            f"expected {', '.join(layout.required)})"
-        )
-        if all(name.lstrip("+-").isdigit() for name in names):
-            log.hint("the first line must be a header naming the columns")
+    complete = check_columns(names, layout.required, log, line=1)
+    if not complete and all(name.lstrip("+-").isdigit() for name in names):
+        log.hint("the first line must be a header naming the columns")
     return header
 
 
@@ -275,26 +281,6 @@ def _fast_rows(
     return table, np.arange(table.num_rows, dtype=np.int64) + first
 
 
-def _decode(data: bytes, log: ProblemLog) -> str:
-    """Decode UTF-8, logging each line with undecodable bytes."""
-    text = data.decode("utf-8", errors="surrogateescape")
-    line, last, seen = 1, 0, set()
-    for match in _BAD_BYTE.finditer(text):
-        line += text.count("\n", last, match.start())
-        last = match.start()
-        if line not in seen:
-            seen.add(line)
-            column = match.start() - text.rfind("\n", 0, match.start())
-            byte = ord(match.group()) - 0xDC00
-            log.line(
-                line, f"not valid UTF-8: byte 0x{byte:02x} at character {column} (expected UTF-8)"
-            )
-    if seen:
-        log.hint("re-save the file as UTF-8 (it may be Latin-1 or a binary file)")
-        text = _BAD_BYTE.sub("\ufffd", text)
-    return text
-
-
 def _slow_rows(
     data: bytes, layout: _Layout, header: tuple[str, ...], first: int, log: ProblemLog
 ) -> tuple[list[list[str]], list[int], int]:
@@ -302,7 +288,7 @@ def _slow_rows(
 
     Returns the rows, their start lines and the number of non-blank records.
     """
-    text = _decode(data, log)
+    text = decode_utf8(data, log)
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter=layout.delimiter, quoting=layout.csv_quoting
     )
@@ -346,7 +332,8 @@ def _slow_rows(
 
 def _load_parquet(where: str, log: ProblemLog) -> Interactions | None:
     try:
-        table = pq.read_table(where)
+        with pq.ParquetFile(where) as parquet:
+            table = parquet.read()
     except (pa.ArrowException, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.file(f"not a readable Parquet file ({reason}; expected Parquet with {_SCHEMA_HELP})")
@@ -357,16 +344,7 @@ def _load_parquet(where: str, log: ProblemLog) -> Interactions | None:
             pass
         return None
     names = table.schema.names
-    for name in dict.fromkeys(names):
-        if names.count(name) > 1:
-            count = names.count(name)
-            log.file(f"duplicate column name {name!r} ({count} columns; expected each once)")
-    missing = [name for name in REQUIRED_COLUMNS if name not in names]
-    if missing:
-        log.file(
-            f"missing required column(s) {', '.join(map(repr, missing))} "
-            f"(found columns: {', '.join(map(repr, names))}; expected {_SCHEMA_HELP})"
-        )
+    check_columns(names, REQUIRED_COLUMNS, log, line=None)
     if table.num_rows == 0:
         log.file("no data rows (0 rows; expected at least one event)")
     columns: dict[str, pd.Series] = {}

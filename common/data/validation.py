@@ -8,7 +8,8 @@ the loader has collected every problem in the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +31,8 @@ from common.errors import DataError, DataProblem
 Lines = npt.NDArray[np.int64]
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
-_INTEGER = r"[+-]?\d{1,18}"
+_INTEGER = r"[+-]?[0-9]{1,18}"
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes under surrogateescape
 _SHOWN_CHARS = 30
 
 
@@ -58,6 +60,12 @@ class ProblemLog:
     def line(self, line: int, message: str) -> None:
         self._lines.setdefault(line, []).append(message)
 
+    def add(self, line: int | None, message: str) -> None:
+        if line is None:
+            self.file(message)
+        else:
+            self.line(line, message)
+
     def rows(self, lines: Lines, messages: str | Iterable[str]) -> None:
         """Record one message per line; a plain ``str`` is used for every line."""
         if len(lines) == 0:
@@ -78,6 +86,44 @@ class ProblemLog:
             DataProblem(line, "; ".join(self._lines[line])) for line in sorted(self._lines)
         ]
         return DataError(path, problems, hint="; ".join(self._hints))
+
+
+def decode_utf8(data: bytes, log: ProblemLog) -> str:
+    """Decode UTF-8, logging each line with undecodable bytes."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    line, last, seen = 1, 0, set()
+    for match in _BAD_BYTE.finditer(text):
+        line += text.count("\n", last, match.start())
+        last = match.start()
+        if line not in seen:
+            seen.add(line)
+            column = match.start() - text.rfind("\n", 0, match.start())
+            byte = ord(match.group()) - 0xDC00
+            log.line(
+                line, f"not valid UTF-8: byte 0x{byte:02x} at character {column} (expected UTF-8)"
+            )
+    if seen:
+        log.hint("re-save the file as UTF-8 (it may be Latin-1 or a binary file)")
+        text = _BAD_BYTE.sub("\ufffd", text)
+    return text
+
+
+def check_columns(
+    names: Sequence[str], required: Sequence[str], log: ProblemLog, *, line: int | None
+) -> bool:
+    """Log duplicate and missing column names (at ``line``, the header); True when all present."""
+    for name in dict.fromkeys(names):
+        places = [str(i + 1) for i, found in enumerate(names) if found == name]
+        if len(places) > 1:
+            message = f"duplicate column name {name!r} in columns {' and '.join(places)}"
+            log.add(line, f"{message} (expected each column once)")
+    missing = [name for name in required if name not in names]
+    if missing:
+        log.file(
+            f"missing required column(s) {', '.join(map(repr, missing))} "
+            f"(found columns: {', '.join(map(repr, names))}; expected {', '.join(required)})"
+        )
+    return not missing
 
 
 def _text(column: pd.Series) -> pd.Series:
@@ -136,18 +182,25 @@ def _timestamps(
     negative = ~bad & (seconds < 0)
     log.rows(
         lines[negative],
-        (f"negative timestamp {s} (expected unix seconds >= 0)" for s in seconds[negative].tolist()),
+        (
+            f"negative timestamp {s} (expected unix seconds >= 0)"
+            for s in seconds[negative].tolist()
+        ),
     )
     return seconds
 
 
 def _is_blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or (
-        isinstance(value, str) and not value.strip()
+    return (
+        value is None
+        or (isinstance(value, float) and np.isnan(value))
+        or (isinstance(value, str) and not value.strip())
     )
 
 
-def _values(column: pd.Series | None, lines: Lines, log: ProblemLog) -> npt.NDArray[np.float32] | None:
+def _values(
+    column: pd.Series | None, lines: Lines, log: ProblemLog
+) -> npt.NDArray[np.float32] | None:
     if column is None:
         return None
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
@@ -184,7 +237,9 @@ def _event_types(column: pd.Series | None, lines: Lines, log: ProblemLog) -> Str
     log.rows(
         lines[bad],
         (
-            f"empty event_type {expected}" if not found else f"unknown event_type {shown(found)} {expected}"
+            f"empty event_type {expected}"
+            if not found
+            else f"unknown event_type {shown(found)} {expected}"
             for found in text[bad].tolist()
         ),
     )

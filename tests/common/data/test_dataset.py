@@ -1,0 +1,54 @@
+import numpy as np
+
+from common.data.catalog import ItemCatalog
+from common.data.dataset import build_user_item_data, concat_user_item_data
+from tests.conftest import make_events
+
+
+def test_leave_last_out_split_dedupes_and_holds_out_latest(tiny_data):
+    # catalog a=0 b=1 c=2 d=3; users u1=0 u2=1 u3=2
+    assert tiny_data.user_keys == ("u1", "u2", "u3")
+    assert tiny_data.num_items == 4
+    assert tiny_data.items_of(0).tolist() == [0, 1]  # a, b (c held out)
+    assert tiny_data.items_of(1).tolist() == [0]  # a (b@9 held out, b@5 collapsed into it)
+    assert tiny_data.items_of(2).tolist() == [3]  # single item: train only
+    assert tiny_data.test_users.tolist() == [0, 1]
+    assert tiny_data.test_items.tolist() == [2, 1]
+
+
+def test_test_item_never_among_training_items(tiny_data):
+    for user, item in zip(tiny_data.test_users, tiny_data.test_items):
+        assert item not in tiny_data.items_of(int(user))
+
+
+def test_unknown_items_are_counted_and_skipped():
+    events = make_events([("u", "a", 1), ("u", "zzz", 2), ("u", "b", 3)])
+    data = build_user_item_data(events, ItemCatalog(keys=("a", "b")))
+    assert data.unknown_items == 1
+    assert data.items_of(0).tolist() == [0] and data.test_items.tolist() == [1]
+
+
+def test_save_load_round_trip(tmp_path, tiny_data):
+    tiny_data.save(tmp_path, data_file="d.npz", users_file="u.json")
+    back = type(tiny_data).load(tmp_path, data_file="d.npz", users_file="u.json")
+    assert back.user_keys == tiny_data.user_keys
+    np.testing.assert_array_equal(back.train_items, tiny_data.train_items)
+    np.testing.assert_array_equal(back.test_items, tiny_data.test_items)
+
+
+def test_concat_offsets_users(tiny_data):
+    pooled, offsets = concat_user_item_data([tiny_data, tiny_data])
+    assert offsets.tolist() == [0, 3, 6]
+    assert pooled.num_users == 6
+    assert pooled.items_of(3).tolist() == tiny_data.items_of(0).tolist()
+    assert pooled.test_users.tolist() == [0, 1, 3, 4]
+
+
+def test_catalog_encode_and_save(tmp_path):
+    catalog = ItemCatalog.from_keys(np.array(["b", "a", "b"], dtype=object))
+    assert catalog.keys == ("a", "b")
+    encoded = catalog.encode(np.array(["b", "x", "a"], dtype=object))
+    assert encoded.indices.tolist() == [1, -1, 0]
+    assert encoded.unknown_count == 1 and encoded.unknown_examples == ("x",)
+    catalog.save(tmp_path / "c.json")
+    assert ItemCatalog.load(tmp_path / "c.json") == catalog

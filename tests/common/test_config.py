@@ -1,0 +1,44 @@
+import pytest
+
+from common.config import (
+    RunConfig,
+    parse_run_config,
+    to_run_config,
+    train_config_from_record,
+    train_config_to_record,
+)
+from common.errors import ConfigError
+
+
+def test_parse_kebab_keys_into_typed_fields():
+    config = parse_run_config({"model": "neumf", "mlp-layers": "32 16", "num-server-rounds": 3,
+                               "learning-rate": "0.05"})
+    assert config.model.kind == "neumf" and config.model.mlp_layers == (32, 16)
+    assert config.federation.num_rounds == 3 and config.train.learning_rate == 0.05
+
+
+def test_round_trip():
+    config = parse_run_config({"strategy": "fedprox", "proximal-mu": 0.1, "seed": 4})
+    assert parse_run_config(to_run_config(config)) == config
+    assert train_config_from_record(train_config_to_record(config.train)) == config.train
+
+
+def test_unknown_key_lists_known_ones():
+    with pytest.raises(ConfigError, match="Unknown setting.*num-rounds.*known settings"):
+        parse_run_config({"num-rounds": 3})
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError, match="'local-epochs' must be a int, got 'two'"):
+        parse_run_config({"local-epochs": "two"})
+
+
+def test_out_of_range_values_are_collected():
+    with pytest.raises(ConfigError) as error:
+        parse_run_config({"local-epochs": 0, "batch-users": 0})
+    assert "local-epochs must be >= 1" in str(error.value)
+    assert "batch-users must be >= 1" in str(error.value)
+
+
+def test_defaults_are_valid():
+    assert RunConfig().federation.num_rounds == 20
