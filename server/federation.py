@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from common.config import FederationConfig, TrainConfig, train_config_to_record
 from common.constants import (
-    CONFIG_KEY,
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
     METRICS_KEY,
@@ -86,12 +85,14 @@ def _merchant_of(message: Message) -> str:
 
 
 def _split(replies: Iterable[Message]) -> tuple[list[Message], list[str]]:
+    """Separate error replies; order the rest by merchant so aggregation is reproducible."""
     ok, failed = [], []
     for reply in replies:
         if reply.has_error():
             failed.append(f"node-{reply.metadata.src_node_id}: {reply.error.reason}")
         else:
             ok.append(reply)
+    ok.sort(key=_merchant_of)  # float sums depend on order; arrival order does not repeat
     return ok, failed
 
 

@@ -61,6 +61,14 @@ def set_flower_environment() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+class _DropRunSimulationDeprecation(logging.Filter):
+    """``run_simulation`` is Flower's in-process entry point; its deprecation notice is known."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "run_simulation` function is deprecated" not in record.getMessage()
 
 
 @dataclass(frozen=True)
@@ -251,10 +259,16 @@ def _run_flower(
             "log_to_driver": spec.verbose,
         },
     }
-    run_simulation(
-        server_app=make_server_app(run, on_round=on_round),
-        client_app=make_client_app(run, mods=mods),
-        num_supernodes=num_merchants,
-        backend_config=backend_config,  # type: ignore[arg-type]
-        verbose_logging=spec.verbose,
-    )
+    flower_logger = logging.getLogger("flwr")
+    quiet = _DropRunSimulationDeprecation()
+    flower_logger.addFilter(quiet)
+    try:
+        run_simulation(
+            server_app=make_server_app(run, on_round=on_round),
+            client_app=make_client_app(run, mods=mods),
+            num_supernodes=num_merchants,
+            backend_config=backend_config,  # type: ignore[arg-type]
+            verbose_logging=spec.verbose,
+        )
+    finally:
+        flower_logger.removeFilter(quiet)
