@@ -45,8 +45,12 @@ def _sequential_baseline(run_dir: Path, config, rounds: int) -> float:
         for p in sorted((run_dir / "merchants").iterdir())
     ]
     num_items = merchants[0].data.num_items
-    model = build_model(config.model, num_users=0, num_items=num_items,
-                        generator=torch_generator(config.federation.seed, "global-init"))
+    model = build_model(
+        config.model,
+        num_users=0,
+        num_items=num_items,
+        generator=torch_generator(config.federation.seed, "global-init"),
+    )
     shared = {n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()}
     started = time.perf_counter()
     for server_round in range(1, rounds + 1):
@@ -56,7 +60,9 @@ def _sequential_baseline(run_dir: Path, config, rounds: int) -> float:
             updates.append(outcome.shared)
             weights.append(outcome.num_examples)
         total = sum(weights)
-        shared = {n: sum(u[n] * w for u, w in zip(updates, weights)) / total for n in shared}
+        shared = {
+            n: sum(u[n] * w for u, w in zip(updates, weights, strict=True)) / total for n in shared
+        }
     for merchant in merchants:
         merchant.evaluate(shared, k=config.federation.top_k, server_round=rounds)
     return time.perf_counter() - started
@@ -80,15 +86,22 @@ def main() -> None:
     from simulations.synthetic import SyntheticSpec
 
     set_flower_environment()
-    synthetic = SyntheticSpec(num_merchants=3, num_users=600, num_items=300) if args.small \
+    synthetic = (
+        SyntheticSpec(num_merchants=3, num_users=600, num_items=300)
+        if args.small
         else SyntheticSpec()
+    )
     run = parse_run_config({"num-server-rounds": args.rounds}) if args.rounds else RunConfig()
     rounds_log = []
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         spec = SimulationSpec(
-            run=run, source=DataSource(synthetic=synthetic), partition=PartitionConfig(),
-            run_dir=run_dir, baselines=False, num_cpus=args.cpus,
+            run=run,
+            source=DataSource(synthetic=synthetic),
+            partition=PartitionConfig(),
+            run_dir=run_dir,
+            baselines=False,
+            num_cpus=args.cpus,
         )
         results = simulate(spec, on_round=rounds_log.append)
         history = json.loads((run_dir / "federation.json").read_text())
@@ -100,6 +113,7 @@ def main() -> None:
     train = [[m["train-seconds"] for m in r["train"].values()] for r in history["rounds"]]
     evals = [[m["eval-seconds"] for m in r["evaluate"].values()] for r in history["rounds"]]
     round_seconds = [r["seconds"] for r in history["rounds"]]
+
     # Merchants run on `cpus` actors in parallel: the critical path of a round is at least
     # max(slowest merchant, total work / cpus).
     def critical(per_round):
@@ -110,11 +124,17 @@ def main() -> None:
     loop_wall = float(sum(round_seconds))
     report = {
         "benchmark": "simulation_overhead",
-        "machine": {"cpus_used": args.cpus, "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "federation": {"merchants": len(results["merchants"]), "rounds": len(round_seconds),
-                       "users": sum(m["users"] for m in results["merchants"].values()),
-                       "synthetic": synthetic.__dict__},
+        "machine": {
+            "cpus_used": args.cpus,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "federation": {
+            "merchants": len(results["merchants"]),
+            "rounds": len(round_seconds),
+            "users": sum(m["users"] for m in results["merchants"].values()),
+            "synthetic": synthetic.__dict__,
+        },
         "seconds": {
             "federated_wall": federated_wall,
             "round_loop_wall": loop_wall,

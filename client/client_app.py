@@ -60,10 +60,19 @@ def _shared_from(message: Message) -> SharedArrays:
     return {name: tensor.numpy() for name, tensor in record.to_torch_state_dict().items()}
 
 
-def _reply(message: Message, merchant: Merchant, metrics: dict[str, float], arrays: ArrayRecord | None) -> Message:
+def _int(record: ConfigRecord, key: str) -> int:
+    value = record.get(key)
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"The coordinator's message lacks an integer {key!r} (got {value!r}).")
+    return int(value)
+
+
+def _reply(
+    message: Message, merchant: Merchant, metrics: dict[str, float], arrays: ArrayRecord | None
+) -> Message:
     content = RecordDict(
         {
-            METRICS_KEY: MetricRecord(metrics),
+            METRICS_KEY: MetricRecord(dict(metrics.items())),  # type: ignore[arg-type]
             MERCHANT_KEY: ConfigRecord({MERCHANT_NAME_FIELD: merchant.name}),
         }
     )
@@ -92,14 +101,14 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         outcome = merchant.train(
             _shared_from(message),
             train_config_from_record(dict(plan)),
-            server_round=int(plan["server-round"]),
+            server_round=_int(plan, "server-round"),
         )
         arrays = ArrayRecord(
             torch_state_dict=OrderedDict(
                 (name, torch.from_numpy(array)) for name, array in outcome.shared.items()
             )
         )
-        metrics = {
+        metrics: dict[str, float] = {
             WEIGHT_KEY: outcome.num_examples,
             TRAIN_LOSS: outcome.stats.loss,
             TRAIN_STEPS: outcome.stats.steps,
@@ -117,7 +126,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         merchant = _resolve_merchant(run, context)
         plan = message.content.config_records[CONFIG_KEY]
         result = merchant.evaluate(
-            _shared_from(message), k=int(plan["top-k"]), server_round=int(plan["server-round"])
+            _shared_from(message), k=_int(plan, "top-k"), server_round=_int(plan, "server-round")
         )
         metrics: dict[str, float] = dict(result.means)
         metrics[WEIGHT_KEY] = result.num_users

@@ -73,7 +73,9 @@ class Merchant:
             model.load_local(local)
         return model
 
-    def train(self, shared: SharedArrays, config: TrainConfig, *, server_round: int) -> TrainOutcome:
+    def train(
+        self, shared: SharedArrays, config: TrainConfig, *, server_round: int
+    ) -> TrainOutcome:
         model = self._model(shared)
         stats = train_local(
             model, self.data, config, rng=numpy_rng(self.seed, "train", self.name, server_round)

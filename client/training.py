@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from client.examples import UserBatch, build_user_batch
-from common.data.dataset import UserItemData
 from common.config import TrainConfig
+from common.data.dataset import UserItemData
 from common.models.base import Recommender
+
 
 @dataclass(frozen=True)
 class TrainStats:

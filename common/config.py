@@ -76,7 +76,9 @@ class FederationConfig:
         if self.num_rounds < 1:
             problems.append(f"num-server-rounds must be >= 1, got {self.num_rounds}")
         if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            problems.append(
+                f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+            )
         if not self.server_learning_rate > 0:
             problems.append(f"server-learning-rate must be > 0, got {self.server_learning_rate}")
         if self.min_nodes < 1:
@@ -172,8 +174,7 @@ def parse_run_config(raw: Mapping[str, Any], *, base: RunConfig | None = None) -
         coerced = _coerce(key, value, current)
         (updates[section] if section else top)[name] = coerced
     sections = {
-        name: dataclasses.replace(getattr(base, name), **fields)
-        for name, fields in updates.items()
+        name: dataclasses.replace(getattr(base, name), **fields) for name, fields in updates.items()
     }
     return dataclasses.replace(base, **sections, **top)
 
@@ -189,7 +190,9 @@ def to_run_config(config: RunConfig) -> dict[str, Any]:
 
 def train_config_to_record(config: TrainConfig) -> dict[str, Any]:
     """TrainConfig as the kebab-case dict a ConfigRecord carries to merchants."""
-    return {k: v for k, v in to_run_config(RunConfig(train=config)).items() if _KEYS[k][0] == "train"}
+    return {
+        k: v for k, v in to_run_config(RunConfig(train=config)).items() if _KEYS[k][0] == "train"
+    }
 
 
 def train_config_from_record(record: Mapping[str, Any]) -> TrainConfig:

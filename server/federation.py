@@ -97,7 +97,8 @@ def _split(replies: Iterable[Message]) -> tuple[list[Message], list[str]]:
 
 
 def _metrics(message: Message) -> dict[str, float]:
-    return {k: float(v) for k, v in message.content.metric_records[METRICS_KEY].items()}
+    record = message.content.metric_records[METRICS_KEY]
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
 
 
 def run_federation(
@@ -123,9 +124,7 @@ def run_federation(
         messages = strategy.configure_train(
             server_round, arrays, ConfigRecord(train_config_to_record(train)), grid
         )
-        replies, failed = _split(
-            grid.send_and_receive(messages, timeout=federation.round_timeout)
-        )
+        replies, failed = _split(grid.send_and_receive(messages, timeout=federation.round_timeout))
         record.failures += failed
         if not replies:
             raise FederationError(

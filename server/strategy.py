@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.config import FederationConfig, TrainConfig
 from common.constants import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
@@ -20,16 +20,16 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
     from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
     min_train = max(1, min(config.min_nodes, num_nodes))
-    common = dict(
-        fraction_train=config.fraction_train,
-        fraction_evaluate=1.0,
-        min_train_nodes=min_train,
-        min_evaluate_nodes=min_train,
-        min_available_nodes=min_train,
-        weighted_by_key=WEIGHT_KEY,
-        arrayrecord_key=ARRAYS_KEY,
-        configrecord_key=CONFIG_KEY,
-    )
+    common: dict[str, Any] = {
+        "fraction_train": config.fraction_train,
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": min_train,
+        "min_evaluate_nodes": min_train,
+        "min_available_nodes": min_train,
+        "weighted_by_key": WEIGHT_KEY,
+        "arrayrecord_key": ARRAYS_KEY,
+        "configrecord_key": CONFIG_KEY,
+    }
     if config.strategy == "fedadam":
         return FedAdam(**common, eta=config.server_learning_rate, eta_l=train.learning_rate)
     if config.strategy == "fedprox":

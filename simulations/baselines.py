@@ -24,9 +24,7 @@ def popularity_scores(data: UserItemData) -> npt.NDArray[np.float64]:
     return np.bincount(data.train_items, minlength=data.num_items).astype(np.float64)
 
 
-def evaluate_popularity(
-    pooled: UserItemData, *, k: int, seed: int
-) -> EvaluationResult:
+def evaluate_popularity(pooled: UserItemData, *, k: int, seed: int) -> EvaluationResult:
     counts = popularity_scores(pooled)
     return evaluate_scores(
         lambda users: np.broadcast_to(counts, (len(users), len(counts))),

@@ -44,8 +44,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="how users are split into parties; auto = natural if the data has merchant_id, "
         "else iid",
     )
-    data.add_argument("--merchants", type=int, default=10, help="parties for iid/dirichlet, "
-                      "or merchants of the synthetic federation (default 10)")
+    data.add_argument(
+        "--merchants",
+        type=int,
+        default=10,
+        help="parties for iid/dirichlet, or merchants of the synthetic federation (default 10)",
+    )
     data.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha (default 0.5)")
     data.add_argument("--users", type=int, default=4000, help="synthetic users (default 4000)")
     data.add_argument("--items", type=int, default=1500, help="synthetic items (default 1500)")
@@ -57,7 +61,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     fl.add_argument("--loss", choices=("bce", "mse"), help="bce: implicit (default); mse: ratings")
     fl.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     fl.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any run setting by its pyproject key, e.g. --set embedding-dim=64 (repeatable)",
     )
     out = p.add_argument_group("output")
@@ -105,7 +112,9 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         source = DataSource(
             synthetic=SyntheticSpec(
-                num_merchants=args.merchants, num_users=args.users, num_items=args.items,
+                num_merchants=args.merchants,
+                num_users=args.users,
+                num_items=args.items,
                 seed=args.seed,
             )
         )
@@ -126,16 +135,24 @@ def _simulate(args: argparse.Namespace) -> int:
         f"{args.data or 'synthetic federation'}"
     )
     spec = SimulationSpec(
-        run=run, source=source, partition=partition, run_dir=run_dir,
-        overwrite=args.overwrite, baselines=not args.no_baselines, num_cpus=args.cpus,
+        run=run,
+        source=source,
+        partition=partition,
+        run_dir=run_dir,
+        overwrite=args.overwrite,
+        baselines=not args.no_baselines,
+        num_cpus=args.cpus,
         verbose=args.verbose,
     )
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rounds"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("federated training", total=run.federation.num_rounds)
 
@@ -185,7 +202,8 @@ def _configure_logging(verbose: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
     )
 
 

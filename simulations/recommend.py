@@ -75,7 +75,9 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
         if local is None:
             raise RunDirError(f"{directory} has no trained local state; was the run complete?")
         model = build_model(
-            config.model, num_users=data.num_users, num_items=data.num_items,
+            config.model,
+            num_users=data.num_users,
+            num_items=data.num_items,
             generator=torch.Generator().manual_seed(0),
         )
         model.load_shared(shared)
@@ -85,7 +87,8 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
         if duplicated:
             logger.warning(
                 "%d user id(s) of %s also appear at another merchant; rows are ambiguous",
-                len(duplicated), store.name,
+                len(duplicated),
+                store.name,
             )
         seen_users.update(data.user_keys)
         for start in range(0, data.num_users, chunk_users):
@@ -103,7 +106,7 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
             for i, user in enumerate(users):
                 valid = np.isfinite(best_scores[i])
                 for rank, (item, score) in enumerate(
-                    zip(best[i][valid], best_scores[i][valid]), start=1
+                    zip(best[i][valid], best_scores[i][valid], strict=True), start=1
                 ):
                     writer.writerow((data.user_keys[user], item_keys[item], rank, f"{score:.6f}"))
                     rows_written += 1

@@ -14,7 +14,9 @@ METHODS = ("federated", "centralised", "popularity")
 
 
 def _fmt(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    return (
+        "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    )
 
 
 def _ratio(a: float, b: float) -> str:
@@ -57,8 +59,10 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
         per.add_row(
             name,
             str(int(fed[EVAL_USERS])),
-            *[_fmt(results[m]["per_merchant"].get(name, {}).get(ndcg_at(k), float("nan")))
-              for m in methods],
+            *[
+                _fmt(results[m]["per_merchant"].get(name, {}).get(ndcg_at(k), float("nan")))
+                for m in methods
+            ],
         )
     if len(merchants) > 50:
         per.caption = f"first 50 of {len(merchants)} parties; all are in metrics.json"

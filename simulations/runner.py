@@ -122,7 +122,9 @@ def prepare_merchants(
     for name, rows in partition_events(events, partition).items():
         data = build_user_item_data(events.take(rows), catalog)
         data.save(
-            root / MERCHANTS_DIR / name, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE
+            root / MERCHANTS_DIR / name,
+            data_file=MERCHANT_DATA_FILE,
+            users_file=MERCHANT_USERS_FILE,
         )
         merchants[name] = data
     return catalog, merchants
@@ -135,8 +137,10 @@ def _split_by_merchant(
     out = {}
     for i, name in enumerate(names):
         mask = owner == i
-        out[name] = {m: float(np.nanmean(v[mask])) if mask.any() else float("nan")
-                     for m, v in result.per_user.items()}
+        out[name] = {
+            m: float(np.nanmean(v[mask])) if mask.any() else float("nan")
+            for m, v in result.per_user.items()
+        }
         out[name][EVAL_USERS] = float(mask.sum())
     return out
 
@@ -190,9 +194,7 @@ def simulate(
             federation=replace(spec.run.federation, min_nodes=len(names)),
         )
         prepared = time.perf_counter()
-        _run_flower(
-            run, num_merchants=len(names), spec=spec, on_round=on_round, mods=client_mods
-        )
+        _run_flower(run, num_merchants=len(names), spec=spec, on_round=on_round, mods=client_mods)
         federated_done = time.perf_counter()
         history = json.loads((staging / FEDERATION_FILE).read_text(encoding="utf-8"))
         results: dict[str, Any] = {"federated": asdict(_federated_comparison(history))}
@@ -200,13 +202,17 @@ def simulate(
             from simulations.baselines import evaluate_popularity, train_centralised
 
             pooled, offsets = concat_user_item_data([merchants[n] for n in names])
-            popularity = evaluate_popularity(pooled, k=run.federation.top_k, seed=run.federation.seed)
+            popularity = evaluate_popularity(
+                pooled, k=run.federation.top_k, seed=run.federation.seed
+            )
             centralised = train_centralised(pooled, run)
             for label, result in (("centralised", centralised), ("popularity", popularity)):
                 overall = dict(result.means)
                 overall[EVAL_USERS] = float(result.num_users)
                 results[label] = asdict(
-                    Comparison(overall=overall, per_merchant=_split_by_merchant(result, offsets, names))
+                    Comparison(
+                        overall=overall, per_merchant=_split_by_merchant(result, offsets, names)
+                    )
                 )
         finished = time.perf_counter()
         results["timing"] = {
@@ -216,14 +222,19 @@ def simulate(
                 m.get("train-seconds", 0.0) for r in history["rounds"] for m in r["train"].values()
             ),
             "federated_eval_seconds": sum(
-                m.get("eval-seconds", 0.0) for r in history["rounds"] for m in r["evaluate"].values()
+                m.get("eval-seconds", 0.0)
+                for r in history["rounds"]
+                for m in r["evaluate"].values()
             ),
             "baselines_seconds": finished - federated_done,
             "total_seconds": finished - started,
         }
         results["merchants"] = {
-            n: {"users": merchants[n].num_users, "train_interactions": merchants[n].num_train,
-                "test_users": int(len(merchants[n].test_users))}
+            n: {
+                "users": merchants[n].num_users,
+                "train_interactions": merchants[n].num_train,
+                "test_users": len(merchants[n].test_users),
+            }
             for n in names
         }
         results["top_k"] = run.federation.top_k
@@ -239,7 +250,10 @@ def simulate(
 
 
 def _run_flower(
-    run: RunConfig, *, num_merchants: int, spec: SimulationSpec,
+    run: RunConfig,
+    *,
+    num_merchants: int,
+    spec: SimulationSpec,
     on_round: Callable[[Any], None] | None,
     mods: Sequence[Any],
 ) -> None:

@@ -10,8 +10,10 @@ from common.data.dataset import UserItemData, build_user_item_data
 from common.data.schema import Interactions
 
 
-def make_events(rows: list[tuple[str, str, int]], merchants: list[str] | None = None) -> Interactions:
-    users, items, times = zip(*rows)
+def make_events(
+    rows: list[tuple[str, str, int]], merchants: list[str] | None = None
+) -> Interactions:
+    users, items, times = zip(*rows, strict=True)
     return Interactions(
         user_id=np.asarray(users, dtype=object),
         item_id=np.asarray(items, dtype=object),
@@ -25,8 +27,12 @@ def tiny_events() -> Interactions:
     # u1: a(1) b(2) c(3)  -> test c ; u2: b(5) a(4) b(9) -> dedupe b@9, test b ; u3: d only
     return make_events(
         [
-            ("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3),
-            ("u2", "b", 5), ("u2", "a", 4), ("u2", "b", 9),
+            ("u1", "a", 1),
+            ("u1", "b", 2),
+            ("u1", "c", 3),
+            ("u2", "b", 5),
+            ("u2", "a", 4),
+            ("u2", "b", 9),
             ("u3", "d", 7),
         ]
     )

@@ -99,10 +99,7 @@ def load_events(path: str | os.PathLike[str], *, fmt: str = "csv") -> Interactio
         log.file("file is empty (0 bytes; expected at least one event)")
     if log:
         raise log.error(where)
-    if fmt == "parquet":
-        events = _load_parquet(where, log)
-    else:
-        events = _load_text(where, fmt, log)
+    events = _load_parquet(where, log) if fmt == "parquet" else _load_text(where, fmt, log)
     if events is None or log:
         raise log.error(where)
     return events

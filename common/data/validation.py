@@ -72,7 +72,7 @@ class ProblemLog:
             return
         if isinstance(messages, str):
             messages = [messages] * len(lines)
-        for line, message in zip(lines.tolist(), messages, strict=False):
+        for line, message in zip(lines.tolist(), messages, strict=True):
             self.line(line, message)
 
     def hint(self, text: str) -> None:

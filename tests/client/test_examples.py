@@ -2,12 +2,12 @@ import numpy as np
 import torch
 
 from client.examples import build_user_batch
-from common.config import TrainConfig
 from client.training import per_user_loss
-from common.models import ModelConfig, build_model
-from tests.conftest import make_events
+from common.config import TrainConfig
 from common.data.catalog import ItemCatalog
 from common.data.dataset import build_user_item_data
+from common.models import ModelConfig, build_model
+from tests.conftest import make_events
 
 
 def _data(items_per_user=(5, 2)):
@@ -19,8 +19,12 @@ def _data(items_per_user=(5, 2)):
 def test_rows_per_user_follow_cap_and_negatives():
     data = _data((5, 2))  # train items: u0 has 5, u1 has 2
     batch = build_user_batch(
-        data, np.array([0, 1]), max_interactions_per_user=3, num_negatives=4,
-        explicit=False, rng=np.random.default_rng(0),
+        data,
+        np.array([0, 1]),
+        max_interactions_per_user=3,
+        num_negatives=4,
+        explicit=False,
+        rng=np.random.default_rng(0),
     )
     slot = batch.row_slot.numpy()
     # u0: 3 positives (capped) + 12 negatives; u1: 2 positives + 8 negatives
@@ -34,8 +38,12 @@ def test_rows_per_user_follow_cap_and_negatives():
 def test_positives_are_the_users_own_training_items():
     data = _data((5, 2))
     batch = build_user_batch(
-        data, np.array([1, 0]), max_interactions_per_user=10, num_negatives=1,
-        explicit=False, rng=np.random.default_rng(1),
+        data,
+        np.array([1, 0]),
+        max_interactions_per_user=10,
+        num_negatives=1,
+        explicit=False,
+        rng=np.random.default_rng(1),
     )
     positives = batch.labels.numpy() == 1
     for slot, user in enumerate([1, 0]):
@@ -48,8 +56,12 @@ def test_cap_samples_a_subset_without_replacement():
     seen = set()
     for seed in range(20):
         batch = build_user_batch(
-            data, np.array([0]), max_interactions_per_user=2, num_negatives=1,
-            explicit=True, rng=np.random.default_rng(seed),
+            data,
+            np.array([0]),
+            max_interactions_per_user=2,
+            num_negatives=1,
+            explicit=True,
+            rng=np.random.default_rng(seed),
         )
         items = batch.row_items.tolist()
         assert len(items) == 2 and len(set(items)) == 2
@@ -59,12 +71,28 @@ def test_cap_samples_a_subset_without_replacement():
 
 def test_batch_loss_is_sum_of_independent_per_user_losses():
     data = _data((5, 2))
-    model = build_model(ModelConfig(embedding_dim=4), num_users=2, num_items=20,
-                        generator=torch.Generator().manual_seed(0))
+    model = build_model(
+        ModelConfig(embedding_dim=4),
+        num_users=2,
+        num_items=20,
+        generator=torch.Generator().manual_seed(0),
+    )
     config = TrainConfig(weight_decay=0.01)
-    both = build_user_batch(data, np.array([0, 1]), max_interactions_per_user=10,
-                            num_negatives=2, explicit=True, rng=np.random.default_rng(0))
-    alone = build_user_batch(data, np.array([1]), max_interactions_per_user=10,
-                             num_negatives=2, explicit=True, rng=np.random.default_rng(0))
+    both = build_user_batch(
+        data,
+        np.array([0, 1]),
+        max_interactions_per_user=10,
+        num_negatives=2,
+        explicit=True,
+        rng=np.random.default_rng(0),
+    )
+    alone = build_user_batch(
+        data,
+        np.array([1]),
+        max_interactions_per_user=10,
+        num_negatives=2,
+        explicit=True,
+        rng=np.random.default_rng(0),
+    )
     losses = per_user_loss(model, both, config)
     torch.testing.assert_close(losses[1], per_user_loss(model, alone, config)[0])

@@ -17,8 +17,12 @@ def merchant(tmp_path, tiny_data):
 
 
 def _global(num_items=4):
-    model = build_model(ModelConfig(embedding_dim=4), num_users=0, num_items=num_items,
-                        generator=torch.Generator().manual_seed(0))
+    model = build_model(
+        ModelConfig(embedding_dim=4),
+        num_users=0,
+        num_items=num_items,
+        generator=torch.Generator().manual_seed(0),
+    )
     return {n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()}
 
 

@@ -14,10 +14,15 @@ from simulations.synthetic import SyntheticSpec, generate_federation
 def test_local_training_learns_beyond_popularity():
     events = generate_federation(SyntheticSpec(num_merchants=1, num_users=400, num_items=150))
     data = build_user_item_data(events, ItemCatalog.from_keys(events.item_id))
-    model = build_model(ModelConfig(embedding_dim=16), num_users=data.num_users,
-                        num_items=data.num_items, generator=torch.Generator().manual_seed(0))
-    stats = train_local(model, data, TrainConfig(local_epochs=15, batch_users=32),
-                        rng=np.random.default_rng(0))
+    model = build_model(
+        ModelConfig(embedding_dim=16),
+        num_users=data.num_users,
+        num_items=data.num_items,
+        generator=torch.Generator().manual_seed(0),
+    )
+    stats = train_local(
+        model, data, TrainConfig(local_epochs=15, batch_users=32), rng=np.random.default_rng(0)
+    )
     trained = evaluate_model(model, data, k=10, rng=np.random.default_rng(0))
     popular = evaluate_popularity(data, k=10, seed=0)
     assert stats.steps == 15 * int(np.ceil(data.num_users / 32))
@@ -31,8 +36,12 @@ def test_same_seed_same_model():
     data = build_user_item_data(events, ItemCatalog.from_keys(events.item_id))
 
     def run():
-        model = build_model(ModelConfig(embedding_dim=4), num_users=data.num_users,
-                            num_items=data.num_items, generator=torch.Generator().manual_seed(1))
+        model = build_model(
+            ModelConfig(embedding_dim=4),
+            num_users=data.num_users,
+            num_items=data.num_items,
+            generator=torch.Generator().manual_seed(1),
+        )
         train_local(model, data, TrainConfig(local_epochs=2), rng=np.random.default_rng(2))
         return model.item_embedding.weight.detach()
 

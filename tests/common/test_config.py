@@ -11,8 +11,9 @@ from common.errors import ConfigError
 
 
 def test_parse_kebab_keys_into_typed_fields():
-    config = parse_run_config({"model": "neumf", "mlp-layers": "32 16", "num-server-rounds": 3,
-                               "learning-rate": "0.05"})
+    config = parse_run_config(
+        {"model": "neumf", "mlp-layers": "32 16", "num-server-rounds": 3, "learning-rate": "0.05"}
+    )
     assert config.model.kind == "neumf" and config.model.mlp_layers == (32, 16)
     assert config.federation.num_rounds == 3 and config.train.learning_rate == 0.05
 

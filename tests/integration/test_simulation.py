@@ -19,9 +19,19 @@ pytestmark = pytest.mark.integration
 
 SHARED = {"item_embedding.weight", "item_bias.weight", "global_bias"}
 ALLOWED_METRICS = {
-    "num-examples", "train-loss", "train-steps", "train-users", "train-seconds",
-    "eval-users", "eval-seconds", "auc", "hr@10", "ndcg@10", "recall@10",
-    "sampled-hr@10", "sampled-ndcg@10",
+    "num-examples",
+    "train-loss",
+    "train-steps",
+    "train-users",
+    "train-seconds",
+    "eval-users",
+    "eval-seconds",
+    "auc",
+    "hr@10",
+    "ndcg@10",
+    "recall@10",
+    "sampled-hr@10",
+    "sampled-ndcg@10",
 }
 
 
@@ -37,8 +47,9 @@ def recording_mod(log_dir: Path):
             "records": sorted(content.keys()),
             "arrays": {},
             "metrics": {k: dict(v) for k, v in content.metric_records.items()},
-            "configs": {k: {kk: str(vv) for kk, vv in v.items()}
-                        for k, v in content.config_records.items()},
+            "configs": {
+                k: {kk: str(vv) for kk, vv in v.items()} for k, v in content.config_records.items()
+            },
         }
         arrays = {}
         for name, array_record in content.array_records.items():
@@ -72,8 +83,13 @@ def finished_run(tmp_path_factory):
 
 def test_run_directory_is_complete(finished_run):
     run_dir, _, _, _ = finished_run
-    for name in ("config.json", "metrics.json", "catalog.json", "global_model.pt",
-                 "federation.json"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "catalog.json",
+        "global_model.pt",
+        "federation.json",
+    ):
         assert (run_dir / name).is_file(), name
     merchants = sorted(p.name for p in (run_dir / "merchants").iterdir())
     assert merchants == ["merchant-00", "merchant-01", "merchant-02"]

@@ -17,25 +17,64 @@ MALFORMED = {
     "missing file": ("absent.csv", None, "csv", "file not found", None),
     "empty file": ("empty.csv", "", "csv", "file is empty", None),
     "header only": ("header.csv", HEADER, "csv", "no data rows", None),
-    "missing column": ("nocol.csv", "user_id,item_id\nu1,i1\n", "csv",
-                       "missing required column(s) 'timestamp'", None),
-    "duplicate header": ("dup.csv", "user_id,item_id,timestamp,timestamp\nu,i,1,2\n", "csv",
-                         "duplicate column name 'timestamp'", 1),
-    "non-numeric timestamp": ("ts.csv", HEADER + "u1,i1,10,view,1\nu1,i2,soon,view,1\n", "csv",
-                              "timestamp 'soon' is not a valid time", 3),
-    "NaN rating": ("ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,10\n1,3,nan,11\n",
-                   "movielens-latest", "value 'nan' is not a finite", 3),
-    "wrong field count": ("fields.csv", HEADER + "u1,i1,10,view,1\nu1,i2,11,view,1,extra\n",
-                          "csv", "wrong number of fields", 3),
-    "empty user id": ("uid.csv", HEADER + "u1,i1,10,view,1\n,i2,11,view,1\n", "csv",
-                      "empty user_id", 3),
-    "unknown event type": ("ev.csv", HEADER + "u1,i1,10,like,1\n", "csv",
-                           "unknown event_type 'like'", 2),
+    "missing column": (
+        "nocol.csv",
+        "user_id,item_id\nu1,i1\n",
+        "csv",
+        "missing required column(s) 'timestamp'",
+        None,
+    ),
+    "duplicate header": (
+        "dup.csv",
+        "user_id,item_id,timestamp,timestamp\nu,i,1,2\n",
+        "csv",
+        "duplicate column name 'timestamp'",
+        1,
+    ),
+    "non-numeric timestamp": (
+        "ts.csv",
+        HEADER + "u1,i1,10,view,1\nu1,i2,soon,view,1\n",
+        "csv",
+        "timestamp 'soon' is not a valid time",
+        3,
+    ),
+    "NaN rating": (
+        "ratings.csv",
+        "userId,movieId,rating,timestamp\n1,2,3.5,10\n1,3,nan,11\n",
+        "movielens-latest",
+        "value 'nan' is not a finite",
+        3,
+    ),
+    "wrong field count": (
+        "fields.csv",
+        HEADER + "u1,i1,10,view,1\nu1,i2,11,view,1,extra\n",
+        "csv",
+        "wrong number of fields",
+        3,
+    ),
+    "empty user id": (
+        "uid.csv",
+        HEADER + "u1,i1,10,view,1\n,i2,11,view,1\n",
+        "csv",
+        "empty user_id",
+        3,
+    ),
+    "unknown event type": (
+        "ev.csv",
+        HEADER + "u1,i1,10,like,1\n",
+        "csv",
+        "unknown event_type 'like'",
+        2,
+    ),
     "not UTF-8": ("latin.csv", None, "csv", "not valid UTF-8", 2),
-    "repeated header": ("cat.csv", HEADER + "u1,i1,10,view,1\n" + HEADER + "u2,i1,11,view,1\n",
-                        "csv", "repeated header line", 3),
-    "ml-1m file read as csv": ("ratings.dat", "1::10::5::978300760\n", "csv",
-                               "movielens-1m", None),
+    "repeated header": (
+        "cat.csv",
+        HEADER + "u1,i1,10,view,1\n" + HEADER + "u2,i1,11,view,1\n",
+        "csv",
+        "repeated header line",
+        3,
+    ),
+    "ml-1m file read as csv": ("ratings.dat", "1::10::5::978300760\n", "csv", "movielens-1m", None),
 }
 
 
@@ -49,8 +88,19 @@ def test_malformed_input_gives_one_clear_paragraph_and_no_run_dir(case, tmp_path
         path.write_text(content)
     runs = tmp_path / "runs"
 
-    code = main(["simulate", "--data", str(path), "--format", fmt, "--merchants", "2",
-                 "--out", str(runs / "r")])
+    code = main(
+        [
+            "simulate",
+            "--data",
+            str(path),
+            "--format",
+            fmt,
+            "--merchants",
+            "2",
+            "--out",
+            str(runs / "r"),
+        ]
+    )
 
     err = capsys.readouterr().err
     assert code != 0
@@ -69,13 +119,17 @@ def test_unknown_format_lists_formats(tmp_path, capsys):
 
 
 def _write_movielens_latest(path: Path) -> dict[str, set[str]]:
-    events = generate_federation(SyntheticSpec(num_merchants=2, num_users=150, num_items=80, seed=9))
+    events = generate_federation(
+        SyntheticSpec(num_merchants=2, num_users=150, num_items=80, seed=9)
+    )
     users = {u: str(i + 1) for i, u in enumerate(sorted(set(events.user_id)))}
     seen: dict[str, set[str]] = {}
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["userId", "movieId", "rating", "timestamp"])
-        for u, i, v, t in zip(events.user_id, events.item_id, events.value, events.timestamp):
+        for u, i, v, t in zip(
+            events.user_id, events.item_id, events.value, events.timestamp, strict=True
+        ):
             movie = str(int(i.split("-")[1]) + 1)
             writer.writerow([users[u], movie, f"{v:.1f}", int(t)])
             seen.setdefault(users[u], set()).add(movie)
@@ -88,8 +142,23 @@ def test_movielens_latest_simulate_then_recommend(tmp_path, capsys):
     seen = _write_movielens_latest(ratings)
     run_dir, recs = tmp_path / "run", tmp_path / "recs.csv"
 
-    code = main(["simulate", "--data", str(ratings), "--format", "movielens-latest",
-                 "--merchants", "3", "--rounds", "2", "--out", str(run_dir), "--cpus", "2"])
+    code = main(
+        [
+            "simulate",
+            "--data",
+            str(ratings),
+            "--format",
+            "movielens-latest",
+            "--merchants",
+            "3",
+            "--rounds",
+            "2",
+            "--out",
+            str(run_dir),
+            "--cpus",
+            "2",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "federated" in capsys.readouterr().out
     assert main(["recommend", str(run_dir), "--k", "7", "--out", str(recs)]) == 0

@@ -14,15 +14,16 @@ def test_successful_run_appears_whole(tmp_path):
 
 
 def test_failed_run_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError):
-        with staged_run_dir(tmp_path / "run") as staging:
-            (staging / "half.txt").write_text("x")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), staged_run_dir(tmp_path / "run") as staging:
+        (staging / "half.txt").write_text("x")
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_run_is_not_overwritten_without_consent(tmp_path):
     (tmp_path / "run").mkdir()
-    with pytest.raises(RunDirError, match="already exists.*--overwrite"):
-        with staged_run_dir(tmp_path / "run"):
-            pass
+    with (
+        pytest.raises(RunDirError, match="already exists.*--overwrite"),
+        staged_run_dir(tmp_path / "run"),
+    ):
+        pass

@@ -17,7 +17,7 @@ def test_leave_last_out_split_dedupes_and_holds_out_latest(tiny_data):
 
 
 def test_test_item_never_among_training_items(tiny_data):
-    for user, item in zip(tiny_data.test_users, tiny_data.test_items):
+    for user, item in zip(tiny_data.test_users, tiny_data.test_items, strict=True):
         assert item not in tiny_data.items_of(int(user))
 
 

@@ -1,14 +1,16 @@
 import pytest
 import torch
 
-from common.models import ModelConfig, build_model
 from common.errors import ConfigError
+from common.models import ModelConfig, build_model
 
 
 def _model(kind, users=4, items=6, seed=0):
     return build_model(
         ModelConfig(kind=kind, embedding_dim=8, mlp_layers=(8, 4)),
-        num_users=users, num_items=items, generator=torch.Generator().manual_seed(seed),
+        num_users=users,
+        num_items=items,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
