@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import FedAvg
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see server_app
 
 
 class FederationError(FedrecError):

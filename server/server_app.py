@@ -25,7 +25,9 @@ from common.seeding import torch_generator
 from server.federation import RoundRecord, run_federation, wait_for_nodes
 from server.strategy import build_strategy
 
-logger = logging.getLogger(__name__)
+# A child of Flower's logger, so these lines reach `flwr log` under the Deployment/Simulation
+# runtimes, and follow fedrec's --verbose switch in `fedrec simulate`.
+logger = logging.getLogger(f"flwr.fedrec.{__name__}")
 
 
 def catalog_size(config: RunConfig) -> int:
@@ -37,9 +39,17 @@ def catalog_size(config: RunConfig) -> int:
         if path.is_file():
             return len(ItemCatalog.load(path))
     raise ConfigError(
-        "The coordinator needs the catalog size: set num-items, or merchants-dir next to a "
-        f"{RUN_CATALOG_FILE} (as `fedrec simulate` prepares)."
+        "The coordinator needs the catalog size: set num-items (e.g. --run-config "
+        "'num-items=1500'), or merchants-dir to the merchants/ folder of a prepared run "
+        f"(it reads the {RUN_CATALOG_FILE} beside it), as `fedrec simulate` writes."
     )
+
+
+def _merchant_count(config: RunConfig) -> int:
+    root = Path(config.merchants_dir) if config.merchants_dir else None
+    if root is None or not root.is_dir():
+        return 0
+    return sum(1 for p in root.iterdir() if p.is_dir())
 
 
 def make_server_app(
@@ -53,14 +63,13 @@ def make_server_app(
         import torch
 
         run = config if config is not None else parse_run_config(context.run_config)
-        output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}")
-        output.mkdir(parents=True, exist_ok=True)
         model = build_model(
             run.model,
             num_users=0,
             num_items=catalog_size(run),
             generator=torch_generator(run.federation.seed, "global-init"),
         )
+        output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}").resolve()
         initial = ArrayRecord(
             torch_state_dict=OrderedDict(
                 (n, p.detach().clone()) for n, p in model.shared_parameters().items()
@@ -69,6 +78,17 @@ def make_server_app(
         nodes = wait_for_nodes(
             grid, min_nodes=run.federation.min_nodes, timeout=run.federation.node_wait_timeout
         )
+        expected = _merchant_count(run)
+        if expected and len(nodes) != expected:
+            logger.warning(
+                "%d node(s) connected but %s holds %d merchant directories; merchants without a "
+                "node do not train, nodes without a merchant fail. Run one node per merchant "
+                "(flwr run ... --federation-config num-supernodes=%d).",
+                len(nodes),
+                run.merchants_dir,
+                expected,
+                expected,
+            )
         strategy = build_strategy(run.federation, run.train, num_nodes=len(nodes))
         result = run_federation(
             grid,
@@ -78,13 +98,14 @@ def make_server_app(
             train=run.train,
             on_round=on_round,
         )
+        output.mkdir(parents=True, exist_ok=True)
         torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
         history = {
             "config": to_run_config(run),
             "rounds": [record.to_json() for record in result.rounds],
         }
         (output / FEDERATION_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
-        logger.info("federation finished; results in %s", output)
+        logger.info("federation finished; global model and history in %s", output)
 
     return app
 
