@@ -7,6 +7,8 @@ stay distinct) and trains for as many passes as the federation did.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -46,7 +48,7 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
     train_local(
         model,
         pooled,
-        _with_epochs(config, passes),
+        dataclasses.replace(config.train, local_epochs=passes),
         rng=numpy_rng(config.federation.seed, "train", "centralised"),
     )
     with torch.no_grad():
@@ -57,8 +59,3 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
             rng=numpy_rng(config.federation.seed, "evaluate", "centralised"),
         )
 
-
-def _with_epochs(config: RunConfig, epochs: int):  # type: ignore[no-untyped-def]
-    import dataclasses
-
-    return dataclasses.replace(config.train, local_epochs=epochs)
