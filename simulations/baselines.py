@@ -58,4 +58,3 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
             k=config.federation.top_k,
             rng=numpy_rng(config.federation.seed, "evaluate", "centralised"),
         )
-
