@@ -58,11 +58,7 @@ def evaluate_scores(
         users = data.test_users[start : start + chunk_users]
         targets = data.test_items[start : start + chunk_users]
         scores = np.asarray(scorer(users), dtype=np.float64)  # (n, items)
-        counts = np.diff(data.train_indptr)[users]
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        indices = (
-            np.concatenate([data.items_of(int(u)) for u in users]) if len(users) else np.array([])
-        )
+        indptr, indices = data.train_csr(users)
         per_user = full_ranking_metrics(
             scores, targets, exclude_indptr=indptr, exclude_indices=indices, k=k
         )

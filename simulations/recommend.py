@@ -40,9 +40,8 @@ def _require(run_dir: Path, name: str) -> Path:
 
 def _seen_mask(data: UserItemData, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) pairs to exclude for ``users``: training items and the held-out item."""
-    counts = np.diff(data.train_indptr)[users]
-    rows = np.repeat(np.arange(len(users)), counts)
-    items = np.concatenate([data.items_of(int(u)) for u in users]) if len(users) else rows
+    indptr, items = data.train_csr(users)
+    rows = np.repeat(np.arange(len(users)), np.diff(indptr))
     test_of = np.full(data.num_users, -1)
     test_of[data.test_users] = data.test_items
     held = test_of[users]

@@ -61,6 +61,15 @@ class UserItemData:
     def items_of(self, user: int) -> IntArray:
         return self.train_items[self.train_indptr[user] : self.train_indptr[user + 1]]
 
+    def train_csr(self, users: IntArray) -> tuple[IntArray, IntArray]:
+        """Training items of ``users`` as CSR ``(indptr (len(users)+1,), indices)``, vectorised."""
+        starts = self.train_indptr[users]
+        counts = self.train_indptr[users + 1] - starts
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        positions = np.arange(indptr[-1]) - np.repeat(indptr[:-1] - starts, counts)
+        return indptr, self.train_items[positions]
+
     def save(self, directory: str | os.PathLike[str], *, data_file: str, users_file: str) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

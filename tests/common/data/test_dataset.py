@@ -52,3 +52,10 @@ def test_catalog_encode_and_save(tmp_path):
     assert encoded.unknown_count == 1 and encoded.unknown_examples == ("x",)
     catalog.save(tmp_path / "c.json")
     assert ItemCatalog.load(tmp_path / "c.json") == catalog
+
+
+def test_train_csr_matches_items_of(tiny_data):
+    users = np.array([2, 0, 1])
+    indptr, indices = tiny_data.train_csr(users)
+    assert indptr.tolist() == [0, 1, 3, 4]
+    assert indices.tolist() == [3, 0, 1, 0]  # u3: d ; u1: a b ; u2: a
