@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from common.models.base import ModelConfig, Recommender
+from common.models.layers import Offset
 
 
 class MatrixFactorization(Recommender):
     """Dot product of user and item vectors plus user, item and global biases.
 
     Local: ``user_embedding``, ``user_bias``. Shared: ``item_embedding``,
-    ``item_bias``, ``global_bias``.
+    ``item_bias``, ``global_bias.bias``.
     """
 
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]] = ("user_embedding.weight", "user_bias.weight")
@@ -26,19 +27,19 @@ class MatrixFactorization(Recommender):
         self.user_bias = nn.Embedding(num_users, 1)  # (users, 1)
         self.item_embedding = nn.Embedding(num_items, dim)  # (items, dim)
         self.item_bias = nn.Embedding(num_items, 1)  # (items, 1)
-        self.global_bias = nn.Parameter(torch.zeros(1))  # (1,)
+        self.global_bias = Offset()  # one scalar, (1,)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         p = self.user_embedding(users)  # (n, dim)
         q = self.item_embedding(items)  # (n, dim)
         bias = self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
-        return (p * q).sum(-1) + bias + self.global_bias  # (n,)
+        return self.global_bias((p * q).sum(-1) + bias)  # (n,)
 
     def score_all(self, users: torch.Tensor, *, chunk_items: int = 4096) -> torch.Tensor:
         p = self.user_embedding(users)  # (n, dim)
         scores = p @ self.item_embedding.weight.T  # (n, items)
-        scores += self.user_bias(users) + self.item_bias.weight.T + self.global_bias
-        return scores
+        scores += self.user_bias(users) + self.item_bias.weight.T
+        return self.global_bias(scores)  # (n, items)
 
     def user_vectors(self) -> list[nn.Embedding]:
         return [self.user_embedding]

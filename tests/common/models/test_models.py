@@ -39,7 +39,7 @@ def test_mf_score_is_dot_product_plus_biases():
     with torch.no_grad():
         model.user_bias.weight[1] = 0.5
         model.item_bias.weight[2] = -0.25
-        model.global_bias.fill_(0.125)
+        model.global_bias.bias.fill_(0.125)
     expected = model.user_embedding.weight[1] @ model.item_embedding.weight[2] + 0.5 - 0.25 + 0.125
     torch.testing.assert_close(model.score(torch.tensor([1]), torch.tensor([2]))[0], expected)
 
