@@ -7,31 +7,23 @@ are atomic (temporary file, fsync, rename): a crash never leaves half a file.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common.constants import MERCHANT_DATA_FILE, MERCHANT_STATE_FILE, MERCHANT_USERS_FILE
+from common.constants import (
+    MERCHANT_DATA_FILE,
+    MERCHANT_NOISE_KEY_FILE,
+    MERCHANT_POLICY_FILE,
+    MERCHANT_PRIVACY_FILE,
+    MERCHANT_STATE_FILE,
+    MERCHANT_USERS_FILE,
+)
 from common.data.dataset import UserItemData
-from common.errors import DataError, DataProblem
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from common.errors import ConfigError, DataError, DataProblem
+from common.fileio import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -54,6 +46,54 @@ class MerchantStore:
         return UserItemData.load(
             self.directory, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE
         )
+
+    @property
+    def privacy_account_path(self) -> Path:
+        return self.directory / MERCHANT_PRIVACY_FILE
+
+    def policy_epsilon_max(self) -> float | None:
+        """The merchant's own budget from ``policy.json`` (``{"epsilon-max": 2.0}``), if any."""
+        path = self.directory / MERCHANT_POLICY_FILE
+        if not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            value = payload.get("epsilon-max")
+            if value is None:
+                return None
+            budget = float(value)
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f'{path}: expected a JSON object like {{"epsilon-max": 2.0}} ({exc}).'
+            ) from exc
+        if not budget > 0:
+            raise ConfigError(f"{path}: epsilon-max must be > 0, got {budget}.")
+        return budget
+
+    def write_policy(self, *, epsilon_max: float) -> None:
+        atomic_write_bytes(
+            self.directory / MERCHANT_POLICY_FILE,
+            json.dumps({"epsilon-max": epsilon_max}).encode("utf-8"),
+        )
+
+    def noise_seed(self, *ids: int | str) -> int:
+        """A seed for DP noise from this merchant's secret key (made on first use, never sent).
+
+        The run seed is known to the coordinator, so DP noise must not derive
+        from it alone. Simulations write the key from the run seed so research
+        runs repeat exactly; a real merchant's key comes from ``os.urandom``.
+        """
+        import hashlib
+        import os
+
+        path = self.directory / MERCHANT_NOISE_KEY_FILE
+        if not path.is_file():
+            atomic_write_bytes(path, os.urandom(32))
+        digest = hashlib.sha256(path.read_bytes() + repr(ids).encode()).digest()
+        return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+    def write_noise_key(self, key: bytes) -> None:
+        atomic_write_bytes(self.directory / MERCHANT_NOISE_KEY_FILE, key)
 
     def load_local(self) -> dict[str, torch.Tensor] | None:
         path = self.directory / MERCHANT_STATE_FILE

@@ -16,13 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.state import MerchantStore, atomic_write_bytes
+from client.state import MerchantStore
 from common.config import parse_run_config
-from common.constants import GLOBAL_MODEL_FILE, MERCHANTS_DIR, RUN_CATALOG_FILE, RUN_CONFIG_FILE
+from common.constants import (
+    GLOBAL_MODEL_FILE,
+    ITEM_PRIOR_FILE,
+    MERCHANTS_DIR,
+    RUN_CATALOG_FILE,
+    RUN_CONFIG_FILE,
+)
 from common.data.catalog import ItemCatalog
 from common.data.dataset import UserItemData
 from common.errors import ConfigError, RunDirError
+from common.fileio import atomic_write_bytes
 from common.models.base import build_model
+from common.models.prior import ItemPrior
 
 logger = logging.getLogger(__name__)
 HEADER = ("user_id", "item_id", "rank", "score")
@@ -52,6 +60,15 @@ def _seen_mask(data: UserItemData, users: np.ndarray) -> tuple[np.ndarray, np.nd
     )
 
 
+def load_item_prior(run_dir: Path) -> ItemPrior | None:
+    """The run's public item prior (private runs), or ``None`` if it trained every item."""
+    path = run_dir / ITEM_PRIOR_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as payload:
+        return ItemPrior(counts=payload["counts"], trained=payload["trained"])
+
+
 def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) -> int:
     """Write ``user_id,item_id,rank,score`` for every user of every merchant; returns rows."""
     if k < 1:
@@ -61,6 +78,7 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
     catalog = ItemCatalog.load(_require(run_dir, RUN_CATALOG_FILE))
     shared = torch.load(_require(run_dir, GLOBAL_MODEL_FILE), weights_only=True)
     merchants = sorted(p for p in _require(run_dir, MERCHANTS_DIR).iterdir() if p.is_dir())
+    prior = load_item_prior(run_dir)
     item_keys = np.asarray(catalog.keys, dtype=object)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -93,7 +111,8 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
         for start in range(0, data.num_users, chunk_users):
             users = np.arange(start, min(start + chunk_users, data.num_users))
             with torch.no_grad():
-                scores = model.score_all(torch.as_tensor(users)).numpy()  # (n, items)
+                scores_t = model.score_all(torch.as_tensor(users))  # (n, items)
+                scores = (prior.apply(scores_t) if prior is not None else scores_t).numpy()
             rows, items = _seen_mask(data, users)
             scores[rows, items] = -np.inf
             top = min(k, data.num_items)

@@ -1,0 +1,1 @@
+"""Differential privacy: settings, accounting math, accountant state, private counts."""

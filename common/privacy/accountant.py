@@ -1,0 +1,230 @@
+"""A merchant's privacy account: its fixed DP plan and every privacy event it has spent.
+
+The account is durable: it is saved (atomically) to the merchant's own disk
+*before* the release it pays for leaves the merchant, so a crash can only
+over-count, never forget. It is loaded again in every round and after every
+restart; epsilon is always recomputed from the full event history by Opacus's
+accountant (:mod:`common.privacy.accounting`), never reset per round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+from common.fileio import atomic_write_text
+from common.privacy.accounting import (
+    PrivacyEvent,
+    calibrate_noise,
+    epsilon_of,
+    gaussian_noise_multiplier,
+)
+from common.privacy.config import PrivacyConfig
+
+ACCOUNT_VERSION = 1
+EVENT_ITEM_COUNTS = "item-counts"
+EVENT_DP_SGD = "dp-sgd"
+
+
+class PrivacyBudgetExceeded(ConfigError):
+    """A release would take a merchant past its epsilon budget; nothing was released."""
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """One merchant's DP settings, calibrated once for the whole training."""
+
+    unit: str
+    accountant: str
+    delta: float
+    target_epsilon: float
+    max_grad_norm: float
+    population: int  # users (or interactions) at this merchant: q is relative to this
+    sample_rate: float  # q
+    steps_per_round: int
+    planned_rounds: int
+    noise_multiplier: float  # sigma of every DP-SGD step
+    count_noise_multiplier: float  # sigma of the one item-count release; 0 = none
+    inputs: dict[str, Any] = field(default_factory=dict)  # what the plan was calibrated from
+
+    @property
+    def expected_batch(self) -> float:
+        return self.sample_rate * self.population
+
+
+def plan_inputs(
+    config: PrivacyConfig, *, batch: int, local_epochs: int, rounds: int
+) -> dict[str, Any]:
+    """The settings a plan depends on; a later round must bring the same ones."""
+    return {
+        "unit": config.unit,
+        "accountant": config.accountant,
+        "delta": config.delta,
+        "target_epsilon": config.target_epsilon,
+        "max_grad_norm": config.max_grad_norm,
+        "count_share": config.count_share,
+        "local_steps": config.local_steps,
+        "batch": batch,
+        "local_epochs": local_epochs,
+        "rounds": rounds,
+    }
+
+
+def plan_privacy(
+    config: PrivacyConfig,
+    *,
+    population: int,
+    batch: int,
+    local_epochs: int,
+    rounds: int,
+    who: str = "this merchant",
+) -> PrivacyPlan:
+    """Calibrate sigma once: item counts (if any) then ``rounds`` x steps at rate q hit epsilon."""
+    if population < 1:
+        raise ConfigError(f"{who} has no training examples; it cannot train privately.")
+    if config.delta >= 1.0 / population:
+        raise ConfigError(
+            f"target-delta={config.delta:g} is not below 1/{population} (the {config.unit}s at "
+            f"{who}): such a delta allows leaking some {config.unit}'s data outright. "
+            f"Set target-delta below {1.0 / population:.3g}, e.g. {_suggest_delta(population)}."
+        )
+    sample_rate = min(1.0, batch / population)
+    steps = config.local_steps or math.ceil(local_epochs / sample_rate)
+    prior: list[PrivacyEvent] = []
+    count_sigma = 0.0
+    if config.count_share > 0:
+        count_sigma = gaussian_noise_multiplier(
+            epsilon=config.count_share * config.target_epsilon,
+            delta=config.delta,
+            accountant=config.accountant,
+        )
+        prior.append(PrivacyEvent(noise_multiplier=count_sigma, sample_rate=1.0, steps=1))
+    sigma = calibrate_noise(
+        target_epsilon=config.target_epsilon,
+        delta=config.delta,
+        sample_rate=sample_rate,
+        steps=steps * rounds,
+        accountant=config.accountant,
+        prior=prior,
+    )
+    return PrivacyPlan(
+        unit=config.unit,
+        accountant=config.accountant,
+        delta=config.delta,
+        target_epsilon=config.target_epsilon,
+        max_grad_norm=config.max_grad_norm,
+        population=population,
+        sample_rate=sample_rate,
+        steps_per_round=steps,
+        planned_rounds=rounds,
+        noise_multiplier=sigma,
+        count_noise_multiplier=count_sigma,
+        inputs=plan_inputs(config, batch=batch, local_epochs=local_epochs, rounds=rounds),
+    )
+
+
+def _suggest_delta(population: int) -> str:
+    return f"{10 ** math.floor(math.log10(0.1 / population)):.0e}"
+
+
+@dataclass(frozen=True)
+class SpentEvent:
+    """One privacy-relevant release: what, in which round, at what cost parameters."""
+
+    kind: str  # EVENT_ITEM_COUNTS or EVENT_DP_SGD
+    round: int
+    event: PrivacyEvent
+
+
+@dataclass
+class PrivacyAccount:
+    """A merchant's plan plus its spent events; epsilon is recomputed from all of them."""
+
+    plan: PrivacyPlan
+    events: list[SpentEvent] = field(default_factory=list)
+
+    def history(self) -> list[PrivacyEvent]:
+        return [spent.event for spent in self.events]
+
+    def epsilon(self, extra: list[PrivacyEvent] | None = None) -> float:
+        """Epsilon at the plan's delta after every spent event (and ``extra``, if given)."""
+        return epsilon_of(
+            self.history() + (extra or []), delta=self.plan.delta, accountant=self.plan.accountant
+        )
+
+    @property
+    def steps(self) -> int:
+        return sum(s.event.steps for s in self.events if s.kind == EVENT_DP_SGD)
+
+    def has(self, kind: str) -> bool:
+        return any(s.kind == kind for s in self.events)
+
+    def check_budget(self, extra: PrivacyEvent, *, budget: float, what: str) -> float:
+        """Epsilon after ``extra``; raises :class:`PrivacyBudgetExceeded` above ``budget``."""
+        after = self.epsilon([extra])
+        if after > budget * (1 + 1e-9):
+            raise PrivacyBudgetExceeded(
+                f"{what} would raise epsilon from {self.epsilon():.4f} to {after:.4f} at "
+                f"delta={self.plan.delta:g}, above the budget epsilon-max={budget:g}; refused, "
+                "nothing was released."
+            )
+        return after
+
+    def record(self, kind: str, server_round: int, event: PrivacyEvent) -> None:
+        self.events.append(SpentEvent(kind=kind, round=server_round, event=event))
+
+    # --- persistence -----------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": ACCOUNT_VERSION,
+            "plan": asdict(self.plan),
+            "events": [{"kind": s.kind, "round": s.round, **asdict(s.event)} for s in self.events],
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any], *, source: str) -> PrivacyAccount:
+        if payload.get("version") != ACCOUNT_VERSION:
+            raise ConfigError(
+                f"{source}: privacy account version {payload.get('version')!r} is not "
+                f"{ACCOUNT_VERSION}; it was written by another fedrec version."
+            )
+        try:
+            plan = PrivacyPlan(**payload["plan"])
+            events = [
+                SpentEvent(
+                    kind=str(e["kind"]),
+                    round=int(e["round"]),
+                    event=PrivacyEvent(
+                        noise_multiplier=float(e["noise_multiplier"]),
+                        sample_rate=float(e["sample_rate"]),
+                        steps=int(e["steps"]),
+                    ),
+                )
+                for e in payload["events"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{source}: the privacy account is damaged ({exc}); refusing to train without "
+                "knowing what was spent. Restore it from a backup."
+            ) from exc
+        return cls(plan=plan, events=events)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> PrivacyAccount | None:
+        if not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path}: the privacy account is not valid JSON (line {exc.lineno}: {exc.msg}); "
+                "refusing to train without knowing what was spent."
+            ) from exc
+        return cls.from_json(payload, source=str(path))

@@ -1,0 +1,64 @@
+"""Differentially private item counts: the Gaussian mechanism on bounded contributions.
+
+With unit ``user`` each user contributes ``1 / sqrt(m)`` to each of their ``m``
+distinct training items (at most ``cap``, sampled if more), so a user's whole
+contribution vector has L2 norm at most 1. With unit ``interaction`` each
+interaction contributes 1 to its item. Either way the L2 sensitivity is 1 and
+``N(0, sigma^2)`` noise per item makes the release one Gaussian-mechanism event
+(``PrivacyEvent(sigma, sample_rate=1, steps=1)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from common.data.dataset import UserItemData
+
+
+def item_contributions(
+    data: UserItemData, *, unit: str, cap: int, rng: np.random.Generator
+) -> npt.NDArray[np.float64]:
+    """Summed, sensitivity-1 contributions per item, shape (num_items,), before noise."""
+    if unit == "interaction":
+        counted: npt.NDArray[np.float64] = np.bincount(
+            data.train_items, minlength=data.num_items
+        ).astype(np.float64)
+        return counted
+    counts = np.diff(data.train_indptr)
+    users = np.repeat(np.arange(data.num_users), counts)  # (num_train,)
+    pairs = np.unique(users * np.int64(data.num_items) + data.train_items)  # distinct (user, item)
+    pair_user, pair_item = pairs // data.num_items, pairs % data.num_items
+    # Keep at most `cap` random distinct items per user.
+    order = np.lexsort((rng.random(len(pairs)), pair_user))
+    per_user = np.bincount(pair_user, minlength=data.num_users)
+    first = np.cumsum(per_user) - per_user
+    rank = np.empty(len(pairs), dtype=np.int64)
+    rank[order] = np.arange(len(pairs)) - first[pair_user[order]]
+    keep = rank < cap
+    kept = np.minimum(per_user, cap)
+    weight = 1.0 / np.sqrt(np.maximum(kept[pair_user[keep]], 1))
+    summed: npt.NDArray[np.float64] = np.bincount(
+        pair_item[keep], weights=weight, minlength=data.num_items
+    ).astype(np.float64)
+    return summed
+
+
+def noisy_item_counts(
+    data: UserItemData,
+    *,
+    unit: str,
+    cap: int,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.float64]:
+    """Contributions plus N(0, noise_multiplier^2) per item: one Gaussian-mechanism release."""
+    exact = item_contributions(data, unit=unit, cap=cap, rng=rng)
+    return exact + rng.normal(0.0, noise_multiplier, size=exact.shape)
+
+
+def trained_items(
+    noisy_counts: npt.NDArray[np.float64], *, noise_std: float, threshold: float
+) -> npt.NDArray[np.int64]:
+    """Items whose noisy count clears ``threshold`` noise standard deviations (sorted ids)."""
+    return np.flatnonzero(noisy_counts >= threshold * noise_std).astype(np.int64)
