@@ -15,14 +15,29 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from client.merchant import Merchant, SharedArrays
+from client.merchant import Merchant, PrivacyReport, SharedArrays
 from client.state import MerchantStore
-from common.config import RunConfig, parse_run_config, train_config_from_record
+from common.config import RunConfig, parse_run_config, round_plan_from_record
 from common.constants import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    DP_ACCOUNTANT_FIELD,
+    DP_CLIP,
+    DP_CLIPPED,
+    DP_COUNT_NOISE,
+    DP_DELTA,
+    DP_EPSILON,
+    DP_EPSILON_MAX,
+    DP_NOISE,
+    DP_REASON_FIELD,
+    DP_REFUSED,
+    DP_SAMPLE_RATE,
+    DP_STEPS,
+    DP_UNIT_FIELD,
     EVAL_SECONDS,
     EVAL_USERS,
+    ITEM_COUNTS_KEY,
+    ITEM_PRIOR_KEY,
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
     METRICS_KEY,
@@ -33,6 +48,8 @@ from common.constants import (
     WEIGHT_KEY,
 )
 from common.errors import ConfigError
+from common.models.prior import ItemPrior
+from common.privacy.accountant import PrivacyBudgetExceeded
 
 PARTITION_ID = "partition-id"
 
@@ -67,18 +84,69 @@ def _int(record: ConfigRecord, key: str) -> int:
     return int(value)
 
 
+def _prior_from(message: Message) -> ItemPrior | None:
+    """The coordinator's public item prior (trained items + private counts), if it sent one."""
+    if ITEM_PRIOR_KEY not in message.content.array_records:
+        return None
+    record = message.content.array_records[ITEM_PRIOR_KEY]
+    return ItemPrior(
+        counts=record["counts"].numpy().astype("float64"),
+        trained=record["trained"].numpy().astype("int64"),
+    )
+
+
+def _privacy_metrics(report: PrivacyReport | None) -> dict[str, float]:
+    if report is None:
+        return {}
+    return {
+        DP_EPSILON: report.epsilon,
+        DP_DELTA: report.delta,
+        DP_EPSILON_MAX: report.epsilon_max,
+        DP_NOISE: report.noise_multiplier,
+        DP_COUNT_NOISE: report.count_noise_multiplier,
+        DP_CLIP: report.max_grad_norm,
+        DP_SAMPLE_RATE: report.sample_rate,
+        DP_STEPS: report.steps,
+    }
+
+
 def _reply(
-    message: Message, merchant: Merchant, metrics: dict[str, float], arrays: ArrayRecord | None
+    message: Message,
+    merchant: Merchant,
+    metrics: dict[str, float],
+    arrays: dict[str, ArrayRecord] | None = None,
+    *,
+    privacy: PrivacyReport | None = None,
+    refusal: str = "",
 ) -> Message:
+    fields: dict[str, str] = {MERCHANT_NAME_FIELD: merchant.name}
+    if privacy is not None:
+        fields[DP_UNIT_FIELD] = privacy.unit
+        fields[DP_ACCOUNTANT_FIELD] = privacy.accountant
+    if refusal:
+        fields[DP_REASON_FIELD] = refusal
     content = RecordDict(
         {
-            METRICS_KEY: MetricRecord(dict(metrics.items())),  # type: ignore[arg-type]
-            MERCHANT_KEY: ConfigRecord({MERCHANT_NAME_FIELD: merchant.name}),
+            METRICS_KEY: MetricRecord(  # type: ignore[arg-type]
+                {**metrics, **_privacy_metrics(privacy)}
+            ),
+            MERCHANT_KEY: ConfigRecord(fields),  # type: ignore[arg-type]
         }
     )
-    if arrays is not None:
-        content[ARRAYS_KEY] = arrays
+    for key, record in (arrays or {}).items():
+        content[key] = record
     return Message(content=content, reply_to=message)
+
+
+def _torch_record(arrays: dict[str, object]) -> ArrayRecord:
+    import numpy as np
+    import torch
+
+    return ArrayRecord(
+        torch_state_dict=OrderedDict(
+            (name, torch.from_numpy(np.ascontiguousarray(array))) for name, array in arrays.items()
+        )
+    )
 
 
 def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()) -> ClientApp:
@@ -93,29 +161,67 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
-        import torch
-
         run = settings(context)
         merchant = _resolve_merchant(run, context)
-        plan = message.content.config_records[CONFIG_KEY]
-        outcome = merchant.train(
-            _shared_from(message),
-            train_config_from_record(dict(plan)),
-            server_round=_int(plan, "server-round"),
-        )
-        arrays = ArrayRecord(
-            torch_state_dict=OrderedDict(
-                (name, torch.from_numpy(array)) for name, array in outcome.shared.items()
+        record = message.content.config_records[CONFIG_KEY]
+        plan = round_plan_from_record(dict(record))
+        try:
+            outcome = merchant.train(
+                _shared_from(message),
+                plan,
+                server_round=_int(record, "server-round"),
+                prior=_prior_from(message),
             )
-        )
+        except PrivacyBudgetExceeded as refusal:
+            # An explicit refusal, not an error: nothing was trained or released.
+            return _reply(
+                message,
+                merchant,
+                {DP_REFUSED: 1},
+                privacy=merchant.report(plan),
+                refusal=str(refusal),
+            )
         metrics: dict[str, float] = {
             WEIGHT_KEY: outcome.num_examples,
-            TRAIN_LOSS: outcome.stats.loss,
             TRAIN_STEPS: outcome.stats.steps,
-            TRAIN_USERS: outcome.stats.users,
             TRAIN_SECONDS: outcome.stats.seconds,
         }
-        return _reply(message, merchant, metrics, arrays)
+        if outcome.privacy is None:  # data-dependent figures are released only without DP
+            metrics[TRAIN_LOSS] = outcome.stats.loss
+            metrics[TRAIN_USERS] = outcome.stats.users
+        else:
+            metrics[DP_CLIPPED] = outcome.stats.clipped_fraction
+        return _reply(
+            message,
+            merchant,
+            metrics,
+            {ARRAYS_KEY: _torch_record(dict(outcome.shared))},
+            privacy=outcome.privacy,
+        )
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        """A private item-count release (once per training), recorded before it leaves."""
+        run = settings(context)
+        merchant = _resolve_merchant(run, context)
+        plan = round_plan_from_record(dict(message.content.config_records[CONFIG_KEY]))
+        try:
+            counts, report = merchant.release_item_counts(plan)
+        except PrivacyBudgetExceeded as refusal:
+            return _reply(
+                message,
+                merchant,
+                {DP_REFUSED: 1},
+                privacy=merchant.report(plan),
+                refusal=str(refusal),
+            )
+        return _reply(
+            message,
+            merchant,
+            {},
+            {ITEM_COUNTS_KEY: _torch_record({"counts": counts})},
+            privacy=report,
+        )
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
@@ -126,13 +232,16 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         merchant = _resolve_merchant(run, context)
         plan = message.content.config_records[CONFIG_KEY]
         result = merchant.evaluate(
-            _shared_from(message), k=_int(plan, "top-k"), server_round=_int(plan, "server-round")
+            _shared_from(message),
+            k=_int(plan, "top-k"),
+            server_round=_int(plan, "server-round"),
+            prior=_prior_from(message),
         )
         metrics: dict[str, float] = dict(result.means)
         metrics[WEIGHT_KEY] = result.num_users
         metrics[EVAL_USERS] = result.num_users
         metrics[EVAL_SECONDS] = time.perf_counter() - started
-        return _reply(message, merchant, metrics, None)
+        return _reply(message, merchant, metrics)
 
     return app
 

@@ -41,20 +41,33 @@ def build_user_batch(
     num_negatives: int,
     explicit: bool,
     rng: np.random.Generator,
+    item_pool: npt.NDArray[np.int64] | None = None,
 ) -> UserBatch:
-    """Flatten the examples of ``users`` into rows (vectorised; no loop over users)."""
+    """Flatten the examples of ``users`` into rows (vectorised; no loop over users).
+
+    With ``item_pool``, only interactions with pool items are used and
+    negatives are drawn from the pool (private training restricted to items
+    frequent enough to learn).
+    """
     starts = data.train_indptr[users]
     counts = data.train_indptr[users + 1] - starts  # (B,)
-    # Random order inside each user's span, then keep the first `cap` of each.
     offsets = np.cumsum(counts) - counts  # (B,) first row of each user's span
     span_slot = np.repeat(np.arange(len(users)), counts)  # (sum counts,)
-    span_pos = np.arange(len(span_slot)) - offsets[span_slot]
+    span_index = np.repeat(starts, counts) + np.arange(len(span_slot)) - offsets[span_slot]
+    if item_pool is not None:
+        allowed = np.zeros(data.num_items, dtype=bool)
+        allowed[item_pool] = True
+        usable = allowed[data.train_items[span_index]]
+        span_slot, span_index = span_slot[usable], span_index[usable]
+        counts = np.bincount(span_slot, minlength=len(users))
+        offsets = np.cumsum(counts) - counts
+    # Random order inside each user's span, then keep the first `cap` of each.
     order = np.lexsort((rng.random(len(span_slot)), span_slot))
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order)) - offsets[span_slot[order]]
     keep = rank < max_interactions_per_user
     pos_slot = span_slot[keep]
-    pos_index = (np.repeat(starts, counts) + span_pos)[keep]
+    pos_index = span_index[keep]
     pos_items = data.train_items[pos_index]
     kept = np.minimum(counts, max_interactions_per_user)  # (B,)
 
@@ -64,7 +77,10 @@ def build_user_batch(
         rows_per_user = kept
     else:
         neg_slot = np.repeat(pos_slot, num_negatives)
-        neg_items = rng.integers(0, data.num_items, size=len(neg_slot))
+        if item_pool is None:
+            neg_items = rng.integers(0, data.num_items, size=len(neg_slot))
+        else:
+            neg_items = item_pool[rng.integers(0, len(item_pool), size=len(neg_slot))]
         slot = np.concatenate([pos_slot, neg_slot])
         items = np.concatenate([pos_items, neg_items])
         labels = np.concatenate(
@@ -78,4 +94,51 @@ def build_user_batch(
         row_items=torch.as_tensor(items, dtype=torch.int64),
         labels=torch.as_tensor(labels),
         row_weight=torch.as_tensor(weight, dtype=torch.float32),
+    )
+
+
+def build_interaction_batch(
+    data: UserItemData,
+    interactions: npt.NDArray[np.int64],
+    *,
+    num_negatives: int,
+    explicit: bool,
+    rng: np.random.Generator,
+    item_pool: npt.NDArray[np.int64] | None = None,
+) -> UserBatch:
+    """One example per training interaction (record-level DP): its row plus its negatives.
+
+    ``users`` then holds the owner of each sampled interaction (users may
+    repeat); slot ``s`` is interaction ``s``. Interactions with items outside
+    ``item_pool`` contribute no rows.
+    """
+    owners = np.searchsorted(data.train_indptr, interactions, side="right") - 1  # (B,)
+    items = data.train_items[interactions]
+    slots = np.arange(len(interactions))
+    if item_pool is not None:
+        allowed = np.zeros(data.num_items, dtype=bool)
+        allowed[item_pool] = True
+        slots = slots[allowed[items]]
+    pos_items = items[slots]
+    if explicit:
+        slot, row_items = slots, pos_items
+        labels = data.train_values[interactions[slots]].astype(np.float32)
+        rows_each = 1
+    else:
+        neg_slot = np.repeat(slots, num_negatives)
+        pool_size = data.num_items if item_pool is None else len(item_pool)
+        neg = rng.integers(0, pool_size, size=len(neg_slot))
+        neg_items = neg if item_pool is None else item_pool[neg]
+        slot = np.concatenate([slots, neg_slot])
+        row_items = np.concatenate([pos_items, neg_items])
+        labels = np.concatenate(
+            [np.ones(len(slots), np.float32), np.zeros(len(neg_slot), np.float32)]
+        )
+        rows_each = 1 + num_negatives
+    return UserBatch(
+        users=torch.as_tensor(owners, dtype=torch.int64),
+        row_slot=torch.as_tensor(slot, dtype=torch.int64),
+        row_items=torch.as_tensor(row_items, dtype=torch.int64),
+        labels=torch.as_tensor(labels),
+        row_weight=torch.full((len(slot),), 1.0 / rows_each, dtype=torch.float32),
     )

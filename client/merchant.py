@@ -4,6 +4,11 @@ This is the pure core behind the ClientApp: numpy arrays of *shared*
 parameters in, numpy arrays of shared parameters and plain metrics out. The
 user parameters are loaded from and saved to the merchant's own disk; they
 never appear in a return value.
+
+With privacy on, the merchant also keeps its privacy account on its own disk
+(:class:`~common.privacy.accountant.PrivacyAccount`): sigma is calibrated once,
+at first contact, for the whole planned training; every release is checked
+against the budget and recorded durably *before* it happens.
 """
 
 from __future__ import annotations
@@ -15,21 +20,66 @@ import numpy.typing as npt
 import torch
 
 from client.state import MerchantStore
-from client.training import TrainConfig, TrainStats, train_local
+from client.training import TrainConfig, TrainStats, fit_local, train_local
+from common.config import RoundPlan
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
 from common.evaluation import EvaluationResult, evaluate_model
 from common.models.base import ModelConfig, Recommender, build_model
+from common.models.prior import ItemPrior
+from common.privacy.accountant import (
+    EVENT_DP_SGD,
+    EVENT_ITEM_COUNTS,
+    PrivacyAccount,
+    PrivacyPlan,
+    plan_inputs,
+    plan_privacy,
+)
+from common.privacy.accounting import PrivacyEvent
+from common.privacy.config import PrivacyConfig
 from common.seeding import numpy_rng, torch_generator
 
 SharedArrays = dict[str, npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
+class PrivacyReport:
+    """What a merchant has spent, with every assumption behind the number."""
+
+    epsilon: float
+    delta: float
+    epsilon_max: float
+    noise_multiplier: float
+    count_noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    unit: str
+    accountant: str
+
+    @classmethod
+    def of(cls, account: PrivacyAccount, *, budget: float) -> PrivacyReport:
+        plan = account.plan
+        return cls(
+            epsilon=account.epsilon(),
+            delta=plan.delta,
+            epsilon_max=budget,
+            noise_multiplier=plan.noise_multiplier,
+            count_noise_multiplier=plan.count_noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            sample_rate=plan.sample_rate,
+            steps=account.steps,
+            unit=plan.unit,
+            accountant=plan.accountant,
+        )
+
+
+@dataclass(frozen=True)
 class TrainOutcome:
     shared: SharedArrays
     stats: TrainStats
-    num_examples: int  # training interactions: the FedAvg weight
+    num_examples: int  # the FedAvg weight: training interactions, or 1 under DP (uniform)
+    privacy: PrivacyReport | None = None
 
 
 class Merchant:
@@ -51,6 +101,73 @@ class Merchant:
             self._data = self.store.load_data()
         return self._data
 
+    # --- privacy account ---------------------------------------------------------------
+    def budget(self, privacy: PrivacyConfig) -> float:
+        """The epsilon this merchant may spend: the federation's, or its own policy if lower."""
+        own = self.store.policy_epsilon_max()
+        return min(privacy.budget, own) if own is not None else privacy.budget
+
+    def account(self, plan: RoundPlan) -> PrivacyAccount:
+        """The durable account; created (sigma calibrated once) at first contact."""
+        from client.private_training import private_population
+
+        path = self.store.privacy_account_path
+        account = PrivacyAccount.load(path)
+        batch, epochs = plan.train.batch_users, plan.train.local_epochs
+        if account is None:
+            account = PrivacyAccount(
+                plan=plan_privacy(
+                    plan.privacy,
+                    population=len(private_population(self.data, plan.privacy.unit)),
+                    batch=batch,
+                    local_epochs=epochs,
+                    rounds=plan.num_rounds,
+                    who=f"merchant {self.name}",
+                )
+            )
+            account.save(path)
+            return account
+        wanted = plan_inputs(plan.privacy, batch=batch, local_epochs=epochs, rounds=plan.num_rounds)
+        if account.plan.inputs != wanted:
+            changed = sorted(k for k in wanted if account.plan.inputs.get(k) != wanted[k])
+            raise ConfigError(
+                f"Merchant {self.name}: the privacy plan changed after training started "
+                f"({', '.join(changed)}); sigma was calibrated once for the original plan in "
+                f"{path}. Keep the original settings, or start a new run with fresh state."
+            )
+        return account
+
+    def report(self, plan: RoundPlan) -> PrivacyReport:
+        return PrivacyReport.of(self.account(plan), budget=self.budget(plan.privacy))
+
+    def release_item_counts(self, plan: RoundPlan) -> tuple[npt.NDArray[np.float64], PrivacyReport]:
+        """Noisy item counts (one Gaussian release), recorded before they are returned."""
+        from common.privacy.counts import noisy_item_counts
+
+        account = self.account(plan)
+        privacy_plan = account.plan
+        if account.has(EVENT_ITEM_COUNTS):
+            raise ConfigError(
+                f"Merchant {self.name} already released its item counts for this training; "
+                "a second release would spend budget the plan did not include."
+            )
+        event = PrivacyEvent(
+            noise_multiplier=privacy_plan.count_noise_multiplier, sample_rate=1.0, steps=1
+        )
+        budget = self.budget(plan.privacy)
+        account.check_budget(event, budget=budget, what=f"Merchant {self.name}'s item counts")
+        account.record(EVENT_ITEM_COUNTS, 0, event)
+        account.save(self.store.privacy_account_path)
+        counts = noisy_item_counts(
+            self.data,
+            unit=privacy_plan.unit,
+            cap=plan.train.max_interactions_per_user,
+            noise_multiplier=privacy_plan.count_noise_multiplier,
+            rng=np.random.default_rng(self.store.noise_seed("item-counts")),
+        )
+        return counts, PrivacyReport.of(account, budget=budget)
+
+    # --- training and evaluation --------------------------------------------------------
     def _model(self, shared: SharedArrays) -> Recommender:
         data = self.data
         model = build_model(
@@ -74,11 +191,32 @@ class Merchant:
         return model
 
     def train(
-        self, shared: SharedArrays, config: TrainConfig, *, server_round: int
+        self,
+        shared: SharedArrays,
+        plan: RoundPlan | TrainConfig,
+        *,
+        server_round: int,
+        prior: ItemPrior | None = None,
     ) -> TrainOutcome:
+        """One round of local training; private when ``plan.privacy`` is on.
+
+        Raises :class:`~common.privacy.accountant.PrivacyBudgetExceeded` before
+        touching anything if the round would exceed this merchant's budget.
+        """
+        if isinstance(plan, TrainConfig):
+            plan = RoundPlan(train=plan, privacy=PrivacyConfig(), num_rounds=1)
+        if plan.privacy.enabled:
+            return self._train_private(shared, plan, server_round=server_round, prior=prior)
         model = self._model(shared)
+        fit_local(
+            model,
+            self.data,
+            plan.train,
+            epochs=plan.train.user_epochs,
+            rng=numpy_rng(self.seed, "fit-users", self.name, server_round),
+        )
         stats = train_local(
-            model, self.data, config, rng=numpy_rng(self.seed, "train", self.name, server_round)
+            model, self.data, plan.train, rng=numpy_rng(self.seed, "train", self.name, server_round)
         )
         self.store.save_local(model.local_parameters())
         return TrainOutcome(
@@ -87,8 +225,63 @@ class Merchant:
             num_examples=self.data.num_train,
         )
 
-    def evaluate(self, shared: SharedArrays, *, k: int, server_round: int) -> EvaluationResult:
+    def _train_private(
+        self, shared: SharedArrays, plan: RoundPlan, *, server_round: int, prior: ItemPrior | None
+    ) -> TrainOutcome:
+        from client.private_training import train_private
+
+        account = self.account(plan)
+        privacy_plan: PrivacyPlan = account.plan
+        event = PrivacyEvent(
+            noise_multiplier=privacy_plan.noise_multiplier,
+            sample_rate=privacy_plan.sample_rate,
+            steps=privacy_plan.steps_per_round,
+        )
+        budget = self.budget(plan.privacy)
+        account.check_budget(
+            event, budget=budget, what=f"Merchant {self.name}'s round {server_round}"
+        )
+        # Reserve before training: a crash from here on can only over-count.
+        account.record(EVENT_DP_SGD, server_round, event)
+        account.save(self.store.privacy_account_path)
+        model = self._model(shared)
+        fit_local(
+            model,
+            self.data,
+            plan.train,
+            epochs=plan.train.user_epochs,
+            rng=numpy_rng(self.seed, "fit-users", self.name, server_round),
+        )
+        stats = train_private(
+            model,
+            self.data,
+            plan.train,
+            privacy_plan,
+            rng=numpy_rng(self.seed, "train", self.name, server_round),
+            generator=torch.Generator().manual_seed(self.store.noise_seed("dp-sgd", server_round)),
+            item_pool=prior.trained if prior is not None else None,
+        )
+        self.store.save_local(model.local_parameters())
+        return TrainOutcome(
+            shared={n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()},
+            stats=stats,
+            num_examples=1,
+            privacy=PrivacyReport.of(account, budget=budget),
+        )
+
+    def evaluate(
+        self,
+        shared: SharedArrays,
+        *,
+        k: int,
+        server_round: int,
+        prior: ItemPrior | None = None,
+    ) -> EvaluationResult:
         model = self._model(shared)
         return evaluate_model(
-            model, self.data, k=k, rng=numpy_rng(self.seed, "evaluate", self.name, server_round)
+            model,
+            self.data,
+            k=k,
+            rng=numpy_rng(self.seed, "evaluate", self.name, server_round),
+            prior=prior,
         )

@@ -31,6 +31,7 @@ class TrainStats:
     users: int
     examples: int
     seconds: float
+    clipped_fraction: float = 0.0  # DP only: share of sampled examples whose norm exceeded C
 
 
 def per_user_loss(model: Recommender, batch: UserBatch, config: TrainConfig) -> torch.Tensor:
@@ -62,7 +63,7 @@ def sample_user_batches(
 
 
 class NonPrivateStep:
-    """Plain Adam on all parameters, with an optional FedProx proximal term."""
+    """Plain Adam on ``parameters`` (default: all), with an optional FedProx proximal term."""
 
     def __init__(
         self,
@@ -70,11 +71,13 @@ class NonPrivateStep:
         config: TrainConfig,
         *,
         reference: dict[str, torch.Tensor] | None = None,
+        parameters: list[torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.reference = reference
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        params = list(model.parameters()) if parameters is None else parameters
+        self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
 
     def __call__(self, batch: UserBatch) -> float:
         loss = per_user_loss(self.model, batch, self.config).mean()
@@ -123,3 +126,49 @@ def train_local(
         examples=examples,
         seconds=time.perf_counter() - started,
     )
+
+
+def fit_local(
+    model: Recommender,
+    data: UserItemData,
+    config: TrainConfig,
+    *,
+    epochs: int,
+    rng: np.random.Generator,
+) -> int:
+    """``epochs`` passes that update only the local (user) parameters; returns steps taken.
+
+    The shared parameters are frozen, so this touches nothing that is released
+    and costs no privacy: each user's vector becomes a function of their own
+    data and the (already private) shared parameters, as in alternating least
+    squares. Under DP it fits users to the incoming global items before the
+    private steps, so those steps carry signal.
+    """
+    if epochs < 1:
+        return 0
+    active = np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
+    shared = list(model.shared_parameters().values())
+    flags = [p.requires_grad for p in shared]
+    for p in shared:
+        p.requires_grad_(False)
+    steps = 0
+    try:
+        step = NonPrivateStep(model, config, parameters=list(model.local_parameters().values()))
+        model.train()
+        for users in sample_user_batches(
+            active, batch_users=config.batch_users, epochs=epochs, rng=rng
+        ):
+            batch = build_user_batch(
+                data,
+                users,
+                max_interactions_per_user=config.max_interactions_per_user,
+                num_negatives=config.num_negatives,
+                explicit=config.loss == "mse",
+                rng=rng,
+            )
+            step(batch)
+            steps += 1
+    finally:
+        for p, flag in zip(shared, flags, strict=True):
+            p.requires_grad_(flag)
+    return steps

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.models.base import ModelConfig
+from common.privacy.config import PrivacyConfig
 
 LOSSES = ("bce", "mse")
 STRATEGIES = ("fedavg", "fedadam", "fedprox")
@@ -31,9 +32,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str = "bce"
     proximal_mu: float = 0.0
+    user_epochs: int = 0  # passes updating only user parameters before each round's training
 
     def __post_init__(self) -> None:
         problems = []
+        if self.user_epochs < 0:
+            problems.append(f"user-epochs must be >= 0, got {self.user_epochs}")
         if self.local_epochs < 1:
             problems.append(f"local-epochs must be >= 1, got {self.local_epochs}")
         if self.batch_users < 1:
@@ -70,9 +74,12 @@ class FederationConfig:
     evaluate_every: int = 0  # 0: evaluate after the last round only
     top_k: int = 10
     seed: int = 0
+    min_train_nodes: int = 1  # fewer merchants training (e.g. out of budget) ends the run
 
     def __post_init__(self) -> None:
         problems = []
+        if self.min_train_nodes < 1:
+            problems.append(f"min-train-nodes must be >= 1, got {self.min_train_nodes}")
         if self.num_rounds < 1:
             problems.append(f"num-server-rounds must be >= 1, got {self.num_rounds}")
         if self.strategy not in STRATEGIES:
@@ -102,9 +109,17 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     merchants_dir: str = ""
     num_items: int = 0  # catalog size; 0 = read it from merchants_dir/../catalog.json
     output_dir: str = ""  # where the coordinator writes the global model and round history
+
+    def __post_init__(self) -> None:
+        if self.privacy.enabled and self.train.proximal_mu > 0:
+            raise ConfigError(
+                "proximal-mu > 0 (FedProx) is not supported with differential privacy: the "
+                "proximal term is not part of the clipped, noised step. Set proximal-mu=0."
+            )
 
 
 # Edge keys → (section, field). One table, used both ways.
@@ -120,6 +135,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "weight-decay": ("train", "weight_decay"),
     "loss": ("train", "loss"),
     "proximal-mu": ("train", "proximal_mu"),
+    "user-epochs": ("train", "user_epochs"),
     "num-server-rounds": ("federation", "num_rounds"),
     "strategy": ("federation", "strategy"),
     "server-learning-rate": ("federation", "server_learning_rate"),
@@ -130,11 +146,27 @@ _KEYS: dict[str, tuple[str, str]] = {
     "evaluate-every": ("federation", "evaluate_every"),
     "top-k": ("federation", "top_k"),
     "seed": ("federation", "seed"),
+    "min-train-nodes": ("federation", "min_train_nodes"),
+    "privacy-unit": ("privacy", "unit"),
+    "target-epsilon": ("privacy", "target_epsilon"),
+    "target-delta": ("privacy", "delta"),
+    "epsilon-max": ("privacy", "epsilon_max"),
+    "max-grad-norm": ("privacy", "max_grad_norm"),
+    "accountant": ("privacy", "accountant"),
+    "count-epsilon-share": ("privacy", "count_share"),
+    "item-threshold": ("privacy", "item_threshold"),
+    "local-steps": ("privacy", "local_steps"),
     "merchants-dir": ("", "merchants_dir"),
     "num-items": ("", "num_items"),
     "output-dir": ("", "output_dir"),
 }
-_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "federation": FederationConfig}
+_SECTIONS = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "federation": FederationConfig,
+    "privacy": PrivacyConfig,
+}
+ROUNDS_KEY = "num-server-rounds"
 
 
 def _coerce(key: str, raw: Any, target: Any) -> Any:
@@ -188,13 +220,32 @@ def to_run_config(config: RunConfig) -> dict[str, Any]:
     return out
 
 
-def train_config_to_record(config: TrainConfig) -> dict[str, Any]:
-    """TrainConfig as the kebab-case dict a ConfigRecord carries to merchants."""
-    return {
-        k: v for k, v in to_run_config(RunConfig(train=config)).items() if _KEYS[k][0] == "train"
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the coordinator tells merchants each round: local training, privacy, rounds."""
+
+    train: TrainConfig
+    privacy: PrivacyConfig
+    num_rounds: int
+
+
+def round_plan_to_record(plan: RoundPlan) -> dict[str, Any]:
+    """The plan as the kebab-case dict a ConfigRecord carries to merchants."""
+    view = to_run_config(
+        RunConfig(
+            train=plan.train,
+            privacy=plan.privacy,
+            federation=FederationConfig(num_rounds=plan.num_rounds),
+        )
+    )
+    return {k: v for k, v in view.items() if _KEYS[k][0] in ("train", "privacy") or k == ROUNDS_KEY}
+
+
+def round_plan_from_record(record: Mapping[str, Any]) -> RoundPlan:
+    keys = {
+        k: v
+        for k, v in record.items()
+        if k in _KEYS and (_KEYS[k][0] in ("train", "privacy") or k == ROUNDS_KEY)
     }
-
-
-def train_config_from_record(record: Mapping[str, Any]) -> TrainConfig:
-    keys = {k: v for k, v in record.items() if k in _KEYS and _KEYS[k][0] == "train"}
-    return parse_run_config(keys).train
+    run = parse_run_config(keys)
+    return RoundPlan(train=run.train, privacy=run.privacy, num_rounds=run.federation.num_rounds)

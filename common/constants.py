@@ -21,6 +21,23 @@ EVAL_USERS: Final = "eval-users"
 EVAL_SECONDS: Final = "eval-seconds"
 AUC: Final = "auc"
 
+# --- Privacy fields in replies (numbers in the MetricRecord, words in the merchant record) ----
+DP_EPSILON: Final = "dp-epsilon"  # spent so far, at DP_DELTA
+DP_DELTA: Final = "dp-delta"
+DP_EPSILON_MAX: Final = "dp-epsilon-max"  # the merchant's budget
+DP_NOISE: Final = "dp-noise-multiplier"  # sigma of DP-SGD steps
+DP_COUNT_NOISE: Final = "dp-count-noise-multiplier"  # sigma of the item-count release
+DP_CLIP: Final = "dp-max-grad-norm"  # C
+DP_SAMPLE_RATE: Final = "dp-sample-rate"  # q
+DP_STEPS: Final = "dp-steps"  # DP-SGD steps taken so far (empty samples included)
+DP_REFUSED: Final = "dp-refused"  # 1: the merchant refused this round (budget)
+DP_CLIPPED: Final = "dp-clipped-fraction"
+DP_UNIT_FIELD: Final = "privacy-unit"
+DP_ACCOUNTANT_FIELD: Final = "accountant"
+DP_REASON_FIELD: Final = "refusal"
+ITEM_COUNTS_KEY: Final = "item-counts"  # ArrayRecord of a count release
+ITEM_PRIOR_KEY: Final = "item-prior"  # ArrayRecord the coordinator sends with the model
+
 
 def hr_at(k: int) -> str:
     return f"hr@{k}"
@@ -52,3 +69,7 @@ MERCHANT_DATA_FILE: Final = "data.npz"
 MERCHANT_USERS_FILE: Final = "users.json"
 MERCHANT_STATE_FILE: Final = "local_state.pt"
 FEDERATION_FILE: Final = "federation.json"
+ITEM_PRIOR_FILE: Final = "item_prior.npz"
+MERCHANT_PRIVACY_FILE: Final = "privacy_account.json"
+MERCHANT_NOISE_KEY_FILE: Final = "noise.key"  # secret seed material for DP noise; never sent
+MERCHANT_POLICY_FILE: Final = "policy.json"  # the merchant's own settings, e.g. epsilon-max

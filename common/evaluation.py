@@ -23,6 +23,7 @@ from common.metrics.ranking import (
     sampled_positions,
 )
 from common.models.base import Recommender
+from common.models.prior import ItemPrior
 
 Scorer = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.floating]]  # users -> (n, items)
 SAMPLED_NEGATIVES = 99
@@ -83,13 +84,19 @@ def evaluate_scores(
 
 
 def evaluate_model(
-    model: Recommender, data: UserItemData, *, k: int, rng: np.random.Generator
+    model: Recommender,
+    data: UserItemData,
+    *,
+    k: int,
+    rng: np.random.Generator,
+    prior: ItemPrior | None = None,
 ) -> EvaluationResult:
-    """Evaluate a recommender (eval mode, no gradients) on ``data``."""
+    """Evaluate a recommender (eval mode, no gradients) on ``data``, with its item prior."""
     model.eval()
 
     def scorer(users: npt.NDArray[np.int64]) -> npt.NDArray[np.floating]:
         with torch.no_grad():
-            return model.score_all(torch.as_tensor(users, dtype=torch.int64)).numpy()
+            scores = model.score_all(torch.as_tensor(users, dtype=torch.int64))
+            return (prior.apply(scores) if prior is not None else scores).numpy()
 
     return evaluate_scores(scorer, data, k=k, rng=rng)

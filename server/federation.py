@@ -14,13 +14,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from common.config import FederationConfig, TrainConfig, train_config_to_record
+from common.config import FederationConfig, RoundPlan, round_plan_to_record
 from common.constants import (
+    DP_ACCOUNTANT_FIELD,
+    DP_COUNT_NOISE,
+    DP_REASON_FIELD,
+    DP_REFUSED,
+    DP_UNIT_FIELD,
+    ITEM_COUNTS_KEY,
+    ITEM_PRIOR_KEY,
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
     METRICS_KEY,
 )
 from common.errors import FedrecError
+from common.models.prior import ItemPrior
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord, Message
@@ -45,6 +53,8 @@ class RoundRecord:
     train: dict[str, dict[str, float]] = field(default_factory=dict)
     evaluate: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # merchant -> reason (budget)
+    aggregated: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +63,8 @@ class RoundRecord:
             "train": self.train,
             "evaluate": self.evaluate,
             "failures": self.failures,
+            "refused": self.refused,
+            "aggregated": self.aggregated,
         }
 
 
@@ -60,6 +72,9 @@ class RoundRecord:
 class FederationResult:
     arrays: ArrayRecord
     rounds: list[RoundRecord]
+    privacy: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest report per merchant
+    prior: ItemPrior | None = None
+    stopped_early: str = ""  # why the run ended before num_rounds, if it did
 
 
 def wait_for_nodes(grid: Grid, *, min_nodes: int, timeout: float, poll: float = 0.5) -> list[int]:
@@ -101,55 +116,197 @@ def _metrics(message: Message) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
 
 
+def _privacy_of(message: Message) -> dict[str, Any]:
+    """The privacy report a merchant attached (numbers plus unit and accountant), if any."""
+    fields = message.content.config_records.get(MERCHANT_KEY)
+    if fields is None or DP_UNIT_FIELD not in fields:
+        return {}
+    report: dict[str, Any] = {k: v for k, v in _metrics(message).items() if k.startswith("dp-")}
+    report[DP_UNIT_FIELD] = str(fields[DP_UNIT_FIELD])
+    report[DP_ACCOUNTANT_FIELD] = str(fields[DP_ACCOUNTANT_FIELD])
+    return report
+
+
+def _refusal(message: Message) -> str:
+    """The merchant's refusal reason, or "" if the reply is an update."""
+    if _metrics(message).get(DP_REFUSED, 0.0) < 1:
+        return ""
+    fields = message.content.config_records.get(MERCHANT_KEY)
+    return str(fields.get(DP_REASON_FIELD, "refused")) if fields is not None else "refused"
+
+
+def _with_prior(messages: Iterable[Message], prior: ItemPrior | None) -> list[Message]:
+    out = list(messages)
+    if prior is None:
+        return out
+    from flwr.app import Array, ArrayRecord
+
+    record = ArrayRecord(
+        {"counts": Array(prior.counts.astype("float64")), "trained": Array(prior.trained)}
+    )
+    for message in out:
+        message.content[ITEM_PRIOR_KEY] = record
+    return out
+
+
+def collect_item_prior(
+    grid: Grid,
+    nodes: list[int],
+    *,
+    plan: RoundPlan,
+    timeout: float,
+    privacy_reports: dict[str, dict[str, Any]],
+) -> tuple[ItemPrior, set[int]]:
+    """Ask every merchant for one private item-count release; build the public item prior.
+
+    Returns the prior and the nodes that refused (out of budget already).
+    """
+    import numpy as np
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    messages = [
+        Message(
+            content=RecordDict({"config": ConfigRecord(round_plan_to_record(plan))}),
+            dst_node_id=node,
+            message_type="query",
+        )
+        for node in nodes
+    ]
+    replies, failed = _split(grid.send_and_receive(messages, timeout=timeout))
+    total, variance, refused = None, 0.0, set()
+    for reply in replies:
+        name = _merchant_of(reply)
+        privacy_reports[name] = _privacy_of(reply)
+        reason = _refusal(reply)
+        if reason:
+            logger.warning("item counts: %s refused: %s", name, reason)
+            refused.add(reply.metadata.src_node_id)
+            continue
+        counts = reply.content.array_records[ITEM_COUNTS_KEY]["counts"].numpy()
+        total = counts.astype(np.float64) if total is None else total + counts
+        variance += _metrics(reply)[DP_COUNT_NOISE] ** 2
+    for failure in failed:
+        logger.warning("item counts: %s", failure)
+    if total is None:
+        raise FederationError(
+            "No merchant released item counts "
+            f"({len(failed)} failed, {len(refused)} refused); the private run cannot start."
+        )
+    from common.privacy.counts import trained_items
+
+    trained = trained_items(
+        total, noise_std=float(np.sqrt(variance)), threshold=plan.privacy.item_threshold
+    )
+    if len(trained) == 0:  # nothing clears the bar: train everything rather than nothing
+        trained = np.arange(len(total), dtype=np.int64)
+    logger.info(
+        "item prior: %d of %d items trained (noisy count >= %.1f x noise std %.2f)",
+        len(trained),
+        len(total),
+        plan.privacy.item_threshold,
+        float(np.sqrt(variance)),
+    )
+    return ItemPrior(counts=total, trained=trained), refused
+
+
 def run_federation(
     grid: Grid,
     strategy: FedAvg,
     initial: ArrayRecord,
     *,
     federation: FederationConfig,
-    train: TrainConfig,
+    plan: RoundPlan,
     on_round: Callable[[RoundRecord], None] | None = None,
 ) -> FederationResult:
-    """Run ``federation.num_rounds`` rounds; evaluate every ``evaluate_every`` and at the end."""
+    """Run up to ``federation.num_rounds`` rounds; evaluate every ``evaluate_every`` and at the end.
+
+    With privacy on, merchants first release private item counts (the item
+    prior), and a merchant that refuses a round (budget) is left out from then
+    on; when fewer than ``min_train_nodes`` merchants train in a round, that
+    round is not aggregated and the run ends cleanly with an evaluation.
+    """
     from flwr.app import ConfigRecord
 
     nodes = wait_for_nodes(
         grid, min_nodes=federation.min_nodes, timeout=federation.node_wait_timeout
     )
     logger.info("%d merchant(s) connected; starting %d rounds", len(nodes), federation.num_rounds)
-    arrays, rounds = initial, []
+    result = FederationResult(arrays=initial, rounds=[])
+    exhausted: set[int] = set()
+    if plan.privacy.enabled and plan.privacy.count_share > 0:
+        result.prior, exhausted = collect_item_prior(
+            grid,
+            nodes,
+            plan=plan,
+            timeout=federation.round_timeout,
+            privacy_reports=result.privacy,
+        )
+    train_config = ConfigRecord(round_plan_to_record(plan))
     for server_round in range(1, federation.num_rounds + 1):
         started = time.perf_counter()
         record = RoundRecord(round=server_round)
-        messages = strategy.configure_train(
-            server_round, arrays, ConfigRecord(train_config_to_record(train)), grid
+        messages = [
+            m
+            for m in strategy.configure_train(server_round, result.arrays, train_config, grid)
+            if m.metadata.dst_node_id not in exhausted
+        ]
+        replies, failed = _split(
+            grid.send_and_receive(
+                _with_prior(messages, result.prior), timeout=federation.round_timeout
+            )
         )
-        replies, failed = _split(grid.send_and_receive(messages, timeout=federation.round_timeout))
         record.failures += failed
-        if not replies:
+        updates = []
+        for reply in replies:
+            name = _merchant_of(reply)
+            if privacy := _privacy_of(reply):
+                result.privacy[name] = privacy
+            reason = _refusal(reply)
+            if reason:
+                record.refused[name] = reason
+                exhausted.add(reply.metadata.src_node_id)
+                logger.warning("round %d: %s refused: %s", server_round, name, reason)
+            else:
+                updates.append(reply)
+        record.train = {_merchant_of(r): _metrics(r) for r in updates}
+        if not updates and not record.refused:
             raise FederationError(
                 f"Round {server_round}: no merchant returned an update "
                 f"({len(failed)} failed: {'; '.join(failed) or 'timed out'})."
             )
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
-        if aggregated is not None:
-            arrays = aggregated
-        record.train = {_merchant_of(r): _metrics(r) for r in replies}
+        if len(updates) < federation.min_train_nodes:
+            record.aggregated = False
+            result.stopped_early = (
+                f"round {server_round}: {len(updates)} merchant(s) trained, fewer than "
+                f"min-train-nodes={federation.min_train_nodes} "
+                f"({len(record.refused)} refused for budget); the round was not aggregated"
+            )
+            logger.warning("stopping: %s", result.stopped_early)
+        else:
+            aggregated, _ = strategy.aggregate_train(server_round, updates)
+            if aggregated is not None:
+                result.arrays = aggregated
 
-        last = server_round == federation.num_rounds
+        last = server_round == federation.num_rounds or bool(result.stopped_early)
         every = federation.evaluate_every
         if last or (every and server_round % every == 0):
             eval_config = ConfigRecord({"top-k": federation.top_k})
-            messages = strategy.configure_evaluate(server_round, arrays, eval_config, grid)
+            to_evaluate = strategy.configure_evaluate(
+                server_round, result.arrays, eval_config, grid
+            )
             replies, failed = _split(
-                grid.send_and_receive(messages, timeout=federation.round_timeout)
+                grid.send_and_receive(
+                    _with_prior(to_evaluate, result.prior), timeout=federation.round_timeout
+                )
             )
             record.failures += failed
             record.evaluate = {_merchant_of(r): _metrics(r) for r in replies}
         record.seconds = time.perf_counter() - started
-        rounds.append(record)
+        result.rounds.append(record)
         for failure in record.failures:
             logger.warning("round %d: %s", server_round, failure)
         if on_round is not None:
             on_round(record)
-    return FederationResult(arrays=arrays, rounds=rounds)
+        if result.stopped_early:
+            break
+    return result

@@ -16,8 +16,13 @@ from pathlib import Path
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import RunConfig, parse_run_config, to_run_config
-from common.constants import FEDERATION_FILE, GLOBAL_MODEL_FILE, RUN_CATALOG_FILE
+from common.config import RoundPlan, RunConfig, parse_run_config, to_run_config
+from common.constants import (
+    FEDERATION_FILE,
+    GLOBAL_MODEL_FILE,
+    ITEM_PRIOR_FILE,
+    RUN_CATALOG_FILE,
+)
 from common.data.catalog import ItemCatalog
 from common.errors import ConfigError
 from common.models.base import build_model
@@ -89,20 +94,43 @@ def make_server_app(
                 expected,
                 expected,
             )
+        if run.privacy.enabled:
+            logger.info(
+                "differential privacy: unit %s, target epsilon %g at delta %g (%s accountant)",
+                run.privacy.unit,
+                run.privacy.target_epsilon,
+                run.privacy.delta,
+                run.privacy.accountant,
+            )
+        else:
+            logger.warning(
+                "differential privacy is OFF: merchants release unclipped, un-noised updates"
+            )
         strategy = build_strategy(run.federation, run.train, num_nodes=len(nodes))
         result = run_federation(
             grid,
             strategy,
             initial,
             federation=run.federation,
-            train=run.train,
+            plan=RoundPlan(
+                train=run.train, privacy=run.privacy, num_rounds=run.federation.num_rounds
+            ),
             on_round=on_round,
         )
         output.mkdir(parents=True, exist_ok=True)
         torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
+        if result.prior is not None:
+            import numpy as np
+
+            np.savez(
+                output / ITEM_PRIOR_FILE, counts=result.prior.counts, trained=result.prior.trained
+            )
         history = {
             "config": to_run_config(run),
             "rounds": [record.to_json() for record in result.rounds],
+            "privacy": result.privacy,
+            "stopped_early": result.stopped_early,
+            "trained_items": None if result.prior is None else len(result.prior.trained),
         }
         (output / FEDERATION_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
         logger.info("federation finished; global model and history in %s", output)

@@ -58,3 +58,37 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
             k=config.federation.top_k,
             rng=numpy_rng(config.federation.seed, "evaluate", "centralised"),
         )
+
+
+def evaluate_dp_popularity(
+    merchants: list[UserItemData], pooled: UserItemData, *, run: RunConfig, names: list[str]
+) -> EvaluationResult:
+    """Popularity from private counts, spending each merchant's whole epsilon on one release.
+
+    Same unit, delta and accountant as the DP model: each merchant releases
+    its item counts once with the Gaussian mechanism calibrated to
+    ``(target-epsilon, target-delta)``; the coordinator sums them and ranks by
+    the sum. This is what the DP model has to beat to be worth its budget.
+    """
+    from common.privacy.accounting import gaussian_noise_multiplier
+    from common.privacy.counts import noisy_item_counts
+
+    privacy = run.privacy
+    sigma = gaussian_noise_multiplier(
+        epsilon=privacy.target_epsilon, delta=privacy.delta, accountant=privacy.accountant
+    )
+    counts = np.zeros(pooled.num_items)
+    for name, data in zip(names, merchants, strict=True):
+        counts += noisy_item_counts(
+            data,
+            unit=privacy.unit,
+            cap=run.train.max_interactions_per_user,
+            noise_multiplier=sigma,
+            rng=numpy_rng(run.federation.seed, "dp-popularity", name),
+        )
+    return evaluate_scores(
+        lambda users: np.broadcast_to(counts, (len(users), len(counts))),
+        pooled,
+        k=run.federation.top_k,
+        rng=numpy_rng(run.federation.seed, "evaluate", "dp-popularity"),
+    )

@@ -60,6 +60,20 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     fl.add_argument("--local-epochs", type=int, help="passes over local users per round (2)")
     fl.add_argument("--loss", choices=("bce", "mse"), help="bce: implicit (default); mse: ratings")
     fl.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    dp = p.add_argument_group("differential privacy")
+    dp.add_argument(
+        "--epsilon",
+        type=float,
+        help="train with DP-SGD to this total epsilon per merchant (user-level unless "
+        "--privacy-unit interaction); default: no DP",
+    )
+    dp.add_argument("--delta", type=float, help="target delta (default 1e-6)")
+    dp.add_argument(
+        "--privacy-unit",
+        choices=("user", "interaction"),
+        help="what one DP example is (default user; interaction = record-level, weaker)",
+    )
+    dp.add_argument("--accountant", choices=("rdp", "prv"), help="Opacus accountant (rdp)")
     fl.add_argument(
         "--set",
         action="append",
@@ -96,8 +110,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from simulations.runner import DataSource, SimulationSpec, simulate
     from simulations.synthetic import SyntheticSpec
 
-    raw = _parse_sets(args.set)
-    flags = {
+    raw: dict[str, object] = dict(_parse_sets(args.set))
+    flags: dict[str, object] = {
         "num-server-rounds": args.rounds,
         "model": args.model,
         "strategy": args.strategy,
@@ -105,6 +119,13 @@ def _simulate(args: argparse.Namespace) -> int:
         "loss": args.loss,
         "seed": args.seed,
     }
+    if args.epsilon is not None:
+        flags["target-epsilon"] = args.epsilon
+        flags["privacy-unit"] = args.privacy_unit or raw.get("privacy-unit") or "user"
+    elif args.privacy_unit:
+        flags["privacy-unit"] = args.privacy_unit
+    flags["target-delta"] = args.delta
+    flags["accountant"] = args.accountant
     raw.update({k: v for k, v in flags.items() if v is not None})
     run = parse_run_config(raw)
     if args.data:
@@ -132,7 +153,13 @@ def _simulate(args: argparse.Namespace) -> int:
         f"fedrec simulate: {run.model.kind.upper()} dim {run.model.embedding_dim}, "
         f"{run.federation.strategy}, {run.federation.num_rounds} rounds x "
         f"{run.train.local_epochs} local epochs, partition {scheme}; data: "
-        f"{args.data or 'synthetic federation'}"
+        f"{args.data or 'synthetic federation'}; privacy: "
+        + (
+            f"{run.privacy.unit}-level DP, epsilon {run.privacy.target_epsilon:g} at delta "
+            f"{run.privacy.delta:g} ({run.privacy.accountant.upper()})"
+            if run.privacy.enabled
+            else "off"
+        )
     )
     spec = SimulationSpec(
         run=run,

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from common.constants import AUC, EVAL_USERS, hr_at, ndcg_at, recall_at, sampled_hr_at
 
-METHODS = ("federated", "centralised", "popularity")
+METHODS = ("federated", "centralised", "popularity", "dp-popularity")
 
 
 def _fmt(value: float) -> str:
@@ -21,6 +21,84 @@ def _fmt(value: float) -> str:
 
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
+
+
+def _label(method: str, results: dict[str, Any]) -> str:
+    privacy = results.get("privacy", {})
+    if privacy.get("unit", "off") == "off":
+        return method
+    eps = f"eps={privacy['target_epsilon']:g}"
+    return {
+        "federated": f"federated (DP, {eps})",
+        "dp-popularity": f"popularity (DP, {eps})",
+        "centralised": "centralised (no DP)",
+        "popularity": "popularity (no DP)",
+    }.get(method, method)
+
+
+def render_privacy(results: dict[str, Any], *, console: Console) -> None:
+    """Per merchant: epsilon spent, delta, sigma, C, q, steps, unit and accountant."""
+    from common.privacy.config import SAMPLING, UNIT_DESCRIPTIONS
+
+    privacy = results.get("privacy", {})
+    if privacy.get("unit", "off") == "off":
+        console.print(
+            "[bold yellow]Privacy: OFF[/bold yellow] - merchants released unclipped, un-noised "
+            "updates. Pass --epsilon to train with user-level differential privacy."
+        )
+        return
+    table = Table(title="Privacy spent per merchant (cumulative over all rounds)")
+    for header in (
+        "merchant",
+        "epsilon",
+        "delta",
+        "budget",
+        "sigma (SGD)",
+        "sigma (counts)",
+        "C",
+        "q",
+        "steps",
+        "unit",
+        "accountant",
+        "status",
+    ):
+        table.add_column(
+            header, justify="left" if header in ("merchant", "unit", "status") else "right"
+        )
+    refused = privacy.get("refused", {})
+    for name, report in sorted(privacy.get("per_merchant", {}).items()):
+        status = f"refused in round {refused[name]['round']}" if name in refused else "ok"
+        table.add_row(
+            name,
+            f"{report['dp-epsilon']:.3f}",
+            f"{report['dp-delta']:g}",
+            f"{report['dp-epsilon-max']:g}",
+            f"{report['dp-noise-multiplier']:.3f}",
+            f"{report['dp-count-noise-multiplier']:.2f}"
+            if report["dp-count-noise-multiplier"]
+            else "-",
+            f"{report['dp-max-grad-norm']:g}",
+            f"{report['dp-sample-rate']:.4f}",
+            str(int(report["dp-steps"])),
+            report["privacy-unit"],
+            report["accountant"].upper(),
+            status,
+        )
+    console.print(table)
+    console.print(
+        f"Unit of privacy: {UNIT_DESCRIPTIONS[privacy['unit']]}. Sampling: {SAMPLING}. "
+        "User embeddings never leave a merchant; the shared parameters are "
+        "(epsilon, delta)-DP per unit (joint DP for the users' own recommendations). "
+        "Not DP: the number of units at each merchant (it sets q), evaluation metrics, "
+        "timings and the fact of taking part."
+    )
+    if privacy.get("trained_items") is not None:
+        console.print(
+            f"Item prior: {privacy['trained_items']} items trained; the rest are ranked by "
+            "private counts below them."
+        )
+    if privacy.get("stopped_early"):
+        console.print(f"[bold yellow]Run ended early:[/bold yellow] {privacy['stopped_early']}")
 
 
 def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -> None:
@@ -36,8 +114,11 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
         overall.add_column("NDCG / central", justify="right")
     if "popularity" in results:
         overall.add_column("NDCG / popularity", justify="right")
+    if "dp-popularity" in results:
+        overall.add_column("NDCG / DP popularity", justify="right")
     ref_c = results.get("centralised", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
     ref_p = results.get("popularity", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
+    ref_dp = results.get("dp-popularity", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
     for method in methods:
         row = results[method]["overall"]
         cells = [_fmt(row.get(c, float("nan"))) for c in columns]
@@ -45,7 +126,9 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
             cells.append(_ratio(row[ndcg_at(k)], ref_c))
         if "popularity" in results:
             cells.append(_ratio(row[ndcg_at(k)], ref_p))
-        overall.add_row(method, *cells)
+        if "dp-popularity" in results:
+            cells.append(_ratio(row[ndcg_at(k)], ref_dp))
+        overall.add_row(_label(method, results), *cells)
     console.print(overall)
 
     per = Table(title=f"Per merchant: NDCG@{k} (users evaluated)")
@@ -67,6 +150,7 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
     if len(merchants) > 50:
         per.caption = f"first 50 of {len(merchants)} parties; all are in metrics.json"
     console.print(per)
+    render_privacy(results, console=console)
     timing = results["timing"]
     console.print(
         f"Federation {timing['federated_seconds']:.1f} s (local training "

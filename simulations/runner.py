@@ -41,6 +41,7 @@ from common.data.catalog import ItemCatalog
 from common.data.dataset import UserItemData, build_user_item_data, concat_user_item_data
 from common.data.partition import PartitionConfig, partition_events
 from common.data.schema import Interactions
+from common.errors import ConfigError
 from common.evaluation import EvaluationResult
 from simulations.run_dir import staged_run_dir
 from simulations.synthetic import SyntheticSpec, generate_federation
@@ -102,6 +103,8 @@ class SimulationSpec:
     baselines: bool = True
     num_cpus: int = 0  # 0 = all cores
     verbose: bool = False
+    # Per-merchant budgets written to each merchant's own policy.json (merchant -> epsilon-max).
+    merchant_budgets: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,21 +116,62 @@ class Comparison:
 
 
 def prepare_merchants(
-    events: Interactions, partition: PartitionConfig, root: Path
+    events: Interactions,
+    partition: PartitionConfig,
+    root: Path,
+    *,
+    seed: int = 0,
+    budgets: dict[str, float] | None = None,
 ) -> tuple[ItemCatalog, dict[str, UserItemData]]:
-    """Write the catalog and one state directory per merchant under ``root``."""
+    """Write the catalog and one state directory per merchant under ``root``.
+
+    Each merchant also gets a DP-noise key derived from ``seed`` (so research
+    runs repeat exactly; a real merchant's key is random) and, if listed in
+    ``budgets``, its own ``policy.json`` with ``epsilon-max``.
+    """
+    import hashlib
+
+    from client.state import MerchantStore
+
     catalog = ItemCatalog.from_keys(events.item_id)
+    root.mkdir(parents=True, exist_ok=True)
     catalog.save(root / RUN_CATALOG_FILE)
     merchants: dict[str, UserItemData] = {}
     for name, rows in partition_events(events, partition).items():
         data = build_user_item_data(events.take(rows), catalog)
-        data.save(
-            root / MERCHANTS_DIR / name,
-            data_file=MERCHANT_DATA_FILE,
-            users_file=MERCHANT_USERS_FILE,
-        )
+        directory = root / MERCHANTS_DIR / name
+        data.save(directory, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE)
+        store = MerchantStore(directory)
+        store.write_noise_key(hashlib.sha256(f"simulation-noise:{seed}:{name}".encode()).digest())
+        if budgets and name in budgets:
+            store.write_policy(epsilon_max=budgets[name])
         merchants[name] = data
+    unknown = sorted(set(budgets or {}) - set(merchants))
+    if unknown:
+        raise ConfigError(
+            f"Budgets were given for merchants that do not exist: {', '.join(unknown)} "
+            f"(merchants: {', '.join(sorted(merchants))})."
+        )
     return catalog, merchants
+
+
+def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -> None:
+    """Refuse before anything runs if delta is not below 1/examples at some merchant."""
+    if not run.privacy.enabled:
+        return
+    from client.private_training import private_population
+
+    problems = []
+    for name, data in sorted(merchants.items()):
+        population = len(private_population(data, run.privacy.unit))
+        if population == 0 or run.privacy.delta >= 1.0 / population:
+            problems.append(f"{name} has {population} {run.privacy.unit}s")
+    if problems:
+        raise ConfigError(
+            f"target-delta={run.privacy.delta:g} must be below 1/({run.privacy.unit}s at each "
+            f"merchant): {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}. "
+            "Lower target-delta (e.g. --set target-delta=1e-7) or use fewer, larger merchants."
+        )
 
 
 def _split_by_merchant(
@@ -184,7 +228,14 @@ def simulate(
         events = spec.source.load()  # bad input fails here, before any directory exists
     started = time.perf_counter()
     with staged_run_dir(spec.run_dir, overwrite=spec.overwrite) as staging:
-        catalog, merchants = prepare_merchants(events, spec.partition, staging)
+        catalog, merchants = prepare_merchants(
+            events,
+            spec.partition,
+            staging,
+            seed=spec.run.federation.seed,
+            budgets=spec.merchant_budgets,
+        )
+        check_privacy_feasible(spec.run, merchants)
         names = sorted(merchants)
         run = replace(
             spec.run,
@@ -206,7 +257,19 @@ def simulate(
                 pooled, k=run.federation.top_k, seed=run.federation.seed
             )
             centralised = train_centralised(pooled, run)
-            for label, result in (("centralised", centralised), ("popularity", popularity)):
+            labelled = [("centralised", centralised), ("popularity", popularity)]
+            if run.privacy.enabled:
+                from simulations.baselines import evaluate_dp_popularity
+
+                labelled.append(
+                    (
+                        "dp-popularity",
+                        evaluate_dp_popularity(
+                            [merchants[n] for n in names], pooled, run=run, names=names
+                        ),
+                    )
+                )
+            for label, result in labelled:
                 overall = dict(result.means)
                 overall[EVAL_USERS] = float(result.num_users)
                 results[label] = asdict(
@@ -238,6 +301,20 @@ def simulate(
             for n in names
         }
         results["top_k"] = run.federation.top_k
+        results["privacy"] = {
+            "unit": run.privacy.unit,
+            "target_epsilon": run.privacy.target_epsilon,
+            "delta": run.privacy.delta,
+            "accountant": run.privacy.accountant,
+            "per_merchant": history.get("privacy", {}),
+            "refused": {
+                name: {"round": r["round"], "reason": reason}
+                for r in history["rounds"]
+                for name, reason in r.get("refused", {}).items()
+            },
+            "stopped_early": history.get("stopped_early", ""),
+            "trained_items": history.get("trained_items"),
+        }
         config = {
             "run": to_run_config(spec.run),
             "partition": asdict(spec.partition),

@@ -28,7 +28,7 @@ def _global(num_items=4):
 
 def test_train_returns_only_shared_parameters_and_keeps_users_on_disk(merchant):
     outcome = merchant.train(_global(), TrainConfig(local_epochs=1), server_round=1)
-    assert set(outcome.shared) == {"item_embedding.weight", "item_bias.weight", "global_bias"}
+    assert set(outcome.shared) == {"item_embedding.weight", "item_bias.weight", "global_bias.bias"}
     assert outcome.num_examples == 4  # 2 + 1 + 1 training pairs
     local = merchant.store.load_local()
     assert set(local) == {"user_embedding.weight", "user_bias.weight"}

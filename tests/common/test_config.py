@@ -1,11 +1,12 @@
 import pytest
 
 from common.config import (
+    RoundPlan,
     RunConfig,
     parse_run_config,
+    round_plan_from_record,
+    round_plan_to_record,
     to_run_config,
-    train_config_from_record,
-    train_config_to_record,
 )
 from common.errors import ConfigError
 
@@ -21,7 +22,17 @@ def test_parse_kebab_keys_into_typed_fields():
 def test_round_trip():
     config = parse_run_config({"strategy": "fedprox", "proximal-mu": 0.1, "seed": 4})
     assert parse_run_config(to_run_config(config)) == config
-    assert train_config_from_record(train_config_to_record(config.train)) == config.train
+    plan = RoundPlan(train=config.train, privacy=config.privacy, num_rounds=7)
+    assert round_plan_from_record(round_plan_to_record(plan)) == plan
+
+
+def test_privacy_settings_parse_and_validate():
+    config = parse_run_config({"privacy-unit": "user", "target-epsilon": 3, "target-delta": 1e-7})
+    assert config.privacy.enabled and config.privacy.budget == 3.0
+    with pytest.raises(ConfigError, match="target-epsilon must be > 0 when privacy-unit"):
+        parse_run_config({"privacy-unit": "user"})
+    with pytest.raises(ConfigError, match="FedProx.*not supported with differential privacy"):
+        parse_run_config({"privacy-unit": "user", "target-epsilon": 1, "proximal-mu": 0.1})
 
 
 def test_unknown_key_lists_known_ones():

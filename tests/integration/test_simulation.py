@@ -17,7 +17,7 @@ from simulations.synthetic import SyntheticSpec
 
 pytestmark = pytest.mark.integration
 
-SHARED = {"item_embedding.weight", "item_bias.weight", "global_bias"}
+SHARED = {"item_embedding.weight", "item_bias.weight", "global_bias.bias"}
 ALLOWED_METRICS = {
     "num-examples",
     "train-loss",

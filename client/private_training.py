@@ -1,0 +1,157 @@
+"""Local DP-SGD for one round: Poisson-sampled examples, per-example clipping, Opacus noise.
+
+Each step:
+
+1. Opacus's Poisson sampler picks every example (a user, or an interaction
+   for record-level DP) independently with probability q. An empty sample is
+   still a step: it adds noise only and is counted like any other.
+2. :class:`~client.clipping.PerUserClipper` computes, in one backward pass,
+   the sum over sampled examples of their shared-parameter gradients, each
+   clipped to L2 norm C. The cost scales with the rows the batch touches.
+3. :class:`~client.dp_optimizer.ClippedSumDPOptimizer` (Opacus) adds
+   N(0, (sigma C)^2) noise, divides by the expected batch q n and steps Adam on
+   the shared parameters.
+4. The sampled users' own (local) parameters take a plain Adam step on their
+   own loss. They are never released; each depends only on that user's data
+   and on shared parameters that are themselves outputs of counted, noised
+   steps (joint differential privacy).
+
+The caller records ``plan.steps_per_round`` steps with the accountant before
+this runs; this function takes exactly that many steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from client.clipping import PerUserClipper
+from client.examples import UserBatch, build_interaction_batch, build_user_batch
+from client.training import TrainStats, per_user_loss
+from common.config import TrainConfig
+from common.data.dataset import UserItemData
+from common.models.base import Recommender
+from common.privacy.accountant import PrivacyPlan
+
+
+def private_population(data: UserItemData, unit: str) -> npt.NDArray[np.int64]:
+    """The examples DP-SGD samples from: users with training data, or training interactions."""
+    if unit == "interaction":
+        return np.arange(data.num_train, dtype=np.int64)
+    return np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
+
+
+def _item_rows(
+    model: Recommender, items: npt.NDArray[np.int64]
+) -> dict[torch.Tensor, torch.Tensor]:
+    """Shared item-indexed tables -> the rows (trained items) that may move."""
+    rows = torch.as_tensor(items, dtype=torch.int64)
+    shared = {id(p) for p in model.shared_parameters().values()}
+    return {
+        module.weight: rows
+        for module in model.modules()
+        if isinstance(module, torch.nn.Embedding)
+        and id(module.weight) in shared
+        and module.num_embeddings == model.num_items
+    }
+
+
+def train_private(
+    model: Recommender,
+    data: UserItemData,
+    config: TrainConfig,
+    plan: PrivacyPlan,
+    *,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    item_pool: npt.NDArray[np.int64] | None = None,
+) -> TrainStats:
+    """``plan.steps_per_round`` DP-SGD steps on ``model``'s shared parameters."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    from client.dp_optimizer import ClippedSumDPOptimizer
+
+    started = time.perf_counter()
+    population = private_population(data, plan.unit)
+    shared = list(model.shared_parameters().values())
+    local = list(model.local_parameters().values())
+    optimizer = ClippedSumDPOptimizer(
+        torch.optim.Adam(shared, lr=config.learning_rate),
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=plan.expected_batch,
+        generator=generator,
+        noised_rows=_item_rows(model, item_pool) if item_pool is not None else None,
+    )
+    local_optimizer = torch.optim.Adam(local, lr=config.learning_rate) if local else None
+    clipper = PerUserClipper(model, max_norm=plan.max_grad_norm)
+    sampler = UniformWithReplacementSampler(
+        num_samples=len(population),
+        sample_rate=plan.sample_rate,
+        generator=generator,
+        steps=plan.steps_per_round,
+    )
+    model.train()
+    losses: list[float] = []
+    examples = steps = clipped = sampled = 0
+    for indices in sampler:
+        batch = _batch(
+            data, population[np.asarray(indices, dtype=np.int64)], config, plan, rng, item_pool
+        )
+        optimizer.zero_grad(set_to_none=True)
+        if local_optimizer is not None:
+            local_optimizer.zero_grad(set_to_none=True)
+        if batch.row_items.numel() > 0:
+            result = clipper.backward(
+                functools.partial(per_user_loss, model, batch, config),
+                row_slot=batch.row_slot,
+                num_users=batch.size,
+            )
+            losses.append(float(result.per_user_loss.mean()))
+            clipped += int((result.norms > plan.max_grad_norm).sum())
+            examples += int(batch.row_items.numel())
+        sampled += batch.size
+        optimizer.step()  # noise-only when the sample was empty: still one counted step
+        if local_optimizer is not None and batch.row_items.numel() > 0:
+            local_optimizer.step()
+        steps += 1
+    return TrainStats(
+        loss=float(np.mean(losses)) if losses else float("nan"),
+        steps=steps,
+        users=sampled,
+        examples=examples,
+        seconds=time.perf_counter() - started,
+        clipped_fraction=clipped / sampled if sampled else 0.0,
+    )
+
+
+def _batch(
+    data: UserItemData,
+    chosen: npt.NDArray[np.int64],
+    config: TrainConfig,
+    plan: PrivacyPlan,
+    rng: np.random.Generator,
+    item_pool: npt.NDArray[np.int64] | None,
+) -> UserBatch:
+    if plan.unit == "interaction":
+        return build_interaction_batch(
+            data,
+            chosen,
+            num_negatives=config.num_negatives,
+            explicit=config.loss == "mse",
+            rng=rng,
+            item_pool=item_pool,
+        )
+    return build_user_batch(
+        data,
+        chosen,
+        max_interactions_per_user=config.max_interactions_per_user,
+        num_negatives=config.num_negatives,
+        explicit=config.loss == "mse",
+        rng=rng,
+        item_pool=item_pool,
+    )
