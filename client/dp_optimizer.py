@@ -9,8 +9,11 @@ situation (its ghost-clipping mode computes the same sum another way): it adds
 step hook. Two changes here, both through its overridable methods:
 
 * ``accumulate`` does not copy the gradient (one table fewer in memory);
-* with ``row_masks``, noise goes only to the listed rows of an item table: the
-  rows of items that are not trained (chosen from public, already-private
+* ``add_noise`` draws the noise (still with Opacus's ``_generate_noise`` and
+  its generator) in blocks of rows and adds it in place, so a million-row
+  table never needs a second full-size noise tensor;
+* with ``noised_rows``, noise goes only to the listed rows of an item table:
+  the rows of items that are not trained (chosen from public, already-private
   counts) receive no gradient and no noise, so they do not move.
 
 Importing this module imports Opacus (seconds); import it only to train.
@@ -23,6 +26,9 @@ from typing import Any
 import torch
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
+
+
+NOISE_BLOCK = 1 << 22  # elements of noise drawn at once (16 MiB of float32)
 
 
 class ClippedSumDPOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[misc]
@@ -61,13 +67,23 @@ class ClippedSumDPOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[mi
         std = self.noise_multiplier * self.max_grad_norm
         for p in self.params:
             _check_processed_flag(p.summed_grad)
+            grad = p.summed_grad
             rows = self._noised_rows.get(id(p))
-            if rows is None:
-                noise = _generate_noise(std, p.summed_grad, self.generator, self.secure_mode)
-                p.summed_grad.add_(noise)
+            if grad.dim() == 0 or (rows is None and grad.numel() <= NOISE_BLOCK):
+                grad.add_(_generate_noise(std, grad, self.generator, self.secure_mode))
             else:
-                reference = p.summed_grad.new_empty((len(rows), *p.shape[1:]))
-                noise = _generate_noise(std, reference, self.generator, self.secure_mode)
-                p.summed_grad.index_add_(0, rows, noise)
-            p.grad = p.summed_grad.view_as(p)
+                width = max(1, grad[0].numel())
+                block = max(1, NOISE_BLOCK // width)
+                total = grad.shape[0] if rows is None else len(rows)
+                for start in range(0, total, block):
+                    stop = min(start + block, total)
+                    if rows is None:
+                        part = grad[start:stop]
+                        part.add_(_generate_noise(std, part, self.generator, self.secure_mode))
+                    else:
+                        ids = rows[start:stop]
+                        reference = grad.new_empty((len(ids), *grad.shape[1:]))
+                        noise = _generate_noise(std, reference, self.generator, self.secure_mode)
+                        grad.index_add_(0, ids, noise)
+            p.grad = grad.view_as(p)
             _mark_as_processed(p.summed_grad)

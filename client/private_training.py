@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from client.clipping import PerUserClipper
+from client.clipping import ClipResult, PerUserClipper
 from client.examples import UserBatch, build_interaction_batch, build_user_batch
 from client.training import TrainStats, per_user_loss
 from common.config import TrainConfig
@@ -60,6 +60,56 @@ def _item_rows(
     }
 
 
+class PrivateStep:
+    """One DP-SGD step on a batch: clip per example, noise (Opacus), Adam; users step locally."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        config: TrainConfig,
+        plan: PrivacyPlan,
+        *,
+        generator: torch.Generator,
+        item_pool: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        from client.dp_optimizer import ClippedSumDPOptimizer  # imports Opacus
+
+        self.model = model
+        self.config = config
+        self.max_norm = plan.max_grad_norm
+        self.optimizer = ClippedSumDPOptimizer(
+            # fused: no full-size temporaries (a 1M-item table would need several).
+            torch.optim.Adam(
+                list(model.shared_parameters().values()), lr=config.learning_rate, fused=True
+            ),
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            expected_batch_size=plan.expected_batch,
+            generator=generator,
+            noised_rows=_item_rows(model, item_pool) if item_pool is not None else None,
+        )
+        local = list(model.local_parameters().values())
+        self.local_optimizer = torch.optim.Adam(local, lr=config.learning_rate) if local else None
+        self.clipper = PerUserClipper(model, max_norm=plan.max_grad_norm)
+
+    def __call__(self, batch: UserBatch) -> ClipResult | None:
+        """Take the step; ``None`` when the sample was empty (a noise-only step, still counted)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.local_optimizer is not None:
+            self.local_optimizer.zero_grad(set_to_none=True)
+        result = None
+        if batch.row_items.numel() > 0:
+            result = self.clipper.backward(
+                functools.partial(per_user_loss, self.model, batch, self.config),
+                row_slot=batch.row_slot,
+                num_users=batch.size,
+            )
+        self.optimizer.step()
+        if self.local_optimizer is not None and result is not None:
+            self.local_optimizer.step()
+        return result
+
+
 def train_private(
     model: Recommender,
     data: UserItemData,
@@ -73,22 +123,9 @@ def train_private(
     """``plan.steps_per_round`` DP-SGD steps on ``model``'s shared parameters."""
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
-    from client.dp_optimizer import ClippedSumDPOptimizer
-
     started = time.perf_counter()
     population = private_population(data, plan.unit)
-    shared = list(model.shared_parameters().values())
-    local = list(model.local_parameters().values())
-    optimizer = ClippedSumDPOptimizer(
-        torch.optim.Adam(shared, lr=config.learning_rate),
-        noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm,
-        expected_batch_size=plan.expected_batch,
-        generator=generator,
-        noised_rows=_item_rows(model, item_pool) if item_pool is not None else None,
-    )
-    local_optimizer = torch.optim.Adam(local, lr=config.learning_rate) if local else None
-    clipper = PerUserClipper(model, max_norm=plan.max_grad_norm)
+    step = PrivateStep(model, config, plan, generator=generator, item_pool=item_pool)
     sampler = UniformWithReplacementSampler(
         num_samples=len(population),
         sample_rate=plan.sample_rate,
@@ -99,25 +136,14 @@ def train_private(
     losses: list[float] = []
     examples = steps = clipped = sampled = 0
     for indices in sampler:
-        batch = _batch(
-            data, population[np.asarray(indices, dtype=np.int64)], config, plan, rng, item_pool
-        )
-        optimizer.zero_grad(set_to_none=True)
-        if local_optimizer is not None:
-            local_optimizer.zero_grad(set_to_none=True)
-        if batch.row_items.numel() > 0:
-            result = clipper.backward(
-                functools.partial(per_user_loss, model, batch, config),
-                row_slot=batch.row_slot,
-                num_users=batch.size,
-            )
+        chosen = population[np.asarray(indices, dtype=np.int64)]
+        batch = _batch(data, chosen, config, plan, rng, item_pool)
+        result = step(batch)
+        if result is not None:
             losses.append(float(result.per_user_loss.mean()))
             clipped += int((result.norms > plan.max_grad_norm).sum())
             examples += int(batch.row_items.numel())
         sampled += batch.size
-        optimizer.step()  # noise-only when the sample was empty: still one counted step
-        if local_optimizer is not None and batch.row_items.numel() > 0:
-            local_optimizer.step()
         steps += 1
     return TrainStats(
         loss=float(np.mean(losses)) if losses else float("nan"),
