@@ -27,7 +27,6 @@ import torch
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
 
-
 NOISE_BLOCK = 1 << 22  # elements of noise drawn at once (16 MiB of float32)
 
 

@@ -205,8 +205,12 @@ class Merchant:
         """
         if isinstance(plan, TrainConfig):
             plan = RoundPlan(train=plan, privacy=PrivacyConfig(), num_rounds=1)
-        if plan.privacy.enabled:
+        if plan.privacy.merchant_dp:
             return self._train_private(shared, plan, server_round=server_round, prior=prior)
+        if plan.privacy.unit == "client" and plan.privacy.device_epsilon > 0:
+            device = _device_plan(plan)  # record-level DP-SGD on the device
+            outcome = self._train_private(shared, device, server_round=server_round, prior=prior)
+            return outcome
         model = self._model(shared)
         fit_local(
             model,
@@ -222,7 +226,8 @@ class Merchant:
         return TrainOutcome(
             shared={n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()},
             stats=stats,
-            num_examples=self.data.num_train,
+            # Client-level DP (Flower's wrapper) accounts only uniform FedAvg weights.
+            num_examples=1 if plan.privacy.unit == "client" else self.data.num_train,
         )
 
     def _train_private(
@@ -285,3 +290,21 @@ class Merchant:
             rng=numpy_rng(self.seed, "evaluate", self.name, server_round),
             prior=prior,
         )
+
+
+def _device_plan(plan: RoundPlan) -> RoundPlan:
+    """On-device DP-SGD in cross-device mode: record-level, at ``device-epsilon``."""
+    privacy = plan.privacy
+    return RoundPlan(
+        train=plan.train,
+        privacy=PrivacyConfig(
+            unit="interaction",
+            target_epsilon=privacy.device_epsilon,
+            delta=privacy.delta,
+            max_grad_norm=privacy.max_grad_norm,
+            accountant=privacy.accountant,
+            count_share=0.0,
+            local_steps=privacy.local_steps,
+        ),
+        num_rounds=plan.num_rounds,
+    )

@@ -120,6 +120,11 @@ class RunConfig:
                 "proximal-mu > 0 (FedProx) is not supported with differential privacy: the "
                 "proximal term is not part of the clipped, noised step. Set proximal-mu=0."
             )
+        if self.privacy.unit == "client" and self.federation.strategy != "fedavg":
+            raise ConfigError(
+                f"privacy-unit=client needs strategy=fedavg (Flower's client-level DP wrapper "
+                f"accounts only uniform FedAvg), got strategy={self.federation.strategy}."
+            )
 
 
 # Edge keys → (section, field). One table, used both ways.
@@ -156,6 +161,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "count-epsilon-share": ("privacy", "count_share"),
     "item-threshold": ("privacy", "item_threshold"),
     "local-steps": ("privacy", "local_steps"),
+    "client-clip": ("privacy", "client_clip"),
+    "device-epsilon": ("privacy", "device_epsilon"),
     "merchants-dir": ("", "merchants_dir"),
     "num-items": ("", "num_items"),
     "output-dir": ("", "output_dir"),

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import FedAvg
 
+    from server.client_privacy import ClientDP
+
 logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see server_app
 
 
@@ -75,6 +77,7 @@ class FederationResult:
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest report per merchant
     prior: ItemPrior | None = None
     stopped_early: str = ""  # why the run ended before num_rounds, if it did
+    client_privacy: dict[str, Any] = field(default_factory=dict)  # cross-device: coordinator's
 
 
 def wait_for_nodes(grid: Grid, *, min_nodes: int, timeout: float, poll: float = 0.5) -> list[int]:
@@ -217,6 +220,7 @@ def run_federation(
     federation: FederationConfig,
     plan: RoundPlan,
     on_round: Callable[[RoundRecord], None] | None = None,
+    client_dp: ClientDP | None = None,
 ) -> FederationResult:
     """Run up to ``federation.num_rounds`` rounds; evaluate every ``evaluate_every`` and at the end.
 
@@ -226,6 +230,7 @@ def run_federation(
     round is not aggregated and the run ends cleanly with an evaluation.
     """
     from flwr.app import ConfigRecord
+    from flwr.serverapp.exception import PrivacyBudgetExhausted
 
     nodes = wait_for_nodes(
         grid, min_nodes=federation.min_nodes, timeout=federation.node_wait_timeout
@@ -233,7 +238,7 @@ def run_federation(
     logger.info("%d merchant(s) connected; starting %d rounds", len(nodes), federation.num_rounds)
     result = FederationResult(arrays=initial, rounds=[])
     exhausted: set[int] = set()
-    if plan.privacy.enabled and plan.privacy.count_share > 0:
+    if plan.privacy.merchant_dp and plan.privacy.count_share > 0:
         result.prior, exhausted = collect_item_prior(
             grid,
             nodes,
@@ -245,11 +250,13 @@ def run_federation(
     for server_round in range(1, federation.num_rounds + 1):
         started = time.perf_counter()
         record = RoundRecord(round=server_round)
-        messages = [
-            m
-            for m in strategy.configure_train(server_round, result.arrays, train_config, grid)
-            if m.metadata.dst_node_id not in exhausted
-        ]
+        try:
+            configured = strategy.configure_train(server_round, result.arrays, train_config, grid)
+        except PrivacyBudgetExhausted as exhausted_budget:  # client-level DP at the coordinator
+            result.stopped_early = f"round {server_round}: {exhausted_budget}"
+            logger.warning("stopping: %s", result.stopped_early)
+            break
+        messages = [m for m in configured if m.metadata.dst_node_id not in exhausted]
         replies, failed = _split(
             grid.send_and_receive(
                 _with_prior(messages, result.prior), timeout=federation.round_timeout
@@ -286,6 +293,10 @@ def run_federation(
             aggregated, _ = strategy.aggregate_train(server_round, updates)
             if aggregated is not None:
                 result.arrays = aggregated
+            else:
+                record.aggregated = False
+            if client_dp is not None:
+                result.client_privacy = client_dp.spent()
 
         last = server_round == federation.num_rounds or bool(result.stopped_early)
         every = federation.evaluate_every

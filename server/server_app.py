@@ -28,7 +28,7 @@ from common.errors import ConfigError
 from common.models.base import build_model
 from common.seeding import torch_generator
 from server.federation import RoundRecord, run_federation, wait_for_nodes
-from server.strategy import build_strategy
+from server.strategy import build_strategy, train_sample_size
 
 # A child of Flower's logger, so these lines reach `flwr log` under the Deployment/Simulation
 # runtimes, and follow fedrec's --verbose switch in `fedrec simulate`.
@@ -107,6 +107,25 @@ def make_server_app(
                 "differential privacy is OFF: merchants release unclipped, un-noised updates"
             )
         strategy = build_strategy(run.federation, run.train, num_nodes=len(nodes))
+        client_dp = None
+        if run.privacy.unit == "client":
+            from server.client_privacy import build_client_dp
+
+            client_dp = build_client_dp(
+                strategy,
+                run.privacy,
+                rounds=run.federation.num_rounds,
+                sampled=train_sample_size(run.federation, num_nodes=len(nodes)),
+                population=len(nodes),
+            )
+            strategy = client_dp.strategy
+            logger.info(
+                "client-level DP: sigma %.4f, update clip %g, %d of %d clients per round",
+                client_dp.noise_multiplier,
+                client_dp.clipping_norm,
+                client_dp.sampled,
+                client_dp.population,
+            )
         result = run_federation(
             grid,
             strategy,
@@ -116,6 +135,7 @@ def make_server_app(
                 train=run.train, privacy=run.privacy, num_rounds=run.federation.num_rounds
             ),
             on_round=on_round,
+            client_dp=client_dp,
         )
         output.mkdir(parents=True, exist_ok=True)
         torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
@@ -129,6 +149,7 @@ def make_server_app(
             "config": to_run_config(run),
             "rounds": [record.to_json() for record in result.rounds],
             "privacy": result.privacy,
+            "client_privacy": result.client_privacy,
             "stopped_early": result.stopped_early,
             "trained_items": None if result.prior is None else len(result.prior.trained),
         }

@@ -11,6 +11,18 @@ if TYPE_CHECKING:
     from flwr.serverapp.strategy import FedAvg
 
 
+def train_sample_floor(config: FederationConfig, *, num_nodes: int) -> int:
+    """Fewest nodes FedAvg asks to train in a round (it asks max(this, fraction x nodes))."""
+    return max(1, min(config.min_train_nodes, num_nodes))
+
+
+def train_sample_size(config: FederationConfig, *, num_nodes: int) -> int:
+    """Nodes FedAvg asks to train in a round, exactly as ``FedAvg.configure_train`` counts."""
+    return max(
+        int(num_nodes * config.fraction_train), train_sample_floor(config, num_nodes=num_nodes)
+    )
+
+
 def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: int) -> FedAvg:
     """A Flower strategy that aggregates shared parameters weighted by ``num-examples``.
 
@@ -19,13 +31,13 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
     """
     from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
-    min_train = max(1, min(config.min_nodes, num_nodes))
+    min_train = train_sample_floor(config, num_nodes=num_nodes)
     common: dict[str, Any] = {
         "fraction_train": config.fraction_train,
         "fraction_evaluate": 1.0,
         "min_train_nodes": min_train,
-        "min_evaluate_nodes": min_train,
-        "min_available_nodes": min_train,
+        "min_evaluate_nodes": max(1, min(config.min_nodes, num_nodes)),
+        "min_available_nodes": max(1, min(config.min_nodes, num_nodes)),
         "weighted_by_key": WEIGHT_KEY,
         "arrayrecord_key": ARRAYS_KEY,
         "configrecord_key": CONFIG_KEY,

@@ -70,8 +70,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     dp.add_argument("--delta", type=float, help="target delta (default 1e-6)")
     dp.add_argument(
         "--privacy-unit",
-        choices=("user", "interaction"),
-        help="what one DP example is (default user; interaction = record-level, weaker)",
+        choices=("user", "interaction", "client"),
+        help="what DP protects: user (default), interaction (record-level, weaker) or client "
+        "(cross-device: one user per client, use with --partition device)",
     )
     dp.add_argument("--accountant", choices=("rdp", "prv"), help="Opacus accountant (rdp)")
     fl.add_argument(
@@ -122,6 +123,11 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.epsilon is not None:
         flags["target-epsilon"] = args.epsilon
         flags["privacy-unit"] = args.privacy_unit or raw.get("privacy-unit") or "user"
+        if flags["privacy-unit"] in ("user", "interaction"):
+            from common.privacy.config import PRIVATE_DEFAULTS
+
+            # Settings tuned for DP-SGD, below anything given explicitly.
+            raw = {**PRIVATE_DEFAULTS, **raw}
     elif args.privacy_unit:
         flags["privacy-unit"] = args.privacy_unit
     flags["target-delta"] = args.delta

@@ -36,6 +36,28 @@ def _label(method: str, results: dict[str, Any]) -> str:
     }.get(method, method)
 
 
+def _render_client_level(privacy: dict[str, Any], *, console: Console) -> None:
+    level = privacy.get("client_level", {})
+    if not level:
+        console.print("Client-level DP: no round was aggregated, nothing was released.")
+        return
+    console.print(
+        f"[bold]Client-level DP[/bold] (unit: {level['unit']}): epsilon "
+        f"{level['epsilon']:.3f} at delta {level['delta']:g} after {level['releases']} "
+        f"release(s); sigma {level['noise_multiplier']:.3f}, update clip C "
+        f"{level['clipping_norm']:g}, {level['sampled_per_round']} of {level['population']} "
+        f"clients per round; accountant: {level['accountant']}."
+    )
+    if privacy.get("device_epsilon", 0) > 0:
+        console.print(
+            "On-device DP-SGD (Opacus) bounds per-INTERACTION privacy only "
+            f"(epsilon {privacy['device_epsilon']:g} per interaction, table below); a user's "
+            "privacy is the client-level epsilon above."
+        )
+    else:
+        console.print("On-device training is not DP; a user's privacy is the client-level epsilon.")
+
+
 def render_privacy(results: dict[str, Any], *, console: Console) -> None:
     """Per merchant: epsilon spent, delta, sigma, C, q, steps, unit and accountant."""
     from common.privacy.config import SAMPLING, UNIT_DESCRIPTIONS
@@ -47,7 +69,16 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
             "updates. Pass --epsilon to train with user-level differential privacy."
         )
         return
-    table = Table(title="Privacy spent per merchant (cumulative over all rounds)")
+    if privacy["unit"] == "client":
+        _render_client_level(privacy, console=console)
+        if not privacy.get("per_merchant"):
+            return
+    client_mode = privacy["unit"] == "client"
+    table = Table(
+        title="On-device DP-SGD per device: per-INTERACTION privacy only"
+        if client_mode
+        else "Privacy spent per merchant (cumulative over all rounds)"
+    )
     for header in (
         "merchant",
         "epsilon",
@@ -66,7 +97,10 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
             header, justify="left" if header in ("merchant", "unit", "status") else "right"
         )
     refused = privacy.get("refused", {})
-    for name, report in sorted(privacy.get("per_merchant", {}).items()):
+    reports = sorted(privacy.get("per_merchant", {}).items())
+    if len(reports) > 50:
+        table.caption = f"first 50 of {len(reports)} parties; all are in metrics.json"
+    for name, report in reports[:50]:
         status = f"refused in round {refused[name]['round']}" if name in refused else "ok"
         table.add_row(
             name,
@@ -85,6 +119,8 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
             status,
         )
     console.print(table)
+    if client_mode:
+        return
     console.print(
         f"Unit of privacy: {UNIT_DESCRIPTIONS[privacy['unit']]}. Sampling: {SAMPLING}. "
         "User embeddings never leave a merchant; the shared parameters are "

@@ -157,7 +157,7 @@ def prepare_merchants(
 
 def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -> None:
     """Refuse before anything runs if delta is not below 1/examples at some merchant."""
-    if not run.privacy.enabled:
+    if not run.privacy.merchant_dp:
         return
     from client.private_training import private_population
 
@@ -258,7 +258,7 @@ def simulate(
             )
             centralised = train_centralised(pooled, run)
             labelled = [("centralised", centralised), ("popularity", popularity)]
-            if run.privacy.enabled:
+            if run.privacy.merchant_dp:
                 from simulations.baselines import evaluate_dp_popularity
 
                 labelled.append(
@@ -313,6 +313,8 @@ def simulate(
                 for name, reason in r.get("refused", {}).items()
             },
             "stopped_early": history.get("stopped_early", ""),
+            "client_level": history.get("client_privacy", {}),
+            "device_epsilon": run.privacy.device_epsilon,
             "trained_items": history.get("trained_items"),
         }
         config = {

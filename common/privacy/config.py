@@ -7,6 +7,10 @@
 * ``interaction``: one interaction (record-level DP). Weaker: a user with many
   interactions is protected only per interaction. Offered for comparison and
   for on-device training, and always labelled as such;
+* ``client``: cross-device mode, one client per user: each client's whole model
+  update is clipped and noised at the coordinator (client-level DP, Flower's DP
+  wrapper and accountant). Optional on-device DP-SGD (``device-epsilon``)
+  bounds only per-interaction privacy and is reported as such;
 * ``off``: no differential privacy.
 """
 
@@ -16,12 +20,32 @@ from dataclasses import dataclass
 
 from common.errors import ConfigError
 
-UNITS = ("off", "user", "interaction")
+UNITS = ("off", "user", "interaction", "client")
 ACCOUNTANTS = ("rdp", "prv")
 UNIT_DESCRIPTIONS = {
     "off": "none (no differential privacy)",
     "user": "one user of a merchant (all of their interactions)",
     "interaction": "one interaction (record-level; does NOT bound a user's total privacy loss)",
+    "client": "one client (a device holding one user's interactions)",
+}
+# Training settings that work for user-level DP-SGD, applied by `fedrec simulate --epsilon`
+# unless set explicitly (measured in benchmarks/private_quality.py):
+# - large expected batches (q n = 512 users): the noise is fixed per step, the signal grows
+#   with the batch;
+# - few rounds of one local pass (10 x 1/q steps): each step costs budget, so fewer steps
+#   allow less noise per step;
+# - a higher learning rate (0.1) to go with the large batches;
+# - C = 0.1: about the per-user gradient norm at the start, so clipping removes little
+#   signal while the noise, sigma C, stays small;
+# - 3 user-only passes per round (user-epochs): free under joint DP, they fit each user to
+#   the incoming global items, so that the private item steps carry signal.
+PRIVATE_DEFAULTS: dict[str, float | int] = {
+    "batch-users": 512,
+    "num-server-rounds": 10,
+    "local-epochs": 1,
+    "learning-rate": 0.1,
+    "max-grad-norm": 0.1,
+    "user-epochs": 3,
 }
 SAMPLING = "Poisson sampling of examples at rate q, one event per step (empty steps included)"
 
@@ -39,6 +63,8 @@ class PrivacyConfig:
     count_share: float = 0.1  # share of epsilon spent on DP item counts; 0 = no item prior
     item_threshold: float = 3.0  # train items whose noisy count >= this x the count noise std
     local_steps: int = 0  # DP steps per round; 0 = local-epochs / q
+    client_clip: float = 1.0  # client unit: L2 bound on each client's model update
+    device_epsilon: float = 0.0  # client unit: on-device record-level DP-SGD epsilon; 0 = none
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +89,10 @@ class PrivacyConfig:
             problems.append(f"count-epsilon-share must be in [0, 1), got {self.count_share}")
         if self.item_threshold < 0:
             problems.append(f"item-threshold must be >= 0, got {self.item_threshold}")
+        if not self.client_clip > 0:
+            problems.append(f"client-clip must be > 0, got {self.client_clip}")
+        if self.device_epsilon < 0:
+            problems.append(f"device-epsilon must be >= 0, got {self.device_epsilon}")
         if self.local_steps < 0:
             problems.append(f"local-steps must be >= 0, got {self.local_steps}")
         if problems:
@@ -71,6 +101,11 @@ class PrivacyConfig:
     @property
     def enabled(self) -> bool:
         return self.unit != "off"
+
+    @property
+    def merchant_dp(self) -> bool:
+        """Merchants run DP-SGD with their own accountant (user or interaction unit)."""
+        return self.unit in ("user", "interaction")
 
     @property
     def budget(self) -> float:
