@@ -62,7 +62,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_500)
     parser.add_argument("--merchants", type=int, default=10)
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNG and the Markdown table from an existing private_quality.json",
+    )
     args = parser.parse_args()
+    if args.replot:
+        _render(json.loads((args.out_dir / "private_quality.json").read_text()), args.out_dir)
+        return
 
     synthetic = SyntheticSpec(
         num_merchants=args.merchants, num_users=args.users, num_items=args.items, seed=0
@@ -136,8 +144,34 @@ def main() -> None:
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "private_quality.json").write_text(json.dumps(report, indent=2))
-    _plot(rows, non_private["ndcg@10"], popularity, args.out_dir / "private_quality.png")
+    _render(report, args.out_dir)
     print(json.dumps(report, indent=2))
+
+
+def _render(report: dict, out_dir: Path) -> None:
+    rows = [
+        {**r, "epsilon": math.inf if r["epsilon"] == "inf" else float(r["epsilon"])}
+        for r in report["rows"]
+    ]
+    non_private = next(r for r in rows if math.isinf(r["epsilon"]))["dp_model_ndcg@10"]
+    popularity = report["non_private_popularity_ndcg@10"]
+    _plot(rows, non_private, popularity, out_dir / "private_quality.png")
+    (out_dir / "private_quality.md").write_text(_table(rows))
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [
+        "| user-level ε (δ = 1e-6, RDP) | DP model NDCG@10 | DP popularity NDCG@10 "
+        "| model ÷ DP popularity | model ÷ non-private |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["epsilon"]):
+        eps = "∞ (non-private)" if math.isinf(r["epsilon"]) else f"{r['epsilon']:g}"
+        lines.append(
+            f"| {eps} | {r['dp_model_ndcg@10']:.4f} | {r['dp_popularity_ndcg@10']:.4f} "
+            f"| {r['dp_model_over_dp_popularity']:.2f}× | {r['dp_model_over_non_private']:.2f}× |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _plot(rows: list[dict], non_private: float, popularity: float, path: Path) -> None:
@@ -155,6 +189,8 @@ def _plot(rows: list[dict], non_private: float, popularity: float, path: Path) -
     ax.axhline(popularity, color="grey", lw=1, ls=":", label="popularity (no DP)")
     ax.set_xscale("log")
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
+    ax.set_ylim(0, non_private * 1.1)
     ax.set_xlabel("user-level epsilon per merchant (delta = 1e-6, RDP)")
     ax.set_ylabel("NDCG@10 (full ranking)")
     ax.set_title("10 merchants, 50k users: privacy vs utility")

@@ -236,6 +236,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             k=_int(plan, "top-k"),
             server_round=_int(plan, "server-round"),
             prior=_prior_from(message),
+            refit=round_plan_from_record(dict(plan)).train,
         )
         metrics: dict[str, float] = dict(result.means)
         metrics[WEIGHT_KEY] = result.num_users

@@ -281,8 +281,25 @@ class Merchant:
         k: int,
         server_round: int,
         prior: ItemPrior | None = None,
+        refit: TrainConfig | None = None,
     ) -> EvaluationResult:
+        """Evaluate the global model with this merchant's users.
+
+        With ``refit``, the users are first fitted to the received global items
+        (``refit.user_epochs`` user-only passes, saved): the personalisation a
+        merchant does on receiving a new global model. It touches no shared
+        parameter and costs no privacy.
+        """
         model = self._model(shared)
+        if refit is not None and refit.user_epochs > 0:
+            fit_local(
+                model,
+                self.data,
+                refit,
+                epochs=refit.user_epochs,
+                rng=numpy_rng(self.seed, "refit-users", self.name, server_round),
+            )
+            self.store.save_local(model.local_parameters())
         return evaluate_model(
             model,
             self.data,

@@ -32,7 +32,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str = "bce"
     proximal_mu: float = 0.0
-    user_epochs: int = 0  # passes updating only user parameters before each round's training
+    user_epochs: int = 3  # user-only passes: before each round's training, and on a new model
 
     def __post_init__(self) -> None:
         problems = []

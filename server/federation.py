@@ -301,7 +301,7 @@ def run_federation(
         last = server_round == federation.num_rounds or bool(result.stopped_early)
         every = federation.evaluate_every
         if last or (every and server_round % every == 0):
-            eval_config = ConfigRecord({"top-k": federation.top_k})
+            eval_config = ConfigRecord({"top-k": federation.top_k, **round_plan_to_record(plan)})
             to_evaluate = strategy.configure_evaluate(
                 server_round, result.arrays, eval_config, grid
             )

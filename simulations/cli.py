@@ -159,7 +159,10 @@ def _simulate(args: argparse.Namespace) -> int:
         f"fedrec simulate: {run.model.kind.upper()} dim {run.model.embedding_dim}, "
         f"{run.federation.strategy}, {run.federation.num_rounds} rounds x "
         f"{run.train.local_epochs} local epochs, partition {scheme}; data: "
-        f"{args.data or 'synthetic federation'}; privacy: "
+        f"{args.data or 'synthetic federation'}"
+    )
+    console.print(
+        "privacy: "
         + (
             f"{run.privacy.unit}-level DP, epsilon {run.privacy.target_epsilon:g} at delta "
             f"{run.privacy.delta:g} ({run.privacy.accountant.upper()})"

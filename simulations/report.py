@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from common.constants import AUC, EVAL_USERS, hr_at, ndcg_at, recall_at, sampled_hr_at
@@ -79,46 +80,62 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
         if client_mode
         else "Privacy spent per merchant (cumulative over all rounds)"
     )
-    for header in (
+    headers = (
         "merchant",
-        "epsilon",
-        "delta",
-        "budget",
-        "sigma (SGD)",
-        "sigma (counts)",
+        "ε spent",
+        "δ",
+        "ε budget",
+        "σ SGD",
+        "σ counts",
         "C",
         "q",
         "steps",
         "unit",
         "accountant",
         "status",
-    ):
+    )
+    for header in headers:
         table.add_column(
-            header, justify="left" if header in ("merchant", "unit", "status") else "right"
+            header,
+            justify="left" if header in ("merchant", "unit", "status") else "right",
+            no_wrap=True,
         )
     refused = privacy.get("refused", {})
     reports = sorted(privacy.get("per_merchant", {}).items())
     if len(reports) > 50:
         table.caption = f"first 50 of {len(reports)} parties; all are in metrics.json"
+    rows = []
     for name, report in reports[:50]:
         status = f"refused in round {refused[name]['round']}" if name in refused else "ok"
-        table.add_row(
-            name,
-            f"{report['dp-epsilon']:.3f}",
-            f"{report['dp-delta']:g}",
-            f"{report['dp-epsilon-max']:g}",
-            f"{report['dp-noise-multiplier']:.3f}",
-            f"{report['dp-count-noise-multiplier']:.2f}"
-            if report["dp-count-noise-multiplier"]
-            else "-",
-            f"{report['dp-max-grad-norm']:g}",
-            f"{report['dp-sample-rate']:.4f}",
-            str(int(report["dp-steps"])),
-            report["privacy-unit"],
-            report["accountant"].upper(),
-            status,
+        rows.append(
+            (
+                name,
+                f"{report['dp-epsilon']:.3f}",
+                f"{report['dp-delta']:g}",
+                f"{report['dp-epsilon-max']:g}",
+                f"{report['dp-noise-multiplier']:.3f}",
+                f"{report['dp-count-noise-multiplier']:.2f}"
+                if report["dp-count-noise-multiplier"]
+                else "-",
+                f"{report['dp-max-grad-norm']:g}",
+                f"{report['dp-sample-rate']:.4f}",
+                str(int(report["dp-steps"])),
+                report["privacy-unit"],
+                report["accountant"].upper(),
+                status,
+            )
         )
-    console.print(table)
+        table.add_row(*rows[-1])
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:  # too narrow for the table: one wrapped line per merchant, nothing elided
+        console.print(table.title)
+        for row in rows:
+            pairs = zip(headers[1:], row[1:], strict=True)
+            console.print(f"  {row[0]}: " + ", ".join(f"{h} {v}" for h, v in pairs))
+        if table.caption:
+            console.print(f"  ({table.caption})")
     if client_mode:
         return
     console.print(
@@ -142,7 +159,7 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
     methods = [m for m in METHODS if m in results]
     columns = [ndcg_at(k), hr_at(k), recall_at(k), sampled_hr_at(k), AUC]
     overall = Table(title=f"Leave-last-out, full ranking over the catalog (K={k})")
-    overall.add_column("model")
+    overall.add_column("model", no_wrap=True)
     headers = [f"NDCG@{k}", f"HR@{k}", f"Recall@{k}", f"HR@{k} (99 neg.)", "AUC"]
     for header in headers:
         overall.add_column(header, justify="right")
@@ -166,9 +183,16 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
             cells.append(_ratio(row[ndcg_at(k)], ref_dp))
         overall.add_row(_label(method, results), *cells)
     console.print(overall)
+    fed_ndcg = results["federated"]["overall"][ndcg_at(k)]
+    if fed_ndcg < ref_dp:
+        console.print(
+            "[bold yellow]The DP model is below DP popularity here.[/bold yellow] Noise "
+            "dominates when merchants have few users: each needs thousands of users for "
+            "user-level DP-SGD to pay off (try --users 50000; benchmarks/private_quality.py)."
+        )
 
     per = Table(title=f"Per merchant: NDCG@{k} (users evaluated)")
-    per.add_column("merchant")
+    per.add_column("merchant", no_wrap=True)
     per.add_column("users", justify="right")
     for method in methods:
         per.add_column(method, justify="right")

@@ -38,8 +38,11 @@ UNIT_DESCRIPTIONS = {
 # - C = 0.1: about the per-user gradient norm at the start, so clipping removes little
 #   signal while the noise, sigma C, stays small;
 # - 3 user-only passes per round (user-epochs): free under joint DP, they fit each user to
-#   the incoming global items, so that the private item steps carry signal.
+#   the incoming global items, so that the private item steps carry signal;
+# - embedding dim 16: noise is per coordinate, so fewer coordinates per item row means a
+#   better signal-to-noise ratio (NDCG@10 0.065 -> 0.083 at epsilon 3 in the benchmark setup).
 PRIVATE_DEFAULTS: dict[str, float | int] = {
+    "embedding-dim": 16,
     "batch-users": 512,
     "num-server-rounds": 10,
     "local-epochs": 1,

@@ -1,0 +1,96 @@
+"""The printed report: every merchant's privacy parameters, and the low-utility warning."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from simulations.report import render_results
+
+NAMES = ("merchant-long-name-00", "merchant-long-name-01")
+
+
+def _metrics(ndcg: float) -> dict[str, float]:
+    return {
+        "hr@10": 2 * ndcg,
+        "ndcg@10": ndcg,
+        "recall@10": 2 * ndcg,
+        "auc": 0.8,
+        "sampled-hr@10": 0.5,
+        "eval-users": 100.0,
+    }
+
+
+def _results(federated: float, dp_popularity: float) -> dict[str, Any]:
+    def method(ndcg: float) -> dict[str, Any]:
+        return {"overall": _metrics(ndcg), "per_merchant": {n: _metrics(ndcg) for n in NAMES}}
+
+    per_merchant = {
+        name: {
+            "dp-epsilon": 2.9987 + i / 1000,
+            "dp-delta": 1e-6,
+            "dp-epsilon-max": 3.0,
+            "dp-noise-multiplier": 4.152 + i,
+            "dp-count-noise-multiplier": 14.04,
+            "dp-max-grad-norm": 0.1,
+            "dp-sample-rate": 0.4299,
+            "dp-steps": 30.0 + i,
+            "privacy-unit": "user",
+            "accountant": "rdp",
+        }
+        for i, name in enumerate(NAMES)
+    }
+    return {
+        "top_k": 10,
+        "federated": method(federated),
+        "popularity": method(0.021),
+        "dp-popularity": method(dp_popularity),
+        "timing": {
+            "federated_seconds": 1.0,
+            "federated_train_seconds": 0.5,
+            "baselines_seconds": 0.2,
+        },
+        "privacy": {
+            "unit": "user",
+            "target_epsilon": 3.0,
+            "delta": 1e-6,
+            "accountant": "rdp",
+            "per_merchant": per_merchant,
+            "refused": {NAMES[1]: {"round": 4}},
+            "stopped_early": None,
+            "trained_items": 582,
+        },
+    }
+
+
+def _render(results: dict[str, Any], width: int = 160) -> str:
+    out = io.StringIO()
+    render_results(results, console=Console(file=out, width=width), run_dir="runs/x")
+    return out.getvalue()
+
+
+def test_privacy_table_names_every_merchant_in_full_with_its_parameters() -> None:
+    text = _render(_results(federated=0.08, dp_popularity=0.02))
+    privacy_rows = [line for line in text.splitlines() if "RDP" in line]
+    assert len(privacy_rows) == 2
+    first, second = privacy_rows
+    for cell in ("2.999", "1e-06", "4.152", "14.04", "0.1", "0.4299", "30", "user", "ok"):
+        assert cell in first, cell
+    assert "5.152" in second and "31" in second and "refused in round 4" in second
+    assert "below DP popularity" not in text
+
+
+def test_a_narrow_terminal_wraps_privacy_values_but_never_elides_them() -> None:
+    text = _render(_results(federated=0.08, dp_popularity=0.02), width=90)
+    table = text[text.index("Privacy spent per merchant") :]
+    assert "…" not in table
+    for name in NAMES:
+        assert name in table  # merchant names are never wrapped or cut
+    assert "4.152" in table and "0.4299" in table
+
+
+def test_warns_when_the_dp_model_is_below_dp_popularity() -> None:
+    text = _render(_results(federated=0.015, dp_popularity=0.02))
+    assert "The DP model is below DP popularity here" in text
