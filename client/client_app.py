@@ -38,6 +38,9 @@ from common.constants import (
     EVAL_USERS,
     ITEM_COUNTS_KEY,
     ITEM_PRIOR_KEY,
+    LEDGER_ENTRIES_FIELD,
+    LEDGER_HAVE,
+    LEDGER_KEY,
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
     METRICS_KEY,
@@ -50,6 +53,7 @@ from common.constants import (
 from common.errors import ConfigError
 from common.models.prior import ItemPrior
 from common.privacy.accountant import PrivacyBudgetExceeded
+from common.privacy.ledger import update_digest
 
 PARTITION_ID = "partition-id"
 
@@ -135,6 +139,11 @@ def _reply(
     )
     for key, record in (arrays or {}).items():
         content[key] = record
+    if LEDGER_KEY in message.content.config_records:  # the coordinator keeps a ledger
+        have = message.content.config_records[LEDGER_KEY].get(LEDGER_HAVE, -1)
+        lines = merchant.ledger.lines_after(int(have) if isinstance(have, (int, float)) else -1)
+        if lines:
+            content[LEDGER_KEY] = ConfigRecord({LEDGER_ENTRIES_FIELD: lines})  # type: ignore[dict-item]
     return Message(content=content, reply_to=message)
 
 
@@ -165,12 +174,14 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         merchant = _resolve_merchant(run, context)
         record = message.content.config_records[CONFIG_KEY]
         plan = round_plan_from_record(dict(record))
+        server_round = _int(record, "server-round")
         try:
             outcome = merchant.train(
                 _shared_from(message),
                 plan,
-                server_round=_int(record, "server-round"),
+                server_round=server_round,
                 prior=_prior_from(message),
+                run=str(context.run_id),
             )
         except PrivacyBudgetExceeded as refusal:
             # An explicit refusal, not an error: nothing was trained or released.
@@ -191,6 +202,19 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             metrics[TRAIN_USERS] = outcome.stats.users
         else:
             metrics[DP_CLIPPED] = outcome.stats.clipped_fraction
+        if outcome.reservation is not None:  # handed to Flower for sending: commit
+            merchant.commit(outcome.reservation, dict(outcome.shared), metrics=metrics)
+        else:
+            shared_names, local_names = merchant.parameter_names()
+            merchant.ledger.non_dp_release(
+                run=str(context.run_id),
+                server_round=server_round,
+                what="model-update",
+                metrics=metrics,
+                update_sha256=update_digest(dict(outcome.shared)),
+                released=shared_names,
+                kept_local=local_names,
+            )
         return _reply(
             message,
             merchant,
@@ -206,7 +230,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         merchant = _resolve_merchant(run, context)
         plan = round_plan_from_record(dict(message.content.config_records[CONFIG_KEY]))
         try:
-            counts, report = merchant.release_item_counts(plan)
+            release = merchant.release_item_counts(plan, run=str(context.run_id))
         except PrivacyBudgetExceeded as refusal:
             return _reply(
                 message,
@@ -215,12 +239,13 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
                 privacy=merchant.report(plan),
                 refusal=str(refusal),
             )
+        merchant.commit(release.reservation, {"counts": release.counts}, metrics={})
         return _reply(
             message,
             merchant,
             {},
-            {ITEM_COUNTS_KEY: _torch_record({"counts": counts})},
-            privacy=report,
+            {ITEM_COUNTS_KEY: _torch_record({"counts": release.counts})},
+            privacy=release.privacy,
         )
 
     @app.evaluate()
@@ -242,6 +267,12 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         metrics[WEIGHT_KEY] = result.num_users
         metrics[EVAL_USERS] = result.num_users
         metrics[EVAL_SECONDS] = time.perf_counter() - started
+        merchant.ledger.non_dp_release(
+            run=str(context.run_id),
+            server_round=_int(plan, "server-round"),
+            what="evaluation-metrics",
+            metrics=metrics,
+        )
         return _reply(message, merchant, metrics)
 
     return app

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from client.ledger import MerchantLedger
 from client.state import MerchantStore
 from client.training import TrainConfig, TrainStats, fit_local, train_local
 from common.config import RoundPlan
@@ -31,12 +32,15 @@ from common.privacy.accountant import (
     EVENT_DP_SGD,
     EVENT_ITEM_COUNTS,
     PrivacyAccount,
+    PrivacyBudgetExceeded,
     PrivacyPlan,
     plan_inputs,
     plan_privacy,
 )
 from common.privacy.accounting import PrivacyEvent
 from common.privacy.config import PrivacyConfig
+from common.privacy.ledger import Entry, update_digest
+from common.privacy.records import release_record
 from common.seeding import numpy_rng, torch_generator
 
 SharedArrays = dict[str, npt.NDArray[np.float32]]
@@ -80,6 +84,14 @@ class TrainOutcome:
     stats: TrainStats
     num_examples: int  # the FedAvg weight: training interactions, or 1 under DP (uniform)
     privacy: PrivacyReport | None = None
+    reservation: int | None = None  # the ledger's reserve entry, committed when sent
+
+
+@dataclass(frozen=True)
+class CountsRelease:
+    counts: npt.NDArray[np.float64]
+    privacy: PrivacyReport
+    reservation: int  # the ledger's reserve entry, committed when sent
 
 
 class Merchant:
@@ -90,6 +102,8 @@ class Merchant:
         self.model_config = model_config
         self.seed = seed
         self._data: UserItemData | None = None
+        self.ledger = MerchantLedger(store.directory, store.name)
+        self._names: tuple[list[str], list[str]] | None = None
 
     @property
     def name(self) -> str:
@@ -140,7 +154,66 @@ class Merchant:
     def report(self, plan: RoundPlan) -> PrivacyReport:
         return PrivacyReport.of(self.account(plan), budget=self.budget(plan.privacy))
 
-    def release_item_counts(self, plan: RoundPlan) -> tuple[npt.NDArray[np.float64], PrivacyReport]:
+    def parameter_names(self) -> tuple[list[str], list[str]]:
+        """Names of the (shared, local) parameters: what a release sends and what stays here."""
+        if self._names is None:
+            tiny = build_model(
+                self.model_config, num_users=1, num_items=1, generator=torch.Generator()
+            )
+            self._names = (list(tiny.shared_parameters()), list(tiny.local_parameters()))
+        return self._names
+
+    def _record(
+        self,
+        account: PrivacyAccount,
+        *,
+        run: str,
+        server_round: int,
+        release: str,
+        event: PrivacyEvent,
+        budget: float,
+        plan: RoundPlan,
+    ) -> dict[str, object]:
+        shared, local = self.parameter_names()
+        return release_record(
+            account,
+            run=run,
+            server_round=server_round,
+            merchant=self.name,
+            release=release,
+            event=event,
+            budget=budget,
+            released=["counts"] if release == EVENT_ITEM_COUNTS else shared,
+            kept_local=local,
+            secagg=False,  # updates reach the coordinator individually (no SecAgg+ yet)
+        )
+
+    def _check_or_refuse(
+        self,
+        account: PrivacyAccount,
+        event: PrivacyEvent,
+        *,
+        what: str,
+        **record: object,
+    ) -> None:
+        """Budget check; a refusal is written to the ledger before it is raised."""
+        budget = float(record["budget"])  # type: ignore[arg-type]
+        try:
+            account.check_budget(event, budget=budget, what=what)
+        except PrivacyBudgetExceeded as refusal:
+            body = self._record(account, event=event, **record)  # type: ignore[arg-type]
+            self.ledger.refusal(body, reason=str(refusal))
+            raise
+
+    def commit(
+        self, reservation: int, released: dict[str, npt.NDArray], *, metrics: dict[str, float]
+    ) -> Entry:
+        """The release is handed over for sending: commit its reservation with its hash."""
+        return self.ledger.commit(
+            reservation, update_sha256=update_digest(released), non_dp_metrics=metrics
+        )
+
+    def release_item_counts(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
         """Noisy item counts (one Gaussian release), recorded before they are returned."""
         from common.privacy.counts import noisy_item_counts
 
@@ -155,9 +228,15 @@ class Merchant:
             noise_multiplier=privacy_plan.count_noise_multiplier, sample_rate=1.0, steps=1
         )
         budget = self.budget(plan.privacy)
-        account.check_budget(event, budget=budget, what=f"Merchant {self.name}'s item counts")
+        record = {"run": run, "server_round": 0, "release": EVENT_ITEM_COUNTS, "budget": budget}
+        self._check_or_refuse(
+            account, event, what=f"Merchant {self.name}'s item counts", plan=plan, **record
+        )
         account.record(EVENT_ITEM_COUNTS, 0, event)
         account.save(self.store.privacy_account_path)
+        reservation = self.ledger.reserve(
+            self._record(account, event=event, plan=plan, **record)  # type: ignore[arg-type]
+        )
         counts = noisy_item_counts(
             self.data,
             unit=privacy_plan.unit,
@@ -165,7 +244,7 @@ class Merchant:
             noise_multiplier=privacy_plan.count_noise_multiplier,
             rng=np.random.default_rng(self.store.noise_seed("item-counts")),
         )
-        return counts, PrivacyReport.of(account, budget=budget)
+        return CountsRelease(counts, PrivacyReport.of(account, budget=budget), reservation)
 
     # --- training and evaluation --------------------------------------------------------
     def _model(self, shared: SharedArrays) -> Recommender:
@@ -197,6 +276,7 @@ class Merchant:
         *,
         server_round: int,
         prior: ItemPrior | None = None,
+        run: str = "",
     ) -> TrainOutcome:
         """One round of local training; private when ``plan.privacy`` is on.
 
@@ -206,11 +286,14 @@ class Merchant:
         if isinstance(plan, TrainConfig):
             plan = RoundPlan(train=plan, privacy=PrivacyConfig(), num_rounds=1)
         if plan.privacy.merchant_dp:
-            return self._train_private(shared, plan, server_round=server_round, prior=prior)
+            return self._train_private(
+                shared, plan, server_round=server_round, prior=prior, run=run
+            )
         if plan.privacy.unit == "client" and plan.privacy.device_epsilon > 0:
             device = _device_plan(plan)  # record-level DP-SGD on the device
-            outcome = self._train_private(shared, device, server_round=server_round, prior=prior)
-            return outcome
+            return self._train_private(
+                shared, device, server_round=server_round, prior=prior, run=run
+            )
         model = self._model(shared)
         fit_local(
             model,
@@ -231,7 +314,13 @@ class Merchant:
         )
 
     def _train_private(
-        self, shared: SharedArrays, plan: RoundPlan, *, server_round: int, prior: ItemPrior | None
+        self,
+        shared: SharedArrays,
+        plan: RoundPlan,
+        *,
+        server_round: int,
+        prior: ItemPrior | None,
+        run: str,
     ) -> TrainOutcome:
         from client.private_training import train_private
 
@@ -243,12 +332,21 @@ class Merchant:
             steps=privacy_plan.steps_per_round,
         )
         budget = self.budget(plan.privacy)
-        account.check_budget(
-            event, budget=budget, what=f"Merchant {self.name}'s round {server_round}"
+        record = {
+            "run": run,
+            "server_round": server_round,
+            "release": EVENT_DP_SGD,
+            "budget": budget,
+        }
+        self._check_or_refuse(
+            account, event, what=f"Merchant {self.name}'s round {server_round}", plan=plan, **record
         )
         # Reserve before training: a crash from here on can only over-count.
         account.record(EVENT_DP_SGD, server_round, event)
         account.save(self.store.privacy_account_path)
+        reservation = self.ledger.reserve(
+            self._record(account, event=event, plan=plan, **record)  # type: ignore[arg-type]
+        )
         model = self._model(shared)
         fit_local(
             model,
@@ -272,6 +370,7 @@ class Merchant:
             stats=stats,
             num_examples=1,
             privacy=PrivacyReport.of(account, budget=budget),
+            reservation=reservation,
         )
 
     def evaluate(

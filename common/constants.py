@@ -73,3 +73,14 @@ ITEM_PRIOR_FILE: Final = "item_prior.npz"
 MERCHANT_PRIVACY_FILE: Final = "privacy_account.json"
 MERCHANT_NOISE_KEY_FILE: Final = "noise.key"  # secret seed material for DP noise; never sent
 MERCHANT_POLICY_FILE: Final = "policy.json"  # the merchant's own settings, e.g. epsilon-max
+MERCHANT_LEDGER_FILE: Final = "ledger.jsonl"  # the merchant's signed privacy ledger
+MERCHANT_LEDGER_KEY_FILE: Final = "ledger.key"  # its Ed25519 signing key; never sent
+RUN_LEDGER_DIR: Final = "ledger"  # the federation ledger (coordinator) inside a run directory
+FEDERATION_LEDGER_FILE: Final = "federation.jsonl"
+COORDINATOR_KEY_FILE: Final = "coordinator.key"  # the coordinator's signing key
+
+# --- Ledger exchange in messages ----------------------------------------------
+LEDGER_KEY: Final = "ledger"  # ConfigRecord in replies: the merchant's new signed entries
+LEDGER_ENTRIES_FIELD: Final = "entries"
+LEDGER_HAVE: Final = "ledger-have"  # in instructions: newest seq the coordinator holds (-1: none)
+LEDGER_HEAD: Final = "ledger-head"  # in instructions: the coordinator's countersigned head

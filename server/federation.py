@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from flwr.serverapp.strategy import FedAvg
 
     from server.client_privacy import ClientDP
+    from server.ledger import FederationLedger
 
 logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see server_app
 
@@ -159,6 +160,7 @@ def collect_item_prior(
     plan: RoundPlan,
     timeout: float,
     privacy_reports: dict[str, dict[str, Any]],
+    ledger: FederationLedger | None = None,
 ) -> tuple[ItemPrior, set[int]]:
     """Ask every merchant for one private item-count release; build the public item prior.
 
@@ -175,7 +177,11 @@ def collect_item_prior(
         )
         for node in nodes
     ]
+    if ledger is not None:
+        messages = ledger.instruct(messages)
     replies, failed = _split(grid.send_and_receive(messages, timeout=timeout))
+    if ledger is not None:
+        ledger.record(replies, server_round=0, phase="query")
     total, variance, refused = None, 0.0, set()
     for reply in replies:
         name = _merchant_of(reply)
@@ -221,6 +227,7 @@ def run_federation(
     plan: RoundPlan,
     on_round: Callable[[RoundRecord], None] | None = None,
     client_dp: ClientDP | None = None,
+    ledger: FederationLedger | None = None,
 ) -> FederationResult:
     """Run up to ``federation.num_rounds`` rounds; evaluate every ``evaluate_every`` and at the end.
 
@@ -245,7 +252,9 @@ def run_federation(
             plan=plan,
             timeout=federation.round_timeout,
             privacy_reports=result.privacy,
+            ledger=ledger,
         )
+    instruct = ledger.instruct if ledger is not None else (lambda messages: messages)
     train_config = ConfigRecord(round_plan_to_record(plan))
     for server_round in range(1, federation.num_rounds + 1):
         started = time.perf_counter()
@@ -259,9 +268,11 @@ def run_federation(
         messages = [m for m in configured if m.metadata.dst_node_id not in exhausted]
         replies, failed = _split(
             grid.send_and_receive(
-                _with_prior(messages, result.prior), timeout=federation.round_timeout
+                instruct(_with_prior(messages, result.prior)), timeout=federation.round_timeout
             )
         )
+        if ledger is not None:
+            ledger.record(replies, server_round=server_round, phase="train")
         record.failures += failed
         updates = []
         for reply in replies:
@@ -307,11 +318,16 @@ def run_federation(
             )
             replies, failed = _split(
                 grid.send_and_receive(
-                    _with_prior(to_evaluate, result.prior), timeout=federation.round_timeout
+                    instruct(_with_prior(list(to_evaluate), result.prior)),
+                    timeout=federation.round_timeout,
                 )
             )
+            if ledger is not None:
+                ledger.record(replies, server_round=server_round, phase="evaluate")
             record.failures += failed
             record.evaluate = {_merchant_of(r): _metrics(r) for r in replies}
+        if ledger is not None:
+            ledger.countersign(server_round)
         record.seconds = time.perf_counter() - started
         result.rounds.append(record)
         for failure in record.failures:
@@ -320,4 +336,6 @@ def run_federation(
             on_round(record)
         if result.stopped_early:
             break
+    if ledger is not None:
+        ledger.close(rounds=len(result.rounds), stopped_early=result.stopped_early)
     return result

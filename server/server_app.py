@@ -18,10 +18,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.config import RoundPlan, RunConfig, parse_run_config, to_run_config
 from common.constants import (
+    COORDINATOR_KEY_FILE,
     FEDERATION_FILE,
     GLOBAL_MODEL_FILE,
     ITEM_PRIOR_FILE,
     RUN_CATALOG_FILE,
+    RUN_LEDGER_DIR,
 )
 from common.data.catalog import ItemCatalog
 from common.errors import ConfigError
@@ -126,6 +128,14 @@ def make_server_app(
                 client_dp.sampled,
                 client_dp.population,
             )
+        from server.ledger import FederationLedger
+
+        output.mkdir(parents=True, exist_ok=True)
+        ledger = FederationLedger(
+            output / RUN_LEDGER_DIR,
+            run=str(context.run_id),
+            key_path=output / COORDINATOR_KEY_FILE,
+        )
         result = run_federation(
             grid,
             strategy,
@@ -136,6 +146,7 @@ def make_server_app(
             ),
             on_round=on_round,
             client_dp=client_dp,
+            ledger=ledger,
         )
         output.mkdir(parents=True, exist_ok=True)
         torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)

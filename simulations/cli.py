@@ -2,6 +2,7 @@
 
     fedrec simulate  [--data FILE --format FMT] [--merchants N] [--rounds R] ...
     fedrec recommend RUN_DIR --k 10 --out recs.csv
+    fedrec audit verify|epsilon ...   (simulations/audit_cli.py)
 
 Flags are parsed here, at the edge, into the frozen configs of ``common``;
 errors of kind :class:`common.errors.FedrecError` print one paragraph and exit
@@ -224,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_simulate(sub)
     _add_recommend(sub)
+    from simulations.audit_cli import add_audit
+
+    add_audit(sub)
     return parser
 
 
@@ -256,7 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedrec: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("fedrec: interrupted; nothing was written.", file=sys.stderr)
+        print(
+            "fedrec: interrupted; nothing was written, except that a run which had started "
+            "releasing keeps its privacy ledgers in RUN_DIR.incomplete.",
+            file=sys.stderr,
+        )
         return 130
 
 

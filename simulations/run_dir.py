@@ -1,8 +1,11 @@
 """Run directories that appear whole or not at all.
 
 A run is built in a hidden staging directory beside its destination and
-renamed into place only when it completed; any failure removes the staging
-directory, so a failed run leaves nothing behind.
+renamed into place only when it completed; a failure removes the staging
+directory, so a failed run leaves nothing half-written behind -- except a
+privacy ledger: a run that already wrote one is kept whole as
+``DESTINATION.incomplete`` so that what was released stays on the record.
+A process killed outright leaves its hidden staging directory as it was.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ def staged_run_dir(destination: Path, *, overwrite: bool = False) -> Iterator[Pa
     try:
         yield staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if any(staging.rglob("*.jsonl")):  # privacy ledgers: never deleted
+            kept = destination.with_name(destination.name + ".incomplete")
+            n = 1
+            while kept.exists():
+                n += 1
+                kept = destination.with_name(f"{destination.name}.incomplete-{n}")
+            os.replace(staging, kept)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     if destination.exists():
         shutil.rmtree(destination)

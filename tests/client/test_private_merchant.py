@@ -60,7 +60,7 @@ def _independent_epsilon(plan, rounds, delta):
 
 def test_epsilon_is_cumulative_across_rounds_and_a_restart(tmp_path, data):
     merchant = _merchant(tmp_path, data)
-    counts, report = merchant.release_item_counts(PLAN)
+    counts = merchant.release_item_counts(PLAN).counts
     assert counts.shape == (data.num_items,)
     prior = ItemPrior(counts=counts, trained=np.arange(data.num_items))
     shared, reports = _global(data.num_items), []

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from common.config import parse_run_config
-from common.constants import ARRAYS_KEY, ITEM_COUNTS_KEY, MERCHANT_KEY, METRICS_KEY
+from common.constants import ARRAYS_KEY, ITEM_COUNTS_KEY, LEDGER_KEY, MERCHANT_KEY, METRICS_KEY
 from common.data.partition import PartitionConfig
 from common.privacy.accountant import plan_privacy
 from common.privacy.accounting import PrivacyEvent, epsilon_of
+from common.privacy.ledger import read_ledger
+from common.privacy.verify import verify_path
 from simulations.runner import DataSource, SimulationSpec, prepare_merchants, simulate
 from simulations.synthetic import SyntheticSpec, generate_federation
 from tests.integration.test_simulation import SHARED, recording_mod
@@ -154,10 +156,55 @@ def test_reported_epsilon_stays_within_each_budget(private_run):
 def test_private_replies_carry_only_shared_parameters_counts_and_dp_metrics(private_run):
     _, _, _, replies, _, _, _ = private_run
     for reply in replies:
-        assert set(reply["records"]) <= {ARRAYS_KEY, ITEM_COUNTS_KEY, METRICS_KEY, MERCHANT_KEY}
+        allowed = {ARRAYS_KEY, ITEM_COUNTS_KEY, METRICS_KEY, MERCHANT_KEY, LEDGER_KEY}
+        assert set(reply["records"]) <= allowed
+        assert set(reply["configs"].get(LEDGER_KEY, {"entries": 1})) == {"entries"}
         assert set(reply["metrics"][METRICS_KEY]) <= DP_METRICS  # no loss, no user counts
         for key in reply["arrays"]:
             record, name = key.split("/", 1)
             assert (record, name) in {(ARRAYS_KEY, n) for n in SHARED} | {
                 (ITEM_COUNTS_KEY, "counts")
             }
+
+
+def test_the_run_ledger_verifies_and_records_every_release_and_refusal(private_run):
+    run_dir, _, _, _, budgets, _, _ = private_run
+    verdict = verify_path(run_dir)
+    assert verdict.ok, [p.render() for p in verdict.problems]
+    assert set(verdict.parties) == {"coordinator", "merchant-00", "merchant-01", "merchant-02"}
+    assert verdict.notes == []  # every reservation committed; the run closed
+    zero = read_ledger(run_dir / "merchants" / "merchant-00" / "ledger.jsonl").entries
+    kinds = [(e.kind, e.body.get("round"), e.body.get("release")) for e in zero]
+    assert kinds[:7] == [
+        ("genesis", None, None),
+        ("reserve", 0, "item-counts"),
+        ("commit", 0, "item-counts"),
+        ("reserve", 1, "dp-sgd"),
+        ("commit", 1, "dp-sgd"),
+        ("reserve", 2, "dp-sgd"),
+        ("commit", 2, "dp-sgd"),
+    ]
+    assert kinds[7] == ("refusal", 3, "dp-sgd")
+    assert kinds[8:] == [("non-dp-release", 4, "evaluation-metrics")]
+    committed = [e.body for e in zero if e.kind == "commit"]
+    assert committed[-1]["epsilon_max"] == pytest.approx(budgets["merchant-00"])
+    assert committed[-1]["epsilon_rdp"] <= budgets["merchant-00"]
+    assert 0 < committed[-1]["epsilon_prv"] <= committed[-1]["epsilon_rdp"] * 1.01
+    fed = read_ledger(run_dir / "ledger" / "federation.jsonl").entries
+    assert [e.kind for e in fed][-1] == "close"
+    assert [e.body["round"] for e in fed if e.kind == "round-head"] == [1, 2, 3, 4]
+    received = [e.body for e in fed if e.kind == "merchant-entries"]
+    assert all(not body["problems"] for body in received)  # hashes of updates matched
+
+
+def test_a_cut_merchant_ledger_is_caught_by_the_federation_copy(private_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(private_run[0], run_dir)
+    path = run_dir / "merchants" / "merchant-01" / "ledger.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-2]))
+    (path.parent / "ledger.head.json").unlink()  # even without its signed head
+    problems = verify_path(run_dir).problems
+    assert any(p.kind == "truncated" and "coordinator recorded" in p.message for p in problems)

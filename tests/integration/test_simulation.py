@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common.config import parse_run_config
-from common.constants import ARRAYS_KEY, MERCHANT_KEY, METRICS_KEY
+from common.constants import ARRAYS_KEY, LEDGER_KEY, MERCHANT_KEY, METRICS_KEY
 from common.data.partition import PartitionConfig
 from simulations.runner import DataSource, SimulationSpec, simulate
 from simulations.synthetic import SyntheticSpec
@@ -131,7 +131,8 @@ def test_no_client_message_carries_user_parameters_or_ids(finished_run):
         user_rows |= {row.tobytes() for row in local["user_embedding.weight"].numpy()}
     for path in records:
         record = json.loads(path.read_text())
-        assert set(record["records"]) <= {ARRAYS_KEY, METRICS_KEY, MERCHANT_KEY}
+        assert set(record["records"]) <= {ARRAYS_KEY, METRICS_KEY, MERCHANT_KEY, LEDGER_KEY}
+        assert set(record["configs"].get(LEDGER_KEY, {"entries": 1})) == {"entries"}
         assert {k.split("/", 1)[1] for k in record["arrays"]} <= SHARED
         assert set(record["metrics"][METRICS_KEY]) <= ALLOWED_METRICS
         assert set(record["configs"][MERCHANT_KEY]) == {"name"}

@@ -27,3 +27,13 @@ def test_existing_run_is_not_overwritten_without_consent(tmp_path):
         staged_run_dir(tmp_path / "run"),
     ):
         pass
+
+
+def test_a_failed_run_that_wrote_a_ledger_is_kept_as_incomplete(tmp_path):
+    with pytest.raises(RuntimeError), staged_run_dir(tmp_path / "run") as staging:
+        (staging / "ledger").mkdir()
+        (staging / "ledger" / "federation.jsonl").write_text("{}\n")
+        raise RuntimeError("coordinator failed")
+    assert not (tmp_path / "run").exists()
+    kept = tmp_path / "run.incomplete" / "ledger" / "federation.jsonl"
+    assert kept.read_text() == "{}\n"

@@ -1,0 +1,131 @@
+"""A merchant's privacy ledger: reserve before a release, commit when it is handed over.
+
+Wraps :class:`common.privacy.ledger.Ledger` with the merchant's own signing
+key (``ledger.key``, made on first use, never sent) and the entry kinds a
+merchant writes:
+
+* ``reserve`` before a DP release is computed (its epsilon is already in the
+  privacy account), ``commit`` when the reply carrying it is handed to Flower
+  for sending (with the SHA-256 of the released update);
+* ``refusal`` when the budget forbids a release; nothing is sent but the reply;
+* ``abort`` for a reservation found uncommitted when the ledger is next opened
+  (a crash, a kill, a failure while training): its epsilon stays counted;
+* ``non-dp-release`` for everything sent in clear (evaluation metrics, a
+  non-private update), flagged as not DP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common.constants import MERCHANT_LEDGER_FILE, MERCHANT_LEDGER_KEY_FILE
+from common.privacy.ledger import (
+    ABORT,
+    COMMIT,
+    NON_DP_RELEASE,
+    REFUSAL,
+    RESERVE,
+    Entry,
+    Ledger,
+    canonical,
+)
+from common.privacy.records import library_versions
+from common.privacy.signing import Signer
+
+
+class MerchantLedger:
+    """One merchant's ledger, opened on first use."""
+
+    def __init__(self, directory: Path, party: str) -> None:
+        self.directory = directory
+        self.party = party
+        self._ledger: Ledger | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / MERCHANT_LEDGER_FILE
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            signer = Signer.load_or_create(self.directory / MERCHANT_LEDGER_KEY_FILE)
+            self._ledger = Ledger.open(
+                self.path,
+                signer=signer,
+                party=self.party,
+                genesis={"role": "merchant", "versions": library_versions()},
+            )
+            self._abort_dangling()
+        return self._ledger
+
+    def _abort_dangling(self) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        closed = {e.body.get("reserve_seq") for e in ledger.entries if e.kind in (COMMIT, ABORT)}
+        for entry in [e for e in ledger.entries if e.kind == RESERVE and e.seq not in closed]:
+            ledger.append(
+                ABORT,
+                {
+                    "run": entry.body.get("run"),
+                    "round": entry.body.get("round"),
+                    "release": entry.body.get("release"),
+                    "reserve_seq": entry.seq,
+                    "reason": "reserved but never committed (the merchant stopped or failed "
+                    "while computing the release); its epsilon stays counted",
+                },
+            )
+
+    def reserve(self, record: dict[str, Any]) -> int:
+        return self.ledger.append(RESERVE, record).seq
+
+    def commit(
+        self, reserve_seq: int, *, update_sha256: str, non_dp_metrics: dict[str, float]
+    ) -> Entry:
+        reserved = self.ledger.entries[reserve_seq]
+        if reserved.kind != RESERVE:
+            raise ValueError(f"ledger entry {reserve_seq} is a {reserved.kind}, not a reservation")
+        return self.ledger.append(
+            COMMIT,
+            {
+                **reserved.body,
+                "reserve_seq": reserve_seq,
+                "update_sha256": update_sha256,
+                "non_dp_metrics": non_dp_metrics,
+            },
+        )
+
+    def refusal(self, record: dict[str, Any], *, reason: str) -> Entry:
+        return self.ledger.append(REFUSAL, {**record, "reason": reason})
+
+    def non_dp_release(
+        self,
+        *,
+        run: str,
+        server_round: int,
+        what: str,
+        metrics: dict[str, float],
+        update_sha256: str = "",
+        released: list[str] | None = None,
+        kept_local: list[str] | None = None,
+    ) -> Entry:
+        body: dict[str, Any] = {
+            "run": run,
+            "round": server_round,
+            "merchant": self.party,
+            "release": what,
+            "dp": False,
+            "non_dp_metrics": metrics,
+            "note": "sent in clear: NOT differentially private",
+        }
+        if update_sha256:
+            body |= {
+                "update_sha256": update_sha256,
+                "released": sorted(released or []),
+                "kept_local": sorted(kept_local or []),
+            }
+        return self.ledger.append(NON_DP_RELEASE, body)
+
+    def lines_after(self, seq: int) -> list[str]:
+        """Entries newer than ``seq``, one canonical JSON line each (what a reply carries)."""
+        return [canonical(e.to_json()).decode("utf-8") for e in self.ledger.after(seq)]

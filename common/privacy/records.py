@@ -1,0 +1,112 @@
+"""What a ledger entry says about one release: every assumption behind its epsilon.
+
+Pure builders of entry bodies. A DP release record names the run, round and
+merchant; the unit of privacy and the adjacency it implies; the sampling
+scheme; sigma, C, q and steps; delta; cumulative epsilon under both Opacus
+accountants (RDP and PRV) and which one enforces the budget; the budget and
+what remains; the library versions that computed it; which parameters were
+released and which stayed local; whether secure aggregation was on. Values
+sent in clear beside a release are listed as non-DP.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from common.privacy.accountant import EVENT_ITEM_COUNTS, PrivacyAccount
+from common.privacy.accounting import PrivacyEvent, epsilon_of
+from common.privacy.config import SAMPLING, UNIT_DESCRIPTIONS
+from common.privacy.ledger import finite
+
+ADJACENCY = {
+    "user": "add or remove one user of the merchant, with all of their interactions",
+    "interaction": "add or remove one interaction (record-level; weaker than user-level)",
+    "client": "add or remove one client (device) and all of its data",
+}
+COUNT_SAMPLING = (
+    "none: one Gaussian release over all units (each unit's counts scaled to L2 norm 1)"
+)
+JOINT_DP = (
+    "joint DP: users' own parameters are trained locally, never released, and depend only on "
+    "that user's data and the released (noised) shared parameters"
+)
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    """Versions of what computed and enforced the numbers (read once per process)."""
+    versions = {"python": platform.python_version()}
+    for name in ("fedrec", "opacus", "torch", "flwr", "numpy", "cryptography"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def epsilons(account: PrivacyAccount, extra: list[PrivacyEvent] | None = None) -> dict[str, Any]:
+    """Cumulative epsilon at the plan's delta under both accountants (``None`` if PRV fails)."""
+    history = account.history() + (extra or [])
+    delta = account.plan.delta
+    rdp = epsilon_of(history, delta=delta, accountant="rdp")
+    try:
+        prv: float | None = epsilon_of(history, delta=delta, accountant="prv")
+        prv_error = ""
+    except (ValueError, RuntimeError, OverflowError) as exc:  # PRV has a bounded domain
+        prv, prv_error = None, f"{type(exc).__name__}: {exc}"
+    out: dict[str, Any] = {"epsilon_rdp": rdp, "epsilon_prv": prv}
+    if prv_error:
+        out["epsilon_prv_error"] = prv_error
+    return out
+
+
+def release_record(
+    account: PrivacyAccount,
+    *,
+    run: str,
+    server_round: int,
+    merchant: str,
+    release: str,
+    event: PrivacyEvent,
+    budget: float,
+    released: list[str],
+    kept_local: list[str],
+    secagg: bool,
+) -> dict[str, Any]:
+    """The body of a ``reserve`` entry: ``event`` is already in ``account``'s history."""
+    plan = account.plan
+    eps = epsilons(account)
+    enforced = eps["epsilon_rdp"] if plan.accountant == "rdp" else eps["epsilon_prv"]
+    counts = release == EVENT_ITEM_COUNTS
+    return {
+        "run": run,
+        "round": server_round,
+        "merchant": merchant,
+        "release": release,
+        "dp": True,
+        "unit": plan.unit,
+        "unit_description": UNIT_DESCRIPTIONS.get(plan.unit, plan.unit),
+        "adjacency": ADJACENCY.get(plan.unit, plan.unit),
+        "sampling": COUNT_SAMPLING if counts else SAMPLING,
+        "noise_multiplier": event.noise_multiplier,
+        "max_grad_norm": 1.0 if counts else plan.max_grad_norm,
+        "sample_rate": event.sample_rate,
+        "steps": event.steps,
+        "steps_total": account.steps,
+        "delta": plan.delta,
+        **eps,
+        "accountant": plan.accountant,
+        "epsilon_max": finite(budget),
+        "epsilon_remaining": finite(budget - enforced) if enforced is not None else None,
+        "target_epsilon": plan.target_epsilon,
+        "planned_rounds": plan.planned_rounds,
+        "population": plan.population,
+        "released": sorted(released),
+        "kept_local": sorted(kept_local),
+        "secagg": secagg,
+        "guarantee": JOINT_DP if plan.unit == "user" else "",
+        "versions": library_versions(),
+    }

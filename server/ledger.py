@@ -1,0 +1,191 @@
+"""The federation ledger: merchants' signed entries as received, countersigned each round.
+
+The coordinator keeps its own signed, hash-chained ledger
+(:class:`common.privacy.ledger.Ledger`, party ``coordinator``) in the run
+directory. Every instruction tells a merchant the newest of its entries the
+coordinator already holds (``ledger-have``); the merchant's reply carries the
+newer ones. The coordinator checks them on arrival (contiguous, chained,
+signed by the key in the merchant's genesis entry, and a committed update's
+hash equal to the hash of the arrays actually received), records them
+verbatim (``merchant-entries``), and after each round records every merchant's
+head (``round-head``): its countersignature. ``close`` ends a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.constants import (
+    ARRAYS_KEY,
+    COORDINATOR_KEY_FILE,
+    FEDERATION_LEDGER_FILE,
+    ITEM_COUNTS_KEY,
+    LEDGER_ENTRIES_FIELD,
+    LEDGER_HAVE,
+    LEDGER_HEAD,
+    LEDGER_KEY,
+)
+from common.privacy.ledger import (
+    CLOSE,
+    COMMIT,
+    GENESIS,
+    MERCHANT_ENTRIES,
+    ROUND_HEAD,
+    Entry,
+    Ledger,
+    update_digest,
+)
+from common.privacy.records import library_versions
+from common.privacy.signing import Signer
+
+if TYPE_CHECKING:
+    from flwr.app import Message
+
+logger = logging.getLogger(f"flwr.fedrec.{__name__}")
+
+COORDINATOR = "coordinator"
+
+
+def _arrays_of(message: Message) -> dict[str, Any] | None:
+    records = message.content.array_records
+    for key in (ARRAYS_KEY, ITEM_COUNTS_KEY):
+        if key in records:
+            return {n: t.numpy() for n, t in records[key].to_torch_state_dict().items()}
+    return None
+
+
+class FederationLedger:
+    """The coordinator's view of every merchant's ledger, in one signed chain."""
+
+    def __init__(self, directory: Path, *, run: str, key_path: Path | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        signer = Signer.load_or_create(key_path or directory / COORDINATOR_KEY_FILE)
+        self.ledger = Ledger.open(
+            directory / FEDERATION_LEDGER_FILE,
+            signer=signer,
+            party=COORDINATOR,
+            genesis={"role": "coordinator", "run": run, "versions": library_versions()},
+        )
+        self.run = run
+        self.chains: dict[str, list[Entry]] = {}  # merchant -> its entries, as received
+        self.node_of: dict[int, str] = {}
+        for entry in self.ledger.find(MERCHANT_ENTRIES):  # resuming: rebuild what we hold
+            name = str(entry.body["merchant"])
+            self.chains.setdefault(name, []).extend(
+                Entry.from_json(e) for e in entry.body["entries"]
+            )
+            self.node_of[int(entry.body["node"])] = name
+
+    # --- instructions ---------------------------------------------------------------
+    def have(self, node: int) -> int:
+        name = self.node_of.get(node)
+        return len(self.chains.get(name, [])) - 1 if name is not None else -1
+
+    def instruct(self, messages: list[Message]) -> list[Message]:
+        """Tell each merchant what the coordinator holds and the newest countersigned head."""
+        from flwr.app import ConfigRecord, RecordDict
+
+        head = self.ledger.head
+        for message in messages:
+            content = RecordDict(dict(message.content.items()))  # Flower shares one per round
+            content[LEDGER_KEY] = ConfigRecord(
+                {  # type: ignore[arg-type]
+                    LEDGER_HAVE: self.have(message.metadata.dst_node_id),
+                    LEDGER_HEAD: f"{head.seq}:{head.hash}",
+                }
+            )
+            message.content = content
+        return messages
+
+    # --- receipt ----------------------------------------------------------------------
+    def record(self, replies: list[Message], *, server_round: int, phase: str) -> None:
+        """Check and record the entries each reply carries."""
+        for reply in replies:
+            self._record_one(reply, server_round=server_round, phase=phase)
+
+    def _record_one(self, reply: Message, *, server_round: int, phase: str) -> None:
+        from common.constants import MERCHANT_KEY, MERCHANT_NAME_FIELD
+
+        content = reply.content
+        if LEDGER_KEY not in content.config_records or MERCHANT_KEY not in content.config_records:
+            return
+        name = str(content.config_records[MERCHANT_KEY][MERCHANT_NAME_FIELD])
+        node = reply.metadata.src_node_id
+        raw = content.config_records[LEDGER_KEY].get(LEDGER_ENTRIES_FIELD, [])
+        chain = self.chains.setdefault(name, [])
+        fresh: list[Entry] = []
+        problems: list[str] = []
+        for line in raw if isinstance(raw, list) else []:
+            try:
+                entry = Entry.from_json(json.loads(str(line)))
+            except (json.JSONDecodeError, ValueError) as exc:
+                problems.append(f"unreadable entry ({exc})")
+                continue
+            known = chain + fresh
+            if entry.seq < len(known):
+                if known[entry.seq].hash != entry.hash:
+                    problems.append(f"entry seq {entry.seq} differs from the one already held")
+                continue  # a resend of what we hold
+            problems += _check_next(known, entry)
+            fresh.append(entry)
+        digest = _arrays_of(reply)
+        received = update_digest(digest) if digest is not None else ""
+        for entry in fresh:
+            if entry.kind == COMMIT and received and entry.body.get("update_sha256") != received:
+                problems.append(
+                    f"entry seq {entry.seq} commits update {entry.body.get('update_sha256')} "
+                    f"but the arrays received hash to {received}"
+                )
+        for problem in problems:
+            logger.warning("ledger of %s (round %d, %s): %s", name, server_round, phase, problem)
+        if not fresh and not problems:
+            return
+        chain.extend(fresh)
+        self.node_of[node] = name
+        self.ledger.append(
+            MERCHANT_ENTRIES,
+            {
+                "merchant": name,
+                "node": node,
+                "round": server_round,
+                "phase": phase,
+                "received_update_sha256": received,
+                "entries": [e.to_json() for e in fresh],
+                "problems": problems,
+            },
+        )
+
+    def countersign(self, server_round: int) -> Entry:
+        heads = {
+            name: {"seq": chain[-1].seq, "hash": chain[-1].hash}
+            for name, chain in sorted(self.chains.items())
+            if chain
+        }
+        return self.ledger.append(
+            ROUND_HEAD, {"run": self.run, "round": server_round, "heads": heads}
+        )
+
+    def close(self, *, rounds: int, stopped_early: str) -> Entry:
+        return self.ledger.append(
+            CLOSE, {"run": self.run, "rounds": rounds, "stopped_early": stopped_early}
+        )
+
+
+def _check_next(known: list[Entry], entry: Entry) -> list[str]:
+    """Problems with ``entry`` as the next of ``known`` (contiguous, chained, signed)."""
+    if entry.seq != len(known):
+        return [f"entry seq {entry.seq} arrived, expected {len(known)} (a gap)"]
+    if not known:
+        if entry.kind != GENESIS or "public_key" not in entry.body:
+            return ["the first entry is not a genesis entry naming the merchant's key"]
+        key = str(entry.body["public_key"])
+    else:
+        if entry.prev != known[-1].hash:
+            return [f"entry seq {entry.seq} does not chain to seq {entry.seq - 1}"]
+        key = str(known[0].body.get("public_key"))
+    if not entry.signature_valid(key):
+        return [f"entry seq {entry.seq} is not signed by the merchant's key"]
+    return []
