@@ -88,6 +88,17 @@ class TrainOutcome:
 
 
 @dataclass(frozen=True)
+class _Release:
+    """One DP release about to happen: which, when, at what cost, against which budget."""
+
+    run: str
+    server_round: int
+    kind: str  # EVENT_ITEM_COUNTS or EVENT_DP_SGD
+    event: PrivacyEvent
+    budget: float
+
+
+@dataclass(frozen=True)
 class CountsRelease:
     counts: npt.NDArray[np.float64]
     privacy: PrivacyReport
@@ -163,47 +174,37 @@ class Merchant:
             self._names = (list(tiny.shared_parameters()), list(tiny.local_parameters()))
         return self._names
 
-    def _record(
-        self,
-        account: PrivacyAccount,
-        *,
-        run: str,
-        server_round: int,
-        release: str,
-        event: PrivacyEvent,
-        budget: float,
-        plan: RoundPlan,
-    ) -> dict[str, object]:
+    def _record(self, account: PrivacyAccount, release: _Release) -> dict[str, object]:
         shared, local = self.parameter_names()
         return release_record(
             account,
-            run=run,
-            server_round=server_round,
+            run=release.run,
+            server_round=release.server_round,
             merchant=self.name,
-            release=release,
-            event=event,
-            budget=budget,
-            released=["counts"] if release == EVENT_ITEM_COUNTS else shared,
+            release=release.kind,
+            event=release.event,
+            budget=release.budget,
+            released=["counts"] if release.kind == EVENT_ITEM_COUNTS else shared,
             kept_local=local,
             secagg=False,  # updates reach the coordinator individually (no SecAgg+ yet)
         )
 
-    def _check_or_refuse(
-        self,
-        account: PrivacyAccount,
-        event: PrivacyEvent,
-        *,
-        what: str,
-        **record: object,
-    ) -> None:
-        """Budget check; a refusal is written to the ledger before it is raised."""
-        budget = float(record["budget"])  # type: ignore[arg-type]
+    def _spend(self, account: PrivacyAccount, release: _Release, *, what: str) -> int:
+        """Check the budget, then record the event and reserve it in the ledger.
+
+        A refusal is written to the ledger before it is raised; a release is
+        counted in the account and reserved in the ledger before it is
+        computed, so a crash from here on can only over-count. Returns the
+        reservation's ledger seq.
+        """
         try:
-            account.check_budget(event, budget=budget, what=what)
+            account.check_budget(release.event, budget=release.budget, what=what)
         except PrivacyBudgetExceeded as refusal:
-            body = self._record(account, event=event, **record)  # type: ignore[arg-type]
-            self.ledger.refusal(body, reason=str(refusal))
+            self.ledger.refusal(self._record(account, release), reason=str(refusal))
             raise
+        account.record(release.kind, release.server_round, release.event)
+        account.save(self.store.privacy_account_path)
+        return self.ledger.reserve(self._record(account, release))
 
     def commit(
         self, reservation: int, released: dict[str, npt.NDArray], *, metrics: dict[str, float]
@@ -228,14 +229,10 @@ class Merchant:
             noise_multiplier=privacy_plan.count_noise_multiplier, sample_rate=1.0, steps=1
         )
         budget = self.budget(plan.privacy)
-        record = {"run": run, "server_round": 0, "release": EVENT_ITEM_COUNTS, "budget": budget}
-        self._check_or_refuse(
-            account, event, what=f"Merchant {self.name}'s item counts", plan=plan, **record
-        )
-        account.record(EVENT_ITEM_COUNTS, 0, event)
-        account.save(self.store.privacy_account_path)
-        reservation = self.ledger.reserve(
-            self._record(account, event=event, plan=plan, **record)  # type: ignore[arg-type]
+        reservation = self._spend(
+            account,
+            _Release(run=run, server_round=0, kind=EVENT_ITEM_COUNTS, event=event, budget=budget),
+            what=f"Merchant {self.name}'s item counts",
         )
         counts = noisy_item_counts(
             self.data,
@@ -332,20 +329,12 @@ class Merchant:
             steps=privacy_plan.steps_per_round,
         )
         budget = self.budget(plan.privacy)
-        record = {
-            "run": run,
-            "server_round": server_round,
-            "release": EVENT_DP_SGD,
-            "budget": budget,
-        }
-        self._check_or_refuse(
-            account, event, what=f"Merchant {self.name}'s round {server_round}", plan=plan, **record
-        )
-        # Reserve before training: a crash from here on can only over-count.
-        account.record(EVENT_DP_SGD, server_round, event)
-        account.save(self.store.privacy_account_path)
-        reservation = self.ledger.reserve(
-            self._record(account, event=event, plan=plan, **record)  # type: ignore[arg-type]
+        reservation = self._spend(
+            account,
+            _Release(
+                run=run, server_round=server_round, kind=EVENT_DP_SGD, event=event, budget=budget
+            ),
+            what=f"Merchant {self.name}'s round {server_round}",
         )
         model = self._model(shared)
         fit_local(
