@@ -2,6 +2,7 @@
 
     fedrec audit verify LEDGER        chain, signatures, signed heads, countersignatures
     fedrec audit report LEDGER --out DIR   terminal summary, report.json, report.html + plots
+    fedrec audit empirical --out DIR [--epsilon E]   canary audit: empirical lower bound
     fedrec audit epsilon --sigma S --q Q --steps T --delta D   planning calculator
 
 LEDGER is a run directory, a federation ledger (``ledger/federation.jsonl``)
@@ -42,6 +43,23 @@ def add_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         "--out", type=Path, default=Path("audit-report"), help="output folder (audit-report)"
     )
     report.set_defaults(handler=_report)
+
+    empirical = commands.add_parser(
+        "empirical",
+        help="one-run empirical lower bound on epsilon from canaries (Steinke et al. 2023)",
+        description="Simulate a synthetic federation with canary users (each included with "
+        "probability 1/2), score membership from the released global model only, and report "
+        "the empirical lower bound on epsilon beside the accountant's claim.",
+    )
+    empirical.add_argument("--out", type=Path, required=True, help="run directory to write")
+    empirical.add_argument("--epsilon", type=float, default=0.0, help="target epsilon; 0 = DP off")
+    empirical.add_argument("--delta", type=float, default=1e-5)
+    empirical.add_argument("--canaries", type=int, default=500)
+    empirical.add_argument("--rounds", type=int, default=5)
+    empirical.add_argument("--confidence", type=float, default=0.95)
+    empirical.add_argument("--seed", type=int, default=0)
+    empirical.add_argument("--overwrite", action="store_true")
+    empirical.set_defaults(handler=_empirical)
 
     epsilon = commands.add_parser(
         "epsilon",
@@ -112,6 +130,33 @@ def _report(args: argparse.Namespace) -> int:
 
     report = write_report(args.ledger, args.out, console=Console(highlight=False))
     return 0 if report["verified"] else VERIFY_TAMPERED
+
+
+def _empirical(args: argparse.Namespace) -> int:
+    from simulations.empirical_audit import EmpiricalAuditSpec, run_empirical_audit
+
+    report = run_empirical_audit(
+        EmpiricalAuditSpec(
+            run_dir=args.out,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            canaries=args.canaries,
+            rounds=args.rounds,
+            confidence=args.confidence,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    )
+    claimed = report["claimed_epsilon"]
+    print(
+        f"{report['canaries']} canaries ({report['included']} included at random), "
+        f"{report['guesses']} guesses from the released model, {report['correct']} correct.\n"
+        f"Empirical lower bound: epsilon >= {report['epsilon_lower_bound']:.3f} at "
+        f"{report['confidence']:.0%} confidence (delta {report['delta']:g}); claimed: "
+        + (f"epsilon = {claimed:.3f} (user-level, RDP)" if claimed is not None else "none (DP off)")
+        + f".\nWritten to {args.out / 'empirical_audit.json'}."
+    )
+    return 0
 
 
 def _epsilon(args: argparse.Namespace) -> int:

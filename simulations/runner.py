@@ -105,6 +105,8 @@ class SimulationSpec:
     verbose: bool = False
     # Per-merchant budgets written to each merchant's own policy.json (merchant -> epsilon-max).
     merchant_budgets: dict[str, float] = field(default_factory=dict)
+    # Item keys to put in the catalog even if no event names them (e.g. audit canaries).
+    extra_items: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def prepare_merchants(
     *,
     seed: int = 0,
     budgets: dict[str, float] | None = None,
+    extra_items: tuple[str, ...] = (),
 ) -> tuple[ItemCatalog, dict[str, UserItemData]]:
     """Write the catalog and one state directory per merchant under ``root``.
 
@@ -133,7 +136,9 @@ def prepare_merchants(
 
     from client.state import MerchantStore
 
-    catalog = ItemCatalog.from_keys(events.item_id)
+    catalog = ItemCatalog.from_keys(
+        np.concatenate([events.item_id, np.asarray(extra_items, object)])
+    )
     root.mkdir(parents=True, exist_ok=True)
     catalog.save(root / RUN_CATALOG_FILE)
     merchants: dict[str, UserItemData] = {}
@@ -234,6 +239,7 @@ def simulate(
             staging,
             seed=spec.run.federation.seed,
             budgets=spec.merchant_budgets,
+            extra_items=spec.extra_items,
         )
         check_privacy_feasible(spec.run, merchants)
         names = sorted(merchants)
