@@ -131,8 +131,8 @@ class FederationLedger:
                 continue  # a resend of what we hold
             problems += _check_next(known, entry)
             fresh.append(entry)
-        digest = _arrays_of(reply)
-        received = update_digest(digest) if digest is not None else ""
+        arrays = _arrays_of(reply)
+        received = update_digest(arrays) if arrays is not None else ""
         for entry in fresh:
             if entry.kind == COMMIT and received and entry.body.get("update_sha256") != received:
                 problems.append(

@@ -16,7 +16,7 @@ beside the epsilon the accountant claims.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,3 @@ def run_empirical_audit(spec: EmpiricalAuditSpec) -> dict[str, Any]:
     }
     (spec.run_dir / AUDIT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
-
-
-def with_run_dir(spec: EmpiricalAuditSpec, run_dir: Path) -> EmpiricalAuditSpec:
-    return replace(spec, run_dir=run_dir)
