@@ -27,6 +27,8 @@ from common.constants import (
     LEDGER_HAVE,
     LEDGER_HEAD,
     LEDGER_KEY,
+    MERCHANT_KEY,
+    MERCHANT_NAME_FIELD,
 )
 from common.privacy.ledger import (
     CLOSE,
@@ -107,8 +109,6 @@ class FederationLedger:
             self._record_one(reply, server_round=server_round, phase=phase)
 
     def _record_one(self, reply: Message, *, server_round: int, phase: str) -> None:
-        from common.constants import MERCHANT_KEY, MERCHANT_NAME_FIELD
-
         content = reply.content
         if LEDGER_KEY not in content.config_records or MERCHANT_KEY not in content.config_records:
             return
