@@ -15,6 +15,7 @@ import torch
 
 from common.constants import (
     MERCHANT_DATA_FILE,
+    MERCHANT_INFO_FILE,
     MERCHANT_NOISE_KEY_FILE,
     MERCHANT_POLICY_FILE,
     MERCHANT_PRIVACY_FILE,
@@ -34,6 +35,15 @@ class MerchantStore:
 
     @property
     def name(self) -> str:
+        """The merchant's public name: from ``merchant.json`` (deployments) or the directory."""
+        info = self.directory / MERCHANT_INFO_FILE
+        if info.is_file():
+            try:
+                name = json.loads(info.read_text(encoding="utf-8")).get("name")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                name = None
+            if isinstance(name, str) and name:
+                return name
         return self.directory.name
 
     def load_data(self) -> UserItemData:

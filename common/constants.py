@@ -84,3 +84,12 @@ LEDGER_KEY: Final = "ledger"  # ConfigRecord in replies: the merchant's new sign
 LEDGER_ENTRIES_FIELD: Final = "entries"
 LEDGER_HAVE: Final = "ledger-have"  # in instructions: newest seq the coordinator holds (-1: none)
 LEDGER_HEAD: Final = "ledger-head"  # in instructions: the coordinator's countersigned head
+
+# --- Deployment: a merchant's state directory (``fedrec merchant join --state``) ----
+MERCHANT_EVENTS_FILE: Final = "events.parquet"  # the event log, user IDs pseudonymised
+MERCHANT_INFO_FILE: Final = "merchant.json"  # name, source file digest, counts
+MERCHANT_PSEUDONYM_KEY_FILE: Final = "pseudonym.key"  # HMAC key for user IDs; never sent
+MERCHANT_CATALOG_DIGEST_FILE: Final = "catalog.sha256"  # catalog data.npz was encoded with
+CATALOG_KEY: Final = "catalog"  # ConfigRecord: the federation catalog sent at setup
+CATALOG_ITEMS_FIELD: Final = "items"
+CATALOG_DIGEST_FIELD: Final = "sha256"

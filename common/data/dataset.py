@@ -71,10 +71,15 @@ class UserItemData:
         return indptr, self.train_items[positions]
 
     def save(self, directory: str | os.PathLike[str], *, data_file: str, users_file: str) -> None:
+        """Write both files atomically (a crash leaves the previous version, never half)."""
+        import io
+
+        from common.fileio import atomic_write_bytes
+
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
         np.savez(
-            directory / data_file,
+            buffer,
             num_items=np.int64(self.num_items),
             unknown_items=np.int64(self.unknown_items),
             train_indptr=self.train_indptr,
@@ -84,7 +89,8 @@ class UserItemData:
             test_items=self.test_items,
             test_values=self.test_values,
         )
-        (directory / users_file).write_text(json.dumps(list(self.user_keys)), encoding="utf-8")
+        atomic_write_bytes(directory / data_file, buffer.getvalue())
+        atomic_write_bytes(directory / users_file, json.dumps(list(self.user_keys)).encode("utf-8"))
 
     @classmethod
     def load(
