@@ -16,10 +16,15 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from client.merchant import Merchant, PrivacyReport, SharedArrays
+from client.secagg import secagg_mod
 from client.state import MerchantStore
 from common.config import RunConfig, parse_run_config, round_plan_from_record
 from common.constants import (
     ARRAYS_KEY,
+    CATALOG_ACTION,
+    CATALOG_DIGEST_FIELD,
+    CATALOG_ITEMS_FIELD,
+    CATALOG_KEY,
     CONFIG_KEY,
     DP_ACCOUNTANT_FIELD,
     DP_CLIP,
@@ -44,6 +49,8 @@ from common.constants import (
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
     METRICS_KEY,
+    RUN_NAME_FIELD,
+    SECAGG_FIELD,
     TRAIN_LOSS,
     TRAIN_SECONDS,
     TRAIN_STEPS,
@@ -56,10 +63,15 @@ from common.privacy.accountant import PrivacyBudgetExceeded
 from common.privacy.ledger import update_digest
 
 PARTITION_ID = "partition-id"
+STATE_DIR = "state-dir"  # node config of a deployed merchant (``fedrec merchant join --state``)
 
 
 def _resolve_merchant(config: RunConfig, context: Context) -> Merchant:
-    """Find this node's merchant directory: one per ``partition-id`` under ``merchants-dir``."""
+    """This node's merchant: its ``state-dir`` (deployment), or its ``partition-id`` directory
+    under ``merchants-dir`` (simulation)."""
+    state = context.node_config.get(STATE_DIR)
+    if state:
+        return Merchant(MerchantStore(Path(str(state))), config.model, seed=config.federation.seed)
     if not config.merchants_dir:
         raise ConfigError(
             "merchants-dir is not set: the ClientApp needs prepared merchant directories. "
@@ -122,6 +134,7 @@ def _reply(
     *,
     privacy: PrivacyReport | None = None,
     refusal: str = "",
+    extra: dict[str, dict[str, str]] | None = None,
 ) -> Message:
     fields: dict[str, str] = {MERCHANT_NAME_FIELD: merchant.name}
     if privacy is not None:
@@ -139,12 +152,20 @@ def _reply(
     )
     for key, record in (arrays or {}).items():
         content[key] = record
+    for key, fields_ in (extra or {}).items():
+        content[key] = ConfigRecord(fields_)  # type: ignore[arg-type]
     if LEDGER_KEY in message.content.config_records:  # the coordinator keeps a ledger
         have = message.content.config_records[LEDGER_KEY].get(LEDGER_HAVE, -1)
         lines = merchant.ledger.lines_after(int(have) if isinstance(have, (int, float)) else -1)
         if lines:
             content[LEDGER_KEY] = ConfigRecord({LEDGER_ENTRIES_FIELD: lines})  # type: ignore[dict-item]
     return Message(content=content, reply_to=message)
+
+
+def _run_name(record: ConfigRecord, context: Context) -> str:
+    """The run's name in ledger entries: the coordinator's (stable across a resume) or Flower's."""
+    name = record.get(RUN_NAME_FIELD)
+    return str(name) if name else str(context.run_id)
 
 
 def _torch_record(arrays: dict[str, object]) -> ArrayRecord:
@@ -163,7 +184,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
 
     ``mods`` are Flower client mods wrapped around every call (e.g. to inspect replies).
     """
-    app = ClientApp(mods=list(mods))
+    app = ClientApp(mods=[*mods, secagg_mod])  # outer mods see what actually leaves
 
     def settings(context: Context) -> RunConfig:
         return config if config is not None else parse_run_config(context.run_config)
@@ -181,7 +202,8 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
                 plan,
                 server_round=server_round,
                 prior=_prior_from(message),
-                run=str(context.run_id),
+                run=_run_name(record, context),
+                secagg=bool(record.get(SECAGG_FIELD, False)),
             )
         except PrivacyBudgetExceeded as refusal:
             # An explicit refusal, not an error: nothing was trained or released.
@@ -207,7 +229,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         else:
             shared_names, local_names = merchant.parameter_names()
             merchant.ledger.non_dp_release(
-                run=str(context.run_id),
+                run=_run_name(record, context),
                 server_round=server_round,
                 what="model-update",
                 metrics=metrics,
@@ -223,6 +245,24 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             privacy=outcome.privacy,
         )
 
+    @app.query(CATALOG_ACTION)
+    def catalog(message: Message, context: Context) -> Message:
+        """Deployment set-up: encode this merchant's enrolled log through the federation catalog."""
+        from client.enrolment import encode_for_catalog
+        from common.data.catalog import ItemCatalog, catalog_digest
+
+        state = context.node_config.get(STATE_DIR)
+        if not state:
+            raise ConfigError("A catalog was sent to a node without a state-dir (not a merchant).")
+        record = message.content.config_records[CATALOG_KEY]
+        keys = tuple(str(k) for k in record[CATALOG_ITEMS_FIELD])  # type: ignore[union-attr]
+        digest = catalog_digest(keys)
+        if digest != record[CATALOG_DIGEST_FIELD]:
+            raise ConfigError("The federation catalog arrived damaged (its SHA-256 differs).")
+        encode_for_catalog(Path(str(state)), ItemCatalog(keys=keys), digest=digest)
+        merchant = _resolve_merchant(settings(context), context)
+        return _reply(message, merchant, {}, extra={CATALOG_KEY: {CATALOG_DIGEST_FIELD: digest}})
+
     @app.query()
     def query(message: Message, context: Context) -> Message:
         """A private item-count release (once per training), recorded before it leaves."""
@@ -230,7 +270,9 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         merchant = _resolve_merchant(run, context)
         plan = round_plan_from_record(dict(message.content.config_records[CONFIG_KEY]))
         try:
-            release = merchant.release_item_counts(plan, run=str(context.run_id))
+            release = merchant.release_item_counts(
+                plan, run=_run_name(message.content.config_records[CONFIG_KEY], context)
+            )
         except PrivacyBudgetExceeded as refusal:
             return _reply(
                 message,
@@ -268,7 +310,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         metrics[EVAL_USERS] = result.num_users
         metrics[EVAL_SECONDS] = time.perf_counter() - started
         merchant.ledger.non_dp_release(
-            run=str(context.run_id),
+            run=_run_name(plan, context),
             server_round=_int(plan, "server-round"),
             what="evaluation-metrics",
             metrics=metrics,

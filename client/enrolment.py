@@ -149,11 +149,6 @@ def enrol(state: Path, *, data: Path, fmt: str, name: str) -> Enrolment:
     return enrolment
 
 
-def catalog_digest(keys: tuple[str, ...]) -> str:
-    """SHA-256 over the catalog's keys in order: what "the same catalog" means."""
-    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
-
-
 @dataclass(frozen=True)
 class Encoding:
     users: int

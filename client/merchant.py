@@ -96,6 +96,7 @@ class _Release:
     kind: str  # EVENT_ITEM_COUNTS or EVENT_DP_SGD
     event: PrivacyEvent
     budget: float
+    secagg: bool = False  # the release reaches the coordinator only inside a SecAgg+ sum
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class Merchant:
             budget=release.budget,
             released=["counts"] if release.kind == EVENT_ITEM_COUNTS else shared,
             kept_local=local,
-            secagg=False,  # updates reach the coordinator individually (no SecAgg+ yet)
+            secagg=release.secagg,
         )
 
     def _spend(self, account: PrivacyAccount, release: _Release, *, what: str) -> int:
@@ -274,8 +275,12 @@ class Merchant:
         server_round: int,
         prior: ItemPrior | None = None,
         run: str = "",
+        secagg: bool = False,
     ) -> TrainOutcome:
         """One round of local training; private when ``plan.privacy`` is on.
+
+        ``secagg`` records in the ledger that the update is sent only masked
+        (SecAgg+); the privacy guarantee itself does not depend on it.
 
         Raises :class:`~common.privacy.accountant.PrivacyBudgetExceeded` before
         touching anything if the round would exceed this merchant's budget.
@@ -284,12 +289,12 @@ class Merchant:
             plan = RoundPlan(train=plan, privacy=PrivacyConfig(), num_rounds=1)
         if plan.privacy.merchant_dp:
             return self._train_private(
-                shared, plan, server_round=server_round, prior=prior, run=run
+                shared, plan, server_round=server_round, prior=prior, run=run, secagg=secagg
             )
         if plan.privacy.unit == "client" and plan.privacy.device_epsilon > 0:
             device = _device_plan(plan)  # record-level DP-SGD on the device
             return self._train_private(
-                shared, device, server_round=server_round, prior=prior, run=run
+                shared, device, server_round=server_round, prior=prior, run=run, secagg=secagg
             )
         model = self._model(shared)
         fit_local(
@@ -318,6 +323,7 @@ class Merchant:
         server_round: int,
         prior: ItemPrior | None,
         run: str,
+        secagg: bool = False,
     ) -> TrainOutcome:
         from client.private_training import train_private
 
@@ -332,7 +338,12 @@ class Merchant:
         reservation = self._spend(
             account,
             _Release(
-                run=run, server_round=server_round, kind=EVENT_DP_SGD, event=event, budget=budget
+                run=run,
+                server_round=server_round,
+                kind=EVENT_DP_SGD,
+                event=event,
+                budget=budget,
+                secagg=secagg,
             ),
             what=f"Merchant {self.name}'s round {server_round}",
         )

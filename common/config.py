@@ -103,6 +103,39 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class SecAggConfig:
+    """Secure aggregation of training updates with Flower's SecAgg+ (``secagg=true``).
+
+    ``clipping_range`` bounds every value a merchant sends (its delta from the
+    global model); a value outside is an error at the merchant, never clipped.
+    ``threshold`` is the fraction of a round's merchants needed to unmask: the
+    round survives the loss of the others, and fewer than that many colluding
+    merchants (with the coordinator) learn nothing about one merchant's update.
+    """
+
+    enabled: bool = False
+    clipping_range: float = 8.0
+    threshold: float = 0.6
+    quantization_range: int = 1 << 22
+    modulus_range: int = 1 << 32
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.clipping_range > 0:
+            problems.append(f"secagg-clip-range must be > 0, got {self.clipping_range}")
+        if not 0 < self.threshold <= 1:
+            problems.append(f"secagg-threshold must be in (0, 1], got {self.threshold}")
+        if problems:
+            raise ConfigError("Invalid secure aggregation settings: " + "; ".join(problems) + ".")
+
+    def num_shares(self, nodes: int) -> float:
+        return 1.0  # every merchant in the round holds shares of every other's secrets
+
+    def threshold_for(self, nodes: int) -> float:
+        return self.threshold
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one federated run needs, as typed fields."""
 
@@ -110,9 +143,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     merchants_dir: str = ""
     num_items: int = 0  # catalog size; 0 = read it from merchants_dir/../catalog.json
     output_dir: str = ""  # where the coordinator writes the global model and round history
+    catalog: str = ""  # deployment: the federation catalog file the coordinator sends merchants
+    resume: bool = False  # continue from output_dir's checkpoint instead of starting afresh
+    coordinator_key: str = ""  # the coordinator's ledger key (default: output_dir/coordinator.key)
 
     def __post_init__(self) -> None:
         if self.privacy.enabled and self.train.proximal_mu > 0:
@@ -124,6 +161,17 @@ class RunConfig:
             raise ConfigError(
                 f"privacy-unit=client needs strategy=fedavg (Flower's client-level DP wrapper "
                 f"accounts only uniform FedAvg), got strategy={self.federation.strategy}."
+            )
+        if self.secagg.enabled and self.privacy.unit == "client":
+            raise ConfigError(
+                "secagg=true with privacy-unit=client is not supported: Flower's client-level DP "
+                "clips each update at the coordinator, which SecAgg+ hides. Use user-level DP "
+                "(privacy-unit=user: clipped and noised at each merchant) with secagg."
+            )
+        if self.secagg.enabled and self.federation.strategy == "fedadam":
+            raise ConfigError(
+                "secagg=true supports strategy=fedavg or fedprox (the mean of the merchants' "
+                "deltas is applied directly); got strategy=fedadam."
             )
 
 
@@ -163,15 +211,22 @@ _KEYS: dict[str, tuple[str, str]] = {
     "local-steps": ("privacy", "local_steps"),
     "client-clip": ("privacy", "client_clip"),
     "device-epsilon": ("privacy", "device_epsilon"),
+    "secagg": ("secagg", "enabled"),
+    "secagg-clip-range": ("secagg", "clipping_range"),
+    "secagg-threshold": ("secagg", "threshold"),
     "merchants-dir": ("", "merchants_dir"),
     "num-items": ("", "num_items"),
     "output-dir": ("", "output_dir"),
+    "catalog": ("", "catalog"),
+    "resume": ("", "resume"),
+    "coordinator-key": ("", "coordinator_key"),
 }
 _SECTIONS = {
     "model": ModelConfig,
     "train": TrainConfig,
     "federation": FederationConfig,
     "privacy": PrivacyConfig,
+    "secagg": SecAggConfig,
 }
 ROUNDS_KEY = "num-server-rounds"
 
@@ -184,6 +239,11 @@ def _coerce(key: str, raw: Any, target: Any) -> Any:
                 return tuple(int(x) for x in raw.replace(",", " ").split())
             return tuple(int(x) for x in raw)
         if isinstance(target, bool):
+            if isinstance(raw, str):
+                word = raw.strip().lower()
+                if word not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return word in ("true", "1", "yes")
             return bool(raw)
         if isinstance(target, int):
             if isinstance(raw, float) and not raw.is_integer():

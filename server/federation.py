@@ -12,10 +12,15 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.config import FederationConfig, RoundPlan, round_plan_to_record
+from common.config import FederationConfig, RoundPlan, SecAggConfig, round_plan_to_record
 from common.constants import (
+    CATALOG_ACTION,
+    CATALOG_DIGEST_FIELD,
+    CATALOG_ITEMS_FIELD,
+    CATALOG_KEY,
     DP_ACCOUNTANT_FIELD,
     DP_COUNT_NOISE,
     DP_REASON_FIELD,
@@ -26,12 +31,17 @@ from common.constants import (
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
     METRICS_KEY,
+    RUN_NAME_FIELD,
+    SECAGG_FIELD,
 )
+from common.data.catalog import ItemCatalog, catalog_digest
 from common.errors import FedrecError
 from common.models.prior import ItemPrior
+from server.checkpoint import Checkpoint, save_checkpoint, strategy_state
+from server.transport import send_and_receive
 
 if TYPE_CHECKING:
-    from flwr.app import ArrayRecord, Message
+    from flwr.app import ArrayRecord, Context, Message
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import FedAvg
 
@@ -59,6 +69,10 @@ class RoundRecord:
     refused: dict[str, str] = field(default_factory=dict)  # merchant -> reason (budget)
     aggregated: bool = True
 
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> RoundRecord:
+        return cls(**payload)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "round": self.round,
@@ -79,6 +93,21 @@ class FederationResult:
     prior: ItemPrior | None = None
     stopped_early: str = ""  # why the run ended before num_rounds, if it did
     client_privacy: dict[str, Any] = field(default_factory=dict)  # cross-device: coordinator's
+    resumed_from: int = 0  # the last completed round a resumed run started after
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run adds to the plain round loop (deployments mostly; all optional)."""
+
+    run_name: str = ""  # the run's name in every instruction and ledger entry
+    catalog: ItemCatalog | None = None  # deployment: sent to merchants before anything else
+    secagg: SecAggConfig | None = None  # SecAgg+ for the train phase
+    context: Context | None = None  # the ServerApp context (SecAgg+ keeps state in it)
+    checkpoint: Path | None = None  # written after every round
+    resume: Checkpoint | None = None  # continue after this checkpoint's last round
+    settings: dict[str, Any] = field(default_factory=dict)  # the run config, for checkpoints
+    poll: float = 0.1  # seconds between pulls of replies
 
 
 def wait_for_nodes(grid: Grid, *, min_nodes: int, timeout: float, poll: float = 0.5) -> list[int]:
@@ -153,6 +182,53 @@ def _with_prior(messages: Iterable[Message], prior: ItemPrior | None) -> list[Me
     return out
 
 
+def _config(plan: RoundPlan, options: RunOptions, **extra: Any) -> dict[str, Any]:
+    record = round_plan_to_record(plan)
+    if options.run_name:
+        record[RUN_NAME_FIELD] = options.run_name
+    record.update(extra)
+    return record
+
+
+def send_catalog(
+    grid: Grid, nodes: list[int], catalog: ItemCatalog, *, timeout: float, poll: float
+) -> dict[int, str]:
+    """Deployment set-up: every merchant encodes its log through the federation catalog.
+
+    Returns node -> merchant name for the merchants that confirmed this catalog.
+    """
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    digest = catalog_digest(catalog.keys)
+    record = ConfigRecord(
+        {CATALOG_ITEMS_FIELD: list(catalog.keys), CATALOG_DIGEST_FIELD: digest}  # type: ignore[dict-item]
+    )
+    messages = [
+        Message(
+            content=RecordDict({CATALOG_KEY: record}),
+            dst_node_id=node,
+            message_type=f"query.{CATALOG_ACTION}",
+        )
+        for node in nodes
+    ]
+    replies, failed = _split(send_and_receive(grid, messages, timeout=timeout, poll=poll))
+    names: dict[int, str] = {}
+    for reply in replies:
+        confirmed = reply.content.config_records.get(CATALOG_KEY)
+        if confirmed is None or confirmed.get(CATALOG_DIGEST_FIELD) != digest:
+            failed.append(f"{_merchant_of(reply)} did not confirm the catalog")
+            continue
+        names[reply.metadata.src_node_id] = _merchant_of(reply)
+    for failure in failed:
+        logger.warning("catalog set-up: %s", failure)
+    if not names:
+        raise FederationError(
+            f"No merchant accepted the federation catalog ({'; '.join(failed) or 'no replies'})."
+        )
+    logger.info("catalog of %d items sent; %d merchant(s) ready", len(catalog), len(names))
+    return names
+
+
 def collect_item_prior(
     grid: Grid,
     nodes: list[int],
@@ -161,17 +237,20 @@ def collect_item_prior(
     timeout: float,
     privacy_reports: dict[str, dict[str, Any]],
     ledger: FederationLedger | None = None,
-) -> tuple[ItemPrior, set[int]]:
+    options: RunOptions | None = None,
+    names: dict[int, str] | None = None,
+) -> tuple[ItemPrior, set[str]]:
     """Ask every merchant for one private item-count release; build the public item prior.
 
-    Returns the prior and the nodes that refused (out of budget already).
+    Returns the prior and the merchants that refused (out of budget already).
     """
     import numpy as np
     from flwr.app import ConfigRecord, Message, RecordDict
 
+    options = options or RunOptions()
     messages = [
         Message(
-            content=RecordDict({"config": ConfigRecord(round_plan_to_record(plan))}),
+            content=RecordDict({"config": ConfigRecord(_config(plan, options))}),
             dst_node_id=node,
             message_type="query",
         )
@@ -179,17 +258,19 @@ def collect_item_prior(
     ]
     if ledger is not None:
         messages = ledger.instruct(messages)
-    replies, failed = _split(grid.send_and_receive(messages, timeout=timeout))
+    replies, failed = _split(send_and_receive(grid, messages, timeout=timeout, poll=options.poll))
     if ledger is not None:
         ledger.record(replies, server_round=0, phase="query")
     total, variance, refused = None, 0.0, set()
     for reply in replies:
         name = _merchant_of(reply)
+        if names is not None:
+            names[reply.metadata.src_node_id] = name
         privacy_reports[name] = _privacy_of(reply)
         reason = _refusal(reply)
         if reason:
             logger.warning("item counts: %s refused: %s", name, reason)
-            refused.add(reply.metadata.src_node_id)
+            refused.add(name)
             continue
         counts = reply.content.array_records[ITEM_COUNTS_KEY]["counts"].numpy()
         total = counts.astype(np.float64) if total is None else total + counts
@@ -218,6 +299,23 @@ def collect_item_prior(
     return ItemPrior(counts=total, trained=trained), refused
 
 
+def _resume(result: FederationResult, checkpoint: Checkpoint, strategy: FedAvg) -> set[str]:
+    from flwr.app import Array, ArrayRecord
+
+    from server.checkpoint import restore_strategy_state
+
+    result.arrays = ArrayRecord({n: Array(a) for n, a in checkpoint.arrays.items()})
+    result.rounds = [RoundRecord.from_json(r) for r in checkpoint.rounds]
+    result.privacy = dict(checkpoint.privacy)
+    result.prior = checkpoint.prior
+    result.resumed_from = checkpoint.completed_round
+    restore_strategy_state(strategy, checkpoint.strategy)
+    logger.info(
+        "resuming %s after round %d", checkpoint.run_name or "the run", checkpoint.completed_round
+    )
+    return set(checkpoint.exhausted)
+
+
 def run_federation(
     grid: Grid,
     strategy: FedAvg,
@@ -228,6 +326,7 @@ def run_federation(
     on_round: Callable[[RoundRecord], None] | None = None,
     client_dp: ClientDP | None = None,
     ledger: FederationLedger | None = None,
+    options: RunOptions | None = None,
 ) -> FederationResult:
     """Run up to ``federation.num_rounds`` rounds; evaluate every ``evaluate_every`` and at the end.
 
@@ -235,28 +334,43 @@ def run_federation(
     prior), and a merchant that refuses a round (budget) is left out from then
     on; when fewer than ``min_train_nodes`` merchants train in a round, that
     round is not aggregated and the run ends cleanly with an evaluation.
+    Deployments first send the catalog, may aggregate with SecAgg+, checkpoint
+    after every round and resume after the last completed one.
     """
     from flwr.app import ConfigRecord
     from flwr.serverapp.exception import PrivacyBudgetExhausted
 
+    options = options or RunOptions()
+    poll = options.poll
     nodes = wait_for_nodes(
         grid, min_nodes=federation.min_nodes, timeout=federation.node_wait_timeout
     )
     logger.info("%d merchant(s) connected; starting %d rounds", len(nodes), federation.num_rounds)
     result = FederationResult(arrays=initial, rounds=[])
-    exhausted: set[int] = set()
-    if plan.privacy.merchant_dp and plan.privacy.count_share > 0:
-        result.prior, exhausted = collect_item_prior(
+    names: dict[int, str] = {}  # node -> merchant, learnt from replies
+    exhausted: set[str] = set()  # merchants out of budget, by name (node ids change on restart)
+    if options.resume is not None:
+        exhausted = _resume(result, options.resume, strategy)
+    if options.catalog is not None:
+        names.update(
+            send_catalog(grid, nodes, options.catalog, timeout=federation.round_timeout, poll=poll)
+        )
+    if plan.privacy.merchant_dp and plan.privacy.count_share > 0 and result.prior is None:
+        result.prior, refused = collect_item_prior(
             grid,
             nodes,
             plan=plan,
             timeout=federation.round_timeout,
             privacy_reports=result.privacy,
             ledger=ledger,
+            options=options,
+            names=names,
         )
+        exhausted |= refused
     instruct = ledger.instruct if ledger is not None else (lambda messages: messages)
-    train_config = ConfigRecord(round_plan_to_record(plan))
-    for server_round in range(1, federation.num_rounds + 1):
+    train_config = ConfigRecord(_config(plan, options))
+    secure = options.secagg is not None and options.secagg.enabled
+    for server_round in range(result.resumed_from + 1, federation.num_rounds + 1):
         started = time.perf_counter()
         record = RoundRecord(round=server_round)
         try:
@@ -265,24 +379,48 @@ def run_federation(
             result.stopped_early = f"round {server_round}: {exhausted_budget}"
             logger.warning("stopping: %s", result.stopped_early)
             break
-        messages = [m for m in configured if m.metadata.dst_node_id not in exhausted]
-        replies, failed = _split(
-            grid.send_and_receive(
-                instruct(_with_prior(messages, result.prior)), timeout=federation.round_timeout
+        messages = [m for m in configured if names.get(m.metadata.dst_node_id, "") not in exhausted]
+        if secure:
+            assert options.secagg is not None and options.context is not None
+            from server.secagg import secure_train_round
+
+            outcome = secure_train_round(
+                grid,
+                options.context,
+                nodes=[m.metadata.dst_node_id for m in messages],
+                server_round=server_round,
+                arrays=result.arrays,
+                config=ConfigRecord(
+                    _config(plan, options, **{"server-round": server_round, SECAGG_FIELD: True})
+                ),
+                settings=options.secagg,
+                timeout=federation.round_timeout,
+                decorate=lambda ms: instruct(_with_prior(ms, result.prior)),
             )
-        )
+            replies, failed = _split(outcome.replies)
+            failed += outcome.failures
+        else:
+            replies, failed = _split(
+                send_and_receive(
+                    grid,
+                    instruct(_with_prior(messages, result.prior)),
+                    timeout=federation.round_timeout,
+                    poll=poll,
+                )
+            )
         if ledger is not None:
             ledger.record(replies, server_round=server_round, phase="train")
         record.failures += failed
         updates = []
         for reply in replies:
             name = _merchant_of(reply)
+            names[reply.metadata.src_node_id] = name
             if privacy := _privacy_of(reply):
                 result.privacy[name] = privacy
             reason = _refusal(reply)
             if reason:
                 record.refused[name] = reason
-                exhausted.add(reply.metadata.src_node_id)
+                exhausted.add(name)
                 logger.warning("round %d: %s refused: %s", server_round, name, reason)
             else:
                 updates.append(reply)
@@ -300,6 +438,12 @@ def run_federation(
                 f"({len(record.refused)} refused for budget); the round was not aggregated"
             )
             logger.warning("stopping: %s", result.stopped_early)
+        elif secure:
+            if outcome.arrays is not None:
+                result.arrays = outcome.arrays
+            else:
+                record.aggregated = False
+                record.failures.append(outcome.halted)
         else:
             aggregated, _ = strategy.aggregate_train(server_round, updates)
             if aggregated is not None:
@@ -312,14 +456,16 @@ def run_federation(
         last = server_round == federation.num_rounds or bool(result.stopped_early)
         every = federation.evaluate_every
         if last or (every and server_round % every == 0):
-            eval_config = ConfigRecord({"top-k": federation.top_k, **round_plan_to_record(plan)})
+            eval_config = ConfigRecord({"top-k": federation.top_k, **_config(plan, options)})
             to_evaluate = strategy.configure_evaluate(
                 server_round, result.arrays, eval_config, grid
             )
             replies, failed = _split(
-                grid.send_and_receive(
+                send_and_receive(
+                    grid,
                     instruct(_with_prior(list(to_evaluate), result.prior)),
                     timeout=federation.round_timeout,
+                    poll=poll,
                 )
             )
             if ledger is not None:
@@ -332,6 +478,22 @@ def run_federation(
         result.rounds.append(record)
         for failure in record.failures:
             logger.warning("round %d: %s", server_round, failure)
+        if options.checkpoint is not None:
+            save_checkpoint(
+                options.checkpoint,
+                Checkpoint(
+                    run_name=options.run_name,
+                    completed_round=server_round,
+                    config=options.settings,
+                    arrays={n: a.numpy() for n, a in result.arrays.items()},
+                    strategy=strategy_state(strategy),
+                    prior=result.prior,
+                    rounds=[r.to_json() for r in result.rounds],
+                    privacy=result.privacy,
+                    exhausted=sorted(exhausted),
+                    stopped_early=result.stopped_early,
+                ),
+            )
         if on_round is not None:
             on_round(record)
         if result.stopped_early:

@@ -27,9 +27,11 @@ from common.constants import (
 )
 from common.data.catalog import ItemCatalog
 from common.errors import ConfigError
+from common.fileio import atomic_write_text
 from common.models.base import build_model
 from common.seeding import torch_generator
-from server.federation import RoundRecord, run_federation, wait_for_nodes
+from server.federation import RoundRecord, RunOptions, run_federation, wait_for_nodes
+from server.progress import PROGRESS_FILE, Progress
 from server.strategy import build_strategy, train_sample_size
 
 # A child of Flower's logger, so these lines reach `flwr log` under the Deployment/Simulation
@@ -41,6 +43,8 @@ def catalog_size(config: RunConfig) -> int:
     """Items in the federation catalog: from the config, or the catalog beside the merchants."""
     if config.num_items > 0:
         return config.num_items
+    if config.catalog:
+        return len(ItemCatalog.read(config.catalog))
     if config.merchants_dir:
         path = Path(config.merchants_dir).parent / RUN_CATALOG_FILE
         if path.is_file():
@@ -57,6 +61,37 @@ def _merchant_count(config: RunConfig) -> int:
     if root is None or not root.is_dir():
         return 0
     return sum(1 for p in root.iterdir() if p.is_dir())
+
+
+def _run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:
+    """Deployment extras: run name, catalog, SecAgg+, checkpoint and resume."""
+    from server.checkpoint import CHECKPOINT_FILE, check_resumable, load_checkpoint
+
+    checkpoint_path = output / CHECKPOINT_FILE
+    settings = to_run_config(run)
+    resume = None
+    if run.resume:
+        resume = load_checkpoint(checkpoint_path)
+        if resume is None:
+            raise ConfigError(
+                f"resume=true but {output} has no {CHECKPOINT_FILE}: nothing to resume. Submit "
+                "the run without --resume to start it."
+            )
+        check_resumable(resume, settings, path=checkpoint_path)
+    elif checkpoint_path.is_file():
+        raise ConfigError(
+            f"{output} already holds a run ({CHECKPOINT_FILE}); resume it with resume=true "
+            "(fedrec run --resume NAME) or choose another run name."
+        )
+    return RunOptions(
+        run_name=output.name,
+        catalog=ItemCatalog.read(run.catalog) if run.catalog else None,
+        secagg=run.secagg if run.secagg.enabled else None,
+        context=context,
+        checkpoint=checkpoint_path,
+        resume=resume,
+        settings=settings,
+    )
 
 
 def make_server_app(
@@ -77,6 +112,7 @@ def make_server_app(
             generator=torch_generator(run.federation.seed, "global-init"),
         )
         output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}").resolve()
+        options = _run_options(run, output, context)
         initial = ArrayRecord(
             torch_state_dict=OrderedDict(
                 (n, p.detach().clone()) for n, p in model.shared_parameters().items()
@@ -133,9 +169,18 @@ def make_server_app(
         output.mkdir(parents=True, exist_ok=True)
         ledger = FederationLedger(
             output / RUN_LEDGER_DIR,
-            run=str(context.run_id),
-            key_path=output / COORDINATOR_KEY_FILE,
+            run=options.run_name,
+            key_path=Path(run.coordinator_key)
+            if run.coordinator_key
+            else output / COORDINATOR_KEY_FILE,
         )
+        progress = Progress(output / PROGRESS_FILE, total=run.federation.num_rounds)
+
+        def after_round(record: RoundRecord) -> None:
+            progress.round(record)
+            if on_round is not None:
+                on_round(record)
+
         result = run_federation(
             grid,
             strategy,
@@ -144,9 +189,10 @@ def make_server_app(
             plan=RoundPlan(
                 train=run.train, privacy=run.privacy, num_rounds=run.federation.num_rounds
             ),
-            on_round=on_round,
+            on_round=after_round,
             client_dp=client_dp,
             ledger=ledger,
+            options=options,
         )
         output.mkdir(parents=True, exist_ok=True)
         torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
@@ -162,9 +208,11 @@ def make_server_app(
             "privacy": result.privacy,
             "client_privacy": result.client_privacy,
             "stopped_early": result.stopped_early,
+            "resumed_from": result.resumed_from,
             "trained_items": None if result.prior is None else len(result.prior.trained),
         }
-        (output / FEDERATION_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
+        atomic_write_text(output / FEDERATION_FILE, json.dumps(history, indent=2))
+        progress.finish(result.stopped_early)
         logger.info("federation finished; global model and history in %s", output)
 
     return app

@@ -21,6 +21,13 @@ from common.errors import DataError, DataProblem
 CATALOG_VERSION = 1
 
 
+def catalog_digest(keys: tuple[str, ...]) -> str:
+    """SHA-256 over the catalog's keys in order: what "the same catalog" means everywhere."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class EncodedItems:
     """Item keys mapped to catalog indices; ``-1`` marks keys outside the catalog."""
@@ -66,6 +73,34 @@ class ItemCatalog:
     def save(self, path: str | os.PathLike[str]) -> None:
         payload = {"version": CATALOG_VERSION, "items": list(self.keys)}
         Path(path).write_text(json.dumps(payload), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> ItemCatalog:
+        """A catalog file: fedrec's ``catalog.json``, or plain text with one item key per line."""
+        if str(path).endswith(".json"):
+            return cls.load(path)
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(
+                str(path),
+                [DataProblem(None, f"cannot read the catalog ({exc})")],
+                hint="pass a catalog.json or a UTF-8 text file with one item key per line",
+            ) from exc
+        keys = [line.strip() for line in lines]
+        seen: dict[str, int] = {}
+        problems = []
+        for number, key in enumerate(keys, start=1):
+            if not key:
+                continue
+            if key in seen:
+                problems.append(DataProblem(number, f"item {key!r} repeats line {seen[key]}"))
+            seen.setdefault(key, number)
+        if not seen:
+            problems.append(DataProblem(None, "no item keys (expected one per line)"))
+        if problems:
+            raise DataError(str(path), problems, hint="list every item key once")
+        return cls(keys=tuple(seen))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ItemCatalog:

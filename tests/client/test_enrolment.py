@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from client.enrolment import catalog_digest, encode_for_catalog, enrol
+from client.enrolment import encode_for_catalog, enrol
 from client.node_key import fingerprint, generate_node_key, load_public_key
 from client.pseudonym import load_or_create_key, pseudonymise
 from client.state import MerchantStore
-from common.data.catalog import ItemCatalog
+from common.data.catalog import ItemCatalog, catalog_digest
 from common.errors import ConfigError, DataError
 
 
