@@ -19,6 +19,7 @@ by SecAgg+'s quantiser; here it is an error, raised before anything is masked.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,13 +49,19 @@ def check_range(deltas: dict[str, np.ndarray], *, clipping_range: float) -> None
         if delta.size == 0:
             continue
         peak = float(np.max(np.abs(delta)))
-        if not np.isfinite(peak) or peak > clipping_range:
+        if not np.isfinite(peak):
+            raise SecAggRangeError(
+                f"The update of {name!r} is not finite (nan or inf); it is not sent. Lower the "
+                "learning rate."
+            )
+        if peak > clipping_range:
+            wider = 2.0 ** math.ceil(math.log2(peak))
             raise SecAggRangeError(
                 f"The update of {name!r} has a value of magnitude {peak:.4g}, outside the SecAgg+ "
                 f"quantisation range +-{clipping_range:g}; SecAgg+ would clip it silently, so "
                 "it is not sent. Raise secagg-clip-range on the coordinator (e.g. "
-                f"--set secagg-clip-range={2 ** int(np.ceil(np.log2(max(peak, 1.0)) + 1)):g}), "
-                "or lower the learning rate."
+                f"--set secagg-clip-range={wider:g}; the quantisation step grows with it), or "
+                "lower the learning rate."
             )
 
 
