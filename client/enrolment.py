@@ -42,6 +42,7 @@ from common.data.loaders import load_events
 from common.data.schema import ITEM_ID, TIMESTAMP, USER_ID, Interactions
 from common.errors import ConfigError
 from common.fileio import atomic_write_bytes, atomic_write_text
+from common.naming import check_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +78,6 @@ def read_info(state: Path) -> dict[str, object] | None:
     if not isinstance(info, dict):
         raise ConfigError(f"{path}: expected a JSON object.")
     return info
-
-
-def check_name(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ConfigError(
-            f"Merchant name {name!r} must be letters, digits, '-', '_' or '.', e.g. shop-berlin."
-        )
-    return name
 
 
 def enrol(state: Path, *, data: Path, fmt: str, name: str) -> Enrolment:

@@ -13,6 +13,7 @@ against the budget and recorded durably *before* it happens.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,7 @@ from common.privacy.records import release_record
 from common.seeding import numpy_rng, torch_generator
 
 SharedArrays = dict[str, npt.NDArray[np.float32]]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,14 @@ class Merchant:
         model.load_shared({n: torch.from_numpy(np.asarray(a)) for n, a in shared.items()})
         local = self.store.load_local()
         if local is not None:
-            model.load_local(local)
+            wanted = {n: tuple(p.shape) for n, p in model.local_parameters().items()}
+            if {n: tuple(t.shape) for n, t in local.items()} == wanted:
+                model.load_local(local)
+            else:  # another model (a new run): user parameters start afresh, at no privacy cost
+                logger.warning(
+                    "merchant %s: stored user parameters do not fit this model; they start afresh",
+                    self.name,
+                )
         return model
 
     def train(

@@ -8,7 +8,6 @@ coordinator operator, who admits it). Made with the ``cryptography`` package.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.errors import ConfigError
 from common.fileio import atomic_write_bytes
+from common.node_keys import fingerprint, load_public_key
+
+__all__ = ["check_private_key", "fingerprint", "generate_node_key", "load_public_key"]
 
 PRIVATE_KEY_FILE = "node.key"
 PUBLIC_KEY_FILE = "node.key.pub"
@@ -47,29 +49,6 @@ def generate_node_key(directory: Path, *, overwrite: bool = False) -> Path:
     return public_path
 
 
-def load_public_key(path: Path) -> bytes:
-    """An OpenSSH EC P-384 public key, checked; returns its canonical bytes."""
-    try:
-        raw = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the public key {path}: {exc.strerror}.") from exc
-    try:
-        key = serialization.load_ssh_public_key(raw)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"{path} is not an OpenSSH public key ({exc}). Pass the node.key.pub that "
-            "`fedrec merchant keygen` wrote."
-        ) from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-        raise ConfigError(
-            f"{path} holds a {type(key).__name__} key; Flower's SuperNode authentication needs "
-            "EC P-384. Make one with `fedrec merchant keygen DIR`."
-        )
-    return key.public_bytes(
-        encoding=serialization.Encoding.OpenSSH, format=serialization.PublicFormat.OpenSSH
-    )
-
-
 def check_private_key(directory: Path) -> Path:
     """The private key file in ``directory``, checked to be an EC P-384 OpenSSH key."""
     path = directory / PRIVATE_KEY_FILE
@@ -86,8 +65,3 @@ def check_private_key(directory: Path) -> Path:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
         raise ConfigError(f"{path}: Flower's SuperNode authentication needs an EC P-384 key.")
     return path
-
-
-def fingerprint(public_key: bytes) -> str:
-    """SHA-256 of the OpenSSH public key line (first 16 hex digits), for logs and admission."""
-    return hashlib.sha256(public_key.strip()).hexdigest()[:16]

@@ -3,6 +3,8 @@
     fedrec simulate  [--data FILE --format FMT] [--merchants N] [--rounds R] ...
     fedrec recommend RUN_DIR --k 10 --out recs.csv
     fedrec audit verify|epsilon ...   (simulations/audit_cli.py)
+    fedrec coordinator init|start|admit|revoke|status, fedrec run   (server/cli.py)
+    fedrec merchant keygen|join                                      (client/cli.py)
 
 Flags are parsed here, at the edge, into the frozen configs of ``common``;
 errors of kind :class:`common.errors.FedrecError` print one paragraph and exit
@@ -225,9 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_simulate(sub)
     _add_recommend(sub)
+    from client.cli import add_merchant
+    from server.cli import add_coordinator, add_run
     from simulations.audit_cli import add_audit
 
     add_audit(sub)
+    add_coordinator(sub)
+    add_run(sub)
+    add_merchant(sub)
     return parser
 
 

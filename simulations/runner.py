@@ -43,26 +43,11 @@ from common.data.partition import PartitionConfig, partition_events
 from common.data.schema import Interactions
 from common.errors import ConfigError
 from common.evaluation import EvaluationResult
+from common.flower_env import set_flower_environment
 from simulations.run_dir import staged_run_dir
 from simulations.synthetic import SyntheticSpec, generate_federation
 
 logger = logging.getLogger(__name__)
-
-FLOWER_ENV = {
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-}
-
-
-def set_flower_environment() -> None:
-    """Offline-safe Flower settings; also one OpenMP thread per worker, waiting passively."""
-    for key, value in FLOWER_ENV.items():
-        os.environ[key] = value
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 class _DropRunSimulationDeprecation(logging.Filter):

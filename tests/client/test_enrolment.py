@@ -76,7 +76,7 @@ def test_enrol_refuses_bad_files_and_another_merchants_state(tmp_path: Path) -> 
     enrol(state, data=_write_events(tmp_path / "e.csv", ROWS), fmt="csv", name="shop-a")
     with pytest.raises(ConfigError, match="belongs to merchant 'shop-a'"):
         enrol(state, data=tmp_path / "e.csv", fmt="csv", name="shop-b")
-    with pytest.raises(ConfigError, match="letters, digits"):
+    with pytest.raises(ConfigError, match="ASCII letters, digits"):
         enrol(tmp_path / "s2", data=tmp_path / "e.csv", fmt="csv", name="bad name")
 
 

@@ -1,0 +1,291 @@
+"""``fedrec merchant join``: enrol the merchant's data, check the way in, run its SuperNode.
+
+Before anything connects, the event log is validated and pseudonymised into
+the state directory (:mod:`client.enrolment`), the node key is checked, and a
+TLS handshake with the coordinator tells apart the failures Flower reports
+only as "unavailable": nobody listening, a certificate from another CA, an
+expired certificate, a certificate for another host name. Then Flower's
+SuperNode runs in the foreground (:mod:`client.supernode_main`) with the
+merchant's ``state-dir`` as node config; its log goes to
+``STATE/logs/supernode.log`` and its known failures become one sentence each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.enrolment import enrol
+from client.node_key import PUBLIC_KEY_FILE, check_private_key
+from common.errors import ConfigError, FedrecError
+from common.flower_env import FLOWER_ENV
+
+PID_FILE = "supernode.pid"
+RESTART_WINDOW = 90.0  # seconds a crashed node's old session may block re-activation
+
+
+class JoinError(FedrecError):
+    """The merchant cannot join: the coordinator is unreachable, untrusted or refuses the key."""
+
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    coordinator: str  # HOST:PORT
+    ca: Path
+    key_dir: Path
+    data: Path
+    state: Path
+    name: str
+    fmt: str = "csv"
+    port: int = 0  # the SuperNode's local ClientApp port; 0 picks a free one
+    poll: float = 0.5  # seconds between idle pulls
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--coordinator must be HOST:PORT, e.g. coordinator.example.com:9092; got {text!r}."
+        )
+    return host.strip("[]"), int(port)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def check_ca(path: Path) -> None:
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the CA certificate {path}: {exc.strerror}.") from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"{path} is not a PEM certificate; pass the ca.pem the coordinator operator gave you."
+        ) from exc
+
+
+def probe_coordinator(host: str, port: int, ca: Path, *, timeout: float = 5.0) -> None:
+    """A TLS handshake with the coordinator; each failure explained with its fix."""
+    where = f"{host}:{port}"
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise JoinError(
+            f"Cannot resolve the coordinator's host name {host!r} ({exc.strerror}); check "
+            "--coordinator."
+        ) from exc
+    except (TimeoutError, OSError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise JoinError(
+            f"Cannot reach the coordinator at {where} ({reason}). Check --coordinator and that "
+            "`fedrec coordinator start` is running there and its port is open to you."
+        ) from exc
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with raw, context.wrap_socket(raw, server_hostname=host):
+            return
+    except ssl.SSLCertVerificationError as exc:
+        code = exc.verify_code
+        if code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
+            message = (
+                f"The coordinator's TLS certificate at {where} has expired; ask the operator to "
+                "renew it (`fedrec coordinator init DIR --force-tls`) and send you the new ca.pem."
+            )
+        elif code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            message = (
+                f"The coordinator's certificate is not valid for {host!r}; dial it by a name or "
+                "address it was issued for (the operator's `--san` values)."
+            )
+        else:
+            message = (
+                f"The coordinator at {where} presented a certificate that {ca} does not vouch for "
+                f"({exc.verify_message}): the CA file is wrong or outdated. Ask the operator for "
+                "the federation's current ca.pem."
+            )
+        raise JoinError(message) from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise JoinError(
+            f"TLS with the coordinator at {where} failed ({exc}); is that address a fedrec "
+            "coordinator?"
+        ) from exc
+
+
+def supernode_command(spec: JoinSpec, *, port: int) -> list[str]:
+    node_config = f"state-dir={json.dumps(str(spec.state.resolve()))}"
+    return [
+        sys.executable,
+        "-m",
+        "client.supernode_main",
+        "--superlink",
+        spec.coordinator,
+        "--root-certificates",
+        str(spec.ca.resolve()),
+        "--auth-supernode-private-key",
+        str(check_private_key(spec.key_dir).resolve()),
+        "--node-config",
+        node_config,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+# Known SuperNode log lines -> what they mean for the merchant.
+def _not_admitted(spec: JoinSpec) -> str:
+    return (
+        f"The coordinator refused this merchant's node key ({spec.key_dir / PUBLIC_KEY_FILE}): it "
+        "is not admitted, or its admission was revoked or expired. Ask the operator to run "
+        f"`fedrec coordinator admit DIR {spec.name} {PUBLIC_KEY_FILE}` (a revoked key needs a "
+        "new one: `fedrec merchant keygen DIR --overwrite`)."
+    )
+
+
+def _previous_crash(state: Path) -> bool:
+    """True when a previous SuperNode of this state directory stopped without signing off."""
+    path = state / PID_FILE
+    if not path.is_file():
+        return False
+    try:
+        os.kill(int(path.read_text().strip()), 0)
+    except (ValueError, OSError):
+        return True
+    raise ConfigError(
+        f"A SuperNode for {state} is already running (pid {path.read_text().strip()}); one "
+        "state directory serves one node. Stop it first."
+    )
+
+
+def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
+    """Enrol, check, then run the SuperNode until stopped; returns an exit code."""
+    host, port = parse_address(spec.coordinator)
+    check_ca(spec.ca)
+    check_private_key(spec.key_dir)
+    enrolment = enrol(spec.state, data=spec.data, fmt=spec.fmt, name=spec.name)
+    say(
+        f"{spec.name}: {enrolment.events} events, {enrolment.users} users (pseudonymised with "
+        f"this merchant's key), {enrolment.items} items; state in {spec.state}"
+        + ("" if enrolment.changed else " (unchanged since the last join)")
+    )
+    probe_coordinator(host, port, spec.ca)
+    say(f"coordinator {spec.coordinator} verified against {spec.ca}")
+    crashed = _previous_crash(spec.state)
+    deadline = time.monotonic() + (RESTART_WINDOW if crashed else 0.0)
+    while True:
+        outcome = _run_supernode(spec, say=say)
+        if outcome != "not-admitted":
+            return 0 if outcome == "stopped" else 1
+        if time.monotonic() >= deadline:
+            raise JoinError(_not_admitted(spec))
+        say(
+            "the coordinator still holds this merchant's previous session (it stopped without "
+            "signing off); retrying for up to a minute and a half"
+        )
+        time.sleep(5.0)
+
+
+def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
+    """One SuperNode process: 'stopped' (by us), 'not-admitted', or raises with the reason."""
+    logs = spec.state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **FLOWER_ENV,
+        "FLWR_HOME": str((spec.state / "flwr-home").resolve()),
+        "FEDREC_SUPERNODE_POLL": str(spec.poll),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        supernode_command(spec, port=spec.port or _free_port()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        bufsize=1,
+    )
+    (spec.state / PID_FILE).write_text(str(process.pid))
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # Flower signs the node off on SIGTERM
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    verdict = ""
+    try:
+        assert process.stdout is not None
+        with (logs / "supernode.log").open("a", encoding="utf-8") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                verdict = verdict or _classify(line, spec)
+                shown = _readable(line)
+                if shown:
+                    say(shown)
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    (spec.state / PID_FILE).unlink(missing_ok=True)
+    if stopping:
+        say(f"{spec.name} left the federation")
+        return "stopped"
+    if verdict == "not-admitted":
+        return verdict
+    if verdict:
+        raise JoinError(verdict)
+    if code == 0:
+        raise JoinError(
+            "The coordinator ended this merchant's session: its key was revoked or its "
+            "admission expired. Ask the operator to admit a new key."
+        )
+    raise JoinError(f"The SuperNode exited with code {code}; see {logs / 'supernode.log'}.")
+
+
+def _classify(line: str, spec: JoinSpec) -> str:
+    if "code: 2004" in line or "Failed to activate SuperNode" in line or "code: 2001" in line:
+        return "not-admitted"
+    if "CERTIFICATE_VERIFY_FAILED" in line or "SSL/TLS handshake error" in line:
+        return (
+            f"The coordinator's certificate is not signed by {spec.ca}: ask the operator for the "
+            "federation's current ca.pem."
+        )
+    if "Giving up reconnection" in line:
+        return f"Lost the coordinator at {spec.coordinator} and gave up reconnecting."
+    return ""
+
+
+_NOISE = ("server process", "application startup", "Uvicorn running", "Waiting for application")
+
+
+def _readable(line: str) -> str:
+    """Flower's INFO/WARNING/ERROR lines without their padding; nothing else."""
+    text = line.strip()
+    if any(noise in text for noise in _NOISE):
+        return ""
+    for level in ("INFO", "WARNING", "ERROR"):
+        if text.startswith(level):
+            body = text[len(level) :].lstrip(" :")
+            return f"{level.lower()}: {body}" if level != "INFO" else body
+    return ""

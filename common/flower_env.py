@@ -1,0 +1,31 @@
+"""The environment every Flower process fedrec runs or starts gets (simulation and deployment).
+
+Offline and quiet: no runtime dependency installation (it would reach the
+network), no telemetry, no update check. Deployments also shorten Flower's
+SuperExec task poll (default 1 s) so a message starts its ClientApp sooner.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+FLOWER_ENV: Final = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+    "OMP_NUM_THREADS": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+def set_flower_environment() -> None:
+    """Apply :data:`FLOWER_ENV` to this process (children inherit it)."""
+    for key, value in FLOWER_ENV.items():
+        if key.startswith("OMP_"):
+            os.environ.setdefault(key, value)
+        else:
+            os.environ[key] = value
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
