@@ -12,17 +12,22 @@ merchant's ``state-dir`` as node config; its log goes to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import re
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from client.enrolment import enrol
 from client.node_key import PUBLIC_KEY_FILE, check_private_key
@@ -200,8 +205,31 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
         time.sleep(5.0)
 
 
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL when ``fedrec merchant join`` dies (Linux prctl)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _stop_group(process: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
 def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
-    """One SuperNode process: 'stopped' (by us), 'not-admitted', or raises with the reason."""
+    """One SuperNode process: 'stopped' (by us), 'not-admitted', or raises with the reason.
+
+    The SuperNode runs in its own process group (it starts Flower's SuperExec
+    and ClientApp processes): stopping it stops them all.
+    """
     logs = spec.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {
@@ -218,36 +246,53 @@ def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
         env=env,
         text=True,
         bufsize=1,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     (spec.state / PID_FILE).write_text(str(process.pid))
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert process.stdout is not None
+    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # Flower signs the node off on SIGTERM
+        _stop_group(process, signal.SIGTERM)  # Flower signs the node off on SIGTERM
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     verdict = ""
+    exited_at: float | None = None
     try:
-        assert process.stdout is not None
         with (logs / "supernode.log").open("a", encoding="utf-8") as log:
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                verdict = verdict or _classify(line, spec)
-                shown = _readable(line)
-                if shown:
-                    say(shown)
+            while True:
+                try:
+                    line = lines.get(timeout=0.2)
+                except queue.Empty:
+                    line = ""
+                if line is None:
+                    break
+                if line:
+                    log.write(line)
+                    log.flush()
+                    verdict = verdict or _classify(line, spec)
+                    if shown := _readable(line):
+                        say(shown)
+                if process.poll() is not None:
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > 1.0:  # its helpers may linger: stop them
+                        _stop_group(process, signal.SIGTERM)
+                        break
+                elif verdict and not stopping:
+                    _stop_group(process, signal.SIGTERM)
         code = process.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if process.poll() is None:
-            process.kill()
+            _stop_group(process, signal.SIGKILL)
             process.wait()
-    (spec.state / PID_FILE).unlink(missing_ok=True)
+        (spec.state / PID_FILE).unlink(missing_ok=True)
     if stopping:
         say(f"{spec.name} left the federation")
         return "stopped"
@@ -279,9 +324,12 @@ def _classify(line: str, spec: JoinSpec) -> str:
 _NOISE = ("server process", "application startup", "Uvicorn running", "Waiting for application")
 
 
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _readable(line: str) -> str:
-    """Flower's INFO/WARNING/ERROR lines without their padding; nothing else."""
-    text = line.strip()
+    """Flower's INFO/WARNING/ERROR lines without colour codes and padding; nothing else."""
+    text = _COLOUR.sub("", line).strip()
     if any(noise in text for noise in _NOISE):
         return ""
     for level in ("INFO", "WARNING", "ERROR"):

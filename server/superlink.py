@@ -204,7 +204,6 @@ def run_coordinator(
     directory.logs.mkdir(parents=True, exist_ok=True)
     directory.database.parent.mkdir(parents=True, exist_ok=True)
     log_path = directory.logs / "superlink.log"
-    admissions = load_admissions(directory)
     with log_path.open("ab") as log:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"\n--- fedrec coordinator start {stamp}Z ---\n".encode())
@@ -214,8 +213,7 @@ def run_coordinator(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=flower_environment(directory.root / "flwr-home-superlink"),
-            start_new_session=True,
-        )
+        )  # same process group: whatever stops the coordinator stops the SuperLink too
     directory.pid_file.write_text(str(os.getpid()))
     stopping = False
 
@@ -227,10 +225,11 @@ def run_coordinator(
     try:
         wait_until_serving(directory, process, start_timeout)
         cli = control(directory)
+        reconcile(directory, cli, say=say)  # admissions first: merchants may dial at once
+        admitted = sum(a.status == REGISTERED for a in load_admissions(directory).values())
         say(
             f"coordinator serving on {settings.host}:{settings.port} (TLS; certificate for "
-            f"{', '.join(settings.sans)}; SuperNode authentication on); "
-            f"{sum(a.status in (PENDING, REGISTERED) for a in admissions.values())} merchant(s) "
+            f"{', '.join(settings.sans)}; SuperNode authentication on); {admitted} merchant(s) "
             f"admitted; log: {log_path}"
         )
         say(
@@ -238,7 +237,6 @@ def run_coordinator(
             "on this same port without account authentication: expose the port only to "
             "your merchants (firewall). fedrec unregisters nodes it did not admit every minute."
         )
-        reconcile(directory, cli, say=say)
         if on_ready is not None:
             on_ready(cli)
         next_check = time.monotonic() + CHECK_EVERY

@@ -1,0 +1,167 @@
+"""End to end on 127.0.0.1: coordinator + 3 merchants as real processes, TLS and node keys.
+
+One federation serves the module: a private run, the same run under SecAgg+
+(from the same merchant states, so the two aggregates must agree within the
+quantisation error), clear refusals for an unadmitted key, a wrong CA, an
+unreachable coordinator and a missing file, and finally a revocation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from common.privacy.ledger import Entry, read_ledger
+from common.privacy.verify import verify_path
+from tests.e2e.federation import Federation, free_port
+
+pytestmark = pytest.mark.e2e
+
+MERCHANTS = ["shop-a", "shop-b", "shop-c"]
+RUN_ARGS = ("--rounds", "2", "--epsilon", "3", "--min-nodes", "3", "--round-timeout", "120")
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    fed = Federation(root=tmp_path_factory.mktemp("fed"), merchants=MERCHANTS)
+    try:
+        fed.init()
+        fed.start_coordinator()
+        for name in MERCHANTS:
+            fed.join(name)
+        for name in MERCHANTS:
+            fed.wait_for_log(name, "Starting Flower SuperNode", timeout=60)
+        for name in MERCHANTS:  # enrolled, nothing trained yet: keep a copy for the SecAgg+ run
+            shutil.copytree(fed.state(name), fed.root / "snapshot" / name, ignore=_runtime)
+        yield fed
+    finally:
+        fed.close()
+
+
+def _runtime(directory, names):
+    return [n for n in names if n in ("logs", "flwr-home", "supernode.pid")]
+
+
+@pytest.fixture(scope="module")
+def private_run(federation):
+    done = federation.run("private", *RUN_ARGS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return federation.coord / "runs" / "private", done.stdout
+
+
+def test_a_private_run_over_tls_writes_results_and_signed_ledgers(federation, private_run):
+    run_dir, output = private_run
+    assert "round 2/2" in output and "finished" in output
+    for name in ("global_model.pt", "federation.json", "item_prior.npz", "checkpoint.npz"):
+        assert (run_dir / name).is_file(), name
+    history = json.loads((run_dir / "federation.json").read_text())
+    assert [sorted(r["train"]) for r in history["rounds"]] == [MERCHANTS, MERCHANTS]
+    assert sorted(history["rounds"][-1]["evaluate"]) == MERCHANTS
+    for name in MERCHANTS:
+        privacy = history["privacy"][name]
+        assert 0 < privacy["dp-epsilon"] <= 3.0 * 1.0001 and privacy["privacy-unit"] == "user"
+    verdict = verify_path(run_dir)
+    assert verdict.ok, [p.render() for p in verdict.problems]
+    fed_entries = read_ledger(run_dir / "ledger" / "federation.jsonl").entries
+    for name in MERCHANTS:
+        own = read_ledger(federation.state(name) / "ledger.jsonl").entries
+        assert verify_path(federation.state(name)).ok
+        commits = [e.body for e in own if e.kind == "commit"]
+        assert [c["release"] for c in commits] == ["item-counts", "dp-sgd", "dp-sgd"]
+        assert all(c["run"] == "private" and c["secagg"] is False for c in commits)
+        # The coordinator holds exactly the merchant's chain: nothing lost, nothing twice.
+        held = [
+            Entry.from_json(e).hash
+            for entry in fed_entries
+            if entry.kind == "merchant-entries" and entry.body["merchant"] == name
+            for e in entry.body["entries"]
+        ]
+        assert held == [e.hash for e in own]
+    # Raw user IDs never reach the merchant's state: only keyed pseudonyms.
+    raw_user = (federation.root / "shop-a.csv").read_text().splitlines()[1].split(",")[0]
+    assert raw_user.encode() not in (federation.state("shop-a") / "events.parquet").read_bytes()
+
+
+def test_the_secagg_aggregate_equals_the_plain_one(federation, private_run):
+    plain_dir, _ = private_run
+    for name in MERCHANTS:  # the same merchants, from the same state, under SecAgg+
+        federation.stop(name)
+        noise_key = (federation.state(name) / "noise.key").read_bytes()
+        shutil.rmtree(federation.state(name))
+        shutil.copytree(federation.root / "snapshot" / name, federation.state(name))
+        (federation.state(name) / "noise.key").write_bytes(noise_key)
+    for name in MERCHANTS:
+        federation.join(name)
+    done = federation.run("secure", *RUN_ARGS, "--secagg")
+    assert done.returncode == 0, done.stdout + done.stderr
+    plain = torch.load(plain_dir / "global_model.pt")
+    secure = torch.load(federation.coord / "runs" / "secure" / "global_model.pt")
+    assert set(plain) == set(secure) and "item_embedding.weight" in plain
+    # Two rounds of SecAgg+ quantisation (step 2 x 8 / 2^22 = 3.8e-6, unbiased rounding).
+    worst = max(float((plain[n] - secure[n]).abs().max()) for n in plain)
+    assert worst < 2e-5, worst
+    assert max(float(plain[n].abs().max()) for n in plain) > 1e-3
+    commits = [
+        e.body
+        for e in read_ledger(federation.state("shop-b") / "ledger.jsonl").entries
+        if e.kind == "commit" and e.body["release"] == "dp-sgd"
+    ]
+    assert [c["secagg"] for c in commits] == [True, True]
+
+
+def _join_once(federation, name, **overrides):
+    args = {
+        "--coordinator": federation.address,
+        "--ca": str(federation.coord / "tls" / "ca.pem"),
+        "--key": str(federation.root / "keys" / MERCHANTS[0]),
+        "--data": str(federation.root / f"{MERCHANTS[0]}.csv"),
+        "--state": str(federation.root / "state" / name),
+        "--name": name,
+        **overrides,
+    }
+    flat = [x for pair in args.items() for x in pair]
+    return federation.fedrec("merchant", "join", *flat, timeout=90)
+
+
+def test_an_unadmitted_key_wrong_ca_unreachable_coordinator_and_missing_data_are_explained(
+    federation, private_run
+):
+    stranger = federation.root / "keys" / "stranger"
+    assert federation.fedrec("merchant", "keygen", str(stranger)).returncode == 0
+    refused = _join_once(federation, "stranger", **{"--key": str(stranger)})
+    assert refused.returncode == 7
+    assert "refused this merchant's node key" in refused.stderr
+    assert "fedrec coordinator admit DIR stranger node.key.pub" in refused.stderr
+
+    other = federation.root / "other-coord"
+    made = federation.fedrec("coordinator", "init", str(other), "--san", "127.0.0.1")
+    assert made.returncode == 0
+    wrong_ca = _join_once(federation, "wrong-ca", **{"--ca": str(other / "tls" / "ca.pem")})
+    assert wrong_ca.returncode == 7
+    assert "does not vouch for" in wrong_ca.stderr and "ca.pem" in wrong_ca.stderr
+
+    nobody = _join_once(federation, "nobody", **{"--coordinator": f"127.0.0.1:{free_port()}"})
+    assert nobody.returncode == 7
+    assert "Cannot reach the coordinator" in nobody.stderr
+
+    missing = _join_once(federation, "missing", **{"--data": str(federation.root / "nope.csv")})
+    assert missing.returncode == 3
+    assert "nope.csv" in missing.stderr and "file not found" in missing.stderr
+    assert not (federation.root / "state" / "missing").exists()  # nothing half-written
+
+
+def test_a_revoked_merchant_is_sent_away_with_a_reason(federation, private_run):
+    revoked = federation.fedrec("coordinator", "revoke", str(federation.coord), "shop-c")
+    assert revoked.returncode == 0, revoked.stderr
+    process = federation.processes["shop-c"]
+    process.wait(timeout=60)
+    assert process.returncode == 7
+    assert "ended this merchant's session" in federation.tail("shop-c")
+    again = federation.fedrec(
+        "coordinator", "admit", str(federation.coord), "shop-c",
+        str(federation.root / "keys" / "shop-c" / "node.key.pub"),
+    )  # fmt: skip
+    assert again.returncode == 2 and "never registers a key twice" in again.stderr
