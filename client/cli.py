@@ -28,6 +28,11 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     join.add_argument("--state", required=True, type=Path, metavar="DIR", help="durable state")
     join.add_argument("--name", help="merchant name (default: the state directory's name)")
     join.add_argument("--poll", type=float, default=0.5, help="idle poll seconds (0.5)")
+    join.add_argument(
+        "--no-warm-start",
+        action="store_true",
+        help="start each ClientApp process cold (Flower's default; seconds slower per message)",
+    )
     join.set_defaults(handler=_join)
 
 
@@ -58,5 +63,6 @@ def _join(args: argparse.Namespace) -> int:
         name=name,
         fmt=args.format,
         poll=args.poll,
+        warm=not args.no_warm_start,
     )
     return join(spec, say=_say)

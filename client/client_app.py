@@ -25,6 +25,8 @@ from common.constants import (
     CATALOG_DIGEST_FIELD,
     CATALOG_ITEMS_FIELD,
     CATALOG_KEY,
+    CLIENT_SECONDS,
+    CLIENT_STARTUP,
     CONFIG_KEY,
     DP_ACCOUNTANT_FIELD,
     DP_CLIP,
@@ -162,6 +164,21 @@ def _reply(
     return Message(content=content, reply_to=message)
 
 
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; -1 elsewhere): its start-up cost."""
+    import os
+    import time
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            started_ticks = float(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as handle:
+            boot = next(float(x.split()[1]) for x in handle if x.startswith("btime"))
+        return time.time() - (boot + started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return -1.0
+
+
 def _run_name(record: ConfigRecord, context: Context) -> str:
     """The run's name in ledger entries: the coordinator's (stable across a resume) or Flower's."""
     name = record.get(RUN_NAME_FIELD)
@@ -191,6 +208,9 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
+        import time
+
+        entered, age = time.perf_counter(), _process_age()
         run = settings(context)
         merchant = _resolve_merchant(run, context)
         record = message.content.config_records[CONFIG_KEY]
@@ -218,6 +238,8 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             WEIGHT_KEY: outcome.num_examples,
             TRAIN_STEPS: outcome.stats.steps,
             TRAIN_SECONDS: outcome.stats.seconds,
+            CLIENT_STARTUP: age,
+            CLIENT_SECONDS: time.perf_counter() - entered,
         }
         if outcome.privacy is None:  # data-dependent figures are released only without DP
             metrics[TRAIN_LOSS] = outcome.stats.loss

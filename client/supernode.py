@@ -31,11 +31,13 @@ from typing import IO
 
 from client.enrolment import enrol
 from client.node_key import PUBLIC_KEY_FILE, check_private_key
+from client.warm_start import SOCKET_FILE, write_launcher
 from common.errors import ConfigError, FedrecError
 from common.flower_env import FLOWER_ENV
 
 PID_FILE = "supernode.pid"
 RESTART_WINDOW = 90.0  # seconds a crashed node's old session may block re-activation
+SERVED_AFTER = 15.0  # a SuperNode that ran this long had been admitted
 
 
 class JoinError(FedrecError):
@@ -55,6 +57,7 @@ class JoinSpec:
     fmt: str = "csv"
     port: int = 0  # the SuperNode's local ClientApp port; 0 picks a free one
     poll: float = 0.5  # seconds between idle pulls
+    warm: bool = True  # fork ClientApp processes from a pre-imported one (client/warm_start.py)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -190,16 +193,65 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
     )
     probe_coordinator(host, port, spec.ca)
     say(f"coordinator {spec.coordinator} verified against {spec.ca}")
-    crashed = _previous_crash(spec.state)
-    deadline = time.monotonic() + (RESTART_WINDOW if crashed else 0.0)
+    zygote = _start_zygote(spec) if spec.warm else None
+    try:
+        return _serve(spec, say=say)
+    finally:
+        if zygote is not None:
+            _stop_group(zygote, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                zygote.wait(timeout=5)
+            (spec.state / SOCKET_FILE).unlink(missing_ok=True)
+
+
+def _environment(spec: JoinSpec) -> dict[str, str]:
+    env = {
+        **os.environ,
+        **FLOWER_ENV,
+        "FLWR_HOME": str((spec.state / "flwr-home").resolve()),
+        "FEDREC_SUPERNODE_POLL": str(spec.poll),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if spec.warm:
+        env["PATH"] = str(write_launcher(spec.state)) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _start_zygote(spec: JoinSpec) -> subprocess.Popen[str]:
+    logs = spec.state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "warm.log").open("a", encoding="utf-8") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "client.warm_start", str(spec.state.resolve())],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_environment(spec),
+            text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def _serve(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
+    # Flower re-activates a node only once the coordinator has marked its previous session
+    # offline (about a minute without heartbeats): after a crash of this merchant, or a
+    # restart of the coordinator, a refusal is retried for a while; a first refusal is final.
+    deadline = time.monotonic() + (RESTART_WINDOW if _previous_crash(spec.state) else 0.0)
     while True:
+        started = time.monotonic()
         outcome = _run_supernode(spec, say=say)
-        if outcome != "not-admitted":
-            return 0 if outcome == "stopped" else 1
+        if outcome == "stopped":
+            return 0
+        if outcome == "lost":  # the coordinator went away (a restart?): keep trying, as a daemon
+            say(f"the coordinator at {spec.coordinator} is unreachable; retrying in 10 s")
+            time.sleep(10.0)
+            continue
+        if time.monotonic() - started > SERVED_AFTER:  # it was in: the coordinator restarted
+            deadline = time.monotonic() + RESTART_WINDOW
         if time.monotonic() >= deadline:
             raise JoinError(_not_admitted(spec))
         say(
-            "the coordinator still holds this merchant's previous session (it stopped without "
+            "the coordinator still holds this merchant's previous session (it ended without "
             "signing off); retrying for up to a minute and a half"
         )
         time.sleep(5.0)
@@ -225,20 +277,15 @@ def _stop_group(process: subprocess.Popen[str], sig: int) -> None:
 
 
 def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
-    """One SuperNode process: 'stopped' (by us), 'not-admitted', or raises with the reason.
+    """One SuperNode process: 'stopped' (by us), 'not-admitted', 'lost' (the coordinator went
+    away), or raises with the reason.
 
     The SuperNode runs in its own process group (it starts Flower's SuperExec
     and ClientApp processes): stopping it stops them all.
     """
     logs = spec.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        **FLOWER_ENV,
-        "FLWR_HOME": str((spec.state / "flwr-home").resolve()),
-        "FEDREC_SUPERNODE_POLL": str(spec.poll),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = _environment(spec)
     process = subprocess.Popen(
         supernode_command(spec, port=spec.port or _free_port()),
         stdout=subprocess.PIPE,
@@ -296,7 +343,7 @@ def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
     if stopping:
         say(f"{spec.name} left the federation")
         return "stopped"
-    if verdict == "not-admitted":
+    if verdict in ("not-admitted", "lost"):
         return verdict
     if verdict:
         raise JoinError(verdict)
@@ -317,7 +364,7 @@ def _classify(line: str, spec: JoinSpec) -> str:
             "federation's current ca.pem."
         )
     if "Giving up reconnection" in line:
-        return f"Lost the coordinator at {spec.coordinator} and gave up reconnecting."
+        return "lost"
     return ""
 
 

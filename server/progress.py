@@ -18,11 +18,12 @@ PROGRESS_FILE = "progress.json"
 
 
 class Progress:
-    def __init__(self, path: Path, *, total: int) -> None:
+    def __init__(self, path: Path, *, total: int, done: int = 0) -> None:
         self.path = path
         self.state: dict[str, Any] = {
             "total": total,
-            "rounds": 0,
+            "rounds": done,
+            "resumed_from": done,
             "status": "running",
             "started": time.time(),
             "last": {},
@@ -52,6 +53,11 @@ class Progress:
     def finish(self, stopped_early: str) -> None:
         self.state["status"] = "finished"
         self.state["stopped_early"] = stopped_early
+        self._write()
+
+    def fail(self, reason: str) -> None:
+        self.state["status"] = "failed"
+        self.state["error"] = reason
         self._write()
 
 

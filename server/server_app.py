@@ -174,26 +174,34 @@ def make_server_app(
             if run.coordinator_key
             else output / COORDINATOR_KEY_FILE,
         )
-        progress = Progress(output / PROGRESS_FILE, total=run.federation.num_rounds)
+        progress = Progress(
+            output / PROGRESS_FILE,
+            total=run.federation.num_rounds,
+            done=options.resume.completed_round if options.resume else 0,
+        )
 
         def after_round(record: RoundRecord) -> None:
             progress.round(record)
             if on_round is not None:
                 on_round(record)
 
-        result = run_federation(
-            grid,
-            strategy,
-            initial,
-            federation=run.federation,
-            plan=RoundPlan(
-                train=run.train, privacy=run.privacy, num_rounds=run.federation.num_rounds
-            ),
-            on_round=after_round,
-            client_dp=client_dp,
-            ledger=ledger,
-            options=options,
-        )
+        try:
+            result = run_federation(
+                grid,
+                strategy,
+                initial,
+                federation=run.federation,
+                plan=RoundPlan(
+                    train=run.train, privacy=run.privacy, num_rounds=run.federation.num_rounds
+                ),
+                on_round=after_round,
+                client_dp=client_dp,
+                ledger=ledger,
+                options=options,
+            )
+        except Exception as error:
+            progress.fail(str(error))
+            raise
         output.mkdir(parents=True, exist_ok=True)
         torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
         if result.prior is not None:

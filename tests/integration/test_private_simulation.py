@@ -36,6 +36,8 @@ DP_METRICS = {
     "num-examples",
     "train-steps",
     "train-seconds",
+    "client-seconds",
+    "client-startup-seconds",
     "dp-clipped-fraction",
     "dp-epsilon",
     "dp-delta",

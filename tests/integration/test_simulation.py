@@ -24,6 +24,8 @@ ALLOWED_METRICS = {
     "train-steps",
     "train-users",
     "train-seconds",
+    "client-seconds",
+    "client-startup-seconds",
     "eval-users",
     "eval-seconds",
     "auc",
