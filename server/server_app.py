@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,7 @@ def _run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:
         checkpoint=checkpoint_path,
         resume=resume,
         settings=settings,
+        poll=float(os.environ.get("FEDREC_GRID_POLL", "0.1")),  # seconds between reply pulls
     )
 
 

@@ -126,14 +126,14 @@ class Federation:
         self.wait_for_log("coordinator", "coordinator serving on", timeout=60, after=before)
 
     # --- merchants --------------------------------------------------------------------------
-    def join(self, name: str, *, ca: Path | None = None, key: Path | None = None) -> None:
+    def join(self, name: str, *extra: str, ca: Path | None = None, key: Path | None = None) -> None:
         self.spawn(
             name,
             "merchant", "join", "--coordinator", self.address,
             "--ca", str(ca or self.coord / "tls" / "ca.pem"),
             "--key", str(key or self.root / "keys" / name),
             "--data", str(self.root / f"{name}.csv"),
-            "--state", str(self.state(name)), "--name", name,
+            "--state", str(self.state(name)), "--name", name, *extra,
         )  # fmt: skip
 
     def kill(self, label: str) -> None:
