@@ -228,7 +228,6 @@ def _start_zygote(spec: JoinSpec) -> subprocess.Popen[str]:
             env=_environment(spec),
             text=True,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
 
 
@@ -255,14 +254,6 @@ def _serve(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
             "signing off); retrying for up to a minute and a half"
         )
         time.sleep(5.0)
-
-
-def _die_with_parent() -> None:
-    """In the child: receive SIGKILL when ``fedrec merchant join`` dies (Linux prctl)."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
@@ -294,7 +285,6 @@ def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
         text=True,
         bufsize=1,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
     )
     (spec.state / PID_FILE).write_text(str(process.pid))
     lines: queue.Queue[str | None] = queue.Queue()

@@ -30,7 +30,23 @@ def _shorten_idle_poll(limit: float) -> bool:
     return True
 
 
+def watch_parent(interval: float = 0.5) -> None:
+    """End this process (cleanly: Flower signs the node off) when ``fedrec merchant join`` dies."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="fedrec-parent-watch").start()
+
+
 def main() -> int:
+    watch_parent()
     limit = float(os.environ.get("FEDREC_SUPERNODE_POLL", "0.5"))
     if not _shorten_idle_poll(limit):
         print("fedrec: could not shorten the SuperNode's idle poll; using Flower's 3 s", flush=True)

@@ -116,6 +116,8 @@ def serve(state: Path) -> None:
     for module in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # imports install handlers: the zygote just ends
+        signal.signal(sig, signal.SIG_DFL)
     path = state.resolve() / SOCKET_FILE
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -126,8 +128,9 @@ def serve(state: Path) -> None:
         os.umask(old_umask)
     server.listen(32)
     waiting: dict[int, socket.socket] = {}
+    parent = os.getppid()
     print("warm ClientApp process ready", flush=True)
-    while True:
+    while os.getppid() == parent:  # ``fedrec merchant join`` is alive
         readable, _, _ = select.select([server], [], [], 0.05)
         if readable:
             conn, _ = server.accept()
@@ -161,6 +164,7 @@ def serve(state: Path) -> None:
                 with contextlib.suppress(OSError):
                     done.sendall(struct.pack("!i", os.waitstatus_to_exitcode(status)))
                 done.close()
+    path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
