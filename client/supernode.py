@@ -33,7 +33,7 @@ from client.enrolment import enrol
 from client.node_key import PUBLIC_KEY_FILE, check_private_key
 from client.warm_start import SOCKET_FILE, write_launcher
 from common.errors import ConfigError, FedrecError
-from common.flower_env import FLOWER_ENV
+from common.flower_env import FLOWER_ENV, with_flower_commands
 
 PID_FILE = "supernode.pid"
 RESTART_WINDOW = 90.0  # seconds a crashed node's old session may block re-activation
@@ -205,13 +205,15 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
 
 
 def _environment(spec: JoinSpec) -> dict[str, str]:
-    env = {
-        **os.environ,
-        **FLOWER_ENV,
-        "FLWR_HOME": str((spec.state / "flwr-home").resolve()),
-        "FEDREC_SUPERNODE_POLL": str(spec.poll),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = with_flower_commands(
+        {
+            **os.environ,
+            **FLOWER_ENV,
+            "FLWR_HOME": str((spec.state / "flwr-home").resolve()),
+            "FEDREC_SUPERNODE_POLL": str(spec.poll),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if spec.warm:
         env["PATH"] = str(write_launcher(spec.state)) + os.pathsep + env.get("PATH", "")
     return env

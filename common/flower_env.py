@@ -21,6 +21,20 @@ FLOWER_ENV: Final = {
 }
 
 
+def with_flower_commands(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this Python's scripts directory first on ``PATH``.
+
+    Flower's SuperLink and SuperNode start ``flower-superexec``, ``flwr-serverapp``
+    and ``flwr-clientapp`` by name; without an activated virtual environment they
+    would not be found (or another installation's would be).
+    """
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(sys.executable).parent)
+    return {**env, "PATH": scripts + os.pathsep + env.get("PATH", "")}
+
+
 def set_flower_environment() -> None:
     """Apply :data:`FLOWER_ENV` to this process (children inherit it)."""
     for key, value in FLOWER_ENV.items():

@@ -30,9 +30,9 @@ class ControlError(FedrecError):
 
 def flower_environment(home: Path) -> dict[str, str]:
     """The environment every Flower process fedrec starts gets: offline, quiet, fast polling."""
-    from common.flower_env import FLOWER_ENV
+    from common.flower_env import FLOWER_ENV, with_flower_commands
 
-    return {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home)}
+    return with_flower_commands({**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home)})
 
 
 def _flwr() -> str:
