@@ -144,6 +144,17 @@ def _split(replies: Iterable[Message]) -> tuple[list[Message], list[str]]:
     return ok, failed
 
 
+def _silent(
+    sent: Iterable[Message], replies: Iterable[Message], names: dict[int, str]
+) -> list[str]:
+    """Who was asked and never answered (a dead or disconnected merchant), by name if known."""
+    answered = {r.metadata.src_node_id for r in replies}
+    return [
+        f"{names.get(node, f'node-{node}')}: no reply within the round timeout"
+        for node in sorted({m.metadata.dst_node_id for m in sent} - answered)
+    ]
+
+
 def _metrics(message: Message) -> dict[str, float]:
     record = message.content.metric_records[METRICS_KEY]
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
@@ -400,14 +411,14 @@ def run_federation(
             replies, failed = _split(outcome.replies)
             failed += outcome.failures
         else:
-            replies, failed = _split(
-                send_and_receive(
-                    grid,
-                    instruct(_with_prior(messages, result.prior)),
-                    timeout=federation.round_timeout,
-                    poll=poll,
-                )
+            received = send_and_receive(
+                grid,
+                instruct(_with_prior(messages, result.prior)),
+                timeout=federation.round_timeout,
+                poll=poll,
             )
+            replies, failed = _split(received)
+            failed += _silent(messages, received, names)
         if ledger is not None:
             ledger.record(replies, server_round=server_round, phase="train")
         record.failures += failed

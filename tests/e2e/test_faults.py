@@ -74,6 +74,7 @@ def test_the_round_completes_without_the_dead_merchant_within_the_timeout(surviv
     rounds = {r["round"]: r for r in history["rounds"]}
     assert sorted(rounds) == [1, 2, 3, 4]
     assert sorted(rounds[2]["train"]) == ["shop-a", "shop-b"]
+    assert rounds[2]["failures"] == ["shop-c: no reply within the round timeout"]
     assert rounds[2]["seconds"] <= TIMEOUT + 10 and round2_wait <= TIMEOUT + 30
     assert history["resumed_from"] == 2
 
