@@ -1,0 +1,67 @@
+"""The coordinator's checkpoint: an atomic round trip, and no resume under other settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from common.models.prior import ItemPrior
+from server.checkpoint import (
+    Checkpoint,
+    check_resumable,
+    load_checkpoint,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
+
+
+class _Adam:  # the attributes Flower's FedOpt family keeps
+    def __init__(self) -> None:
+        self.m_t: dict[str, np.ndarray] | None = None
+        self.v_t: dict[str, np.ndarray] | None = None
+
+
+def test_a_checkpoint_round_trips_model_strategy_prior_and_history(tmp_path):
+    adam = _Adam()
+    adam.m_t = {"item.weight": np.full((2, 3), 0.5)}
+    adam.v_t = {"item.weight": np.full((2, 3), 0.25)}
+    saved = Checkpoint(
+        run_name="spring",
+        completed_round=3,
+        config={"num-server-rounds": 5, "secagg": True},
+        arrays={"item.weight": np.arange(6, dtype=np.float32).reshape(2, 3)},
+        strategy=strategy_state(adam),
+        prior=ItemPrior(counts=np.array([3.0, 1.5]), trained=np.array([0], dtype=np.int64)),
+        rounds=[{"round": 1, "seconds": 1.0}],
+        privacy={"shop-a": {"dp-epsilon": 1.2}},
+        exhausted=["shop-b"],
+    )
+    save_checkpoint(tmp_path / "checkpoint.npz", saved)
+    loaded = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert loaded is not None and loaded.completed_round == 3 and loaded.run_name == "spring"
+    np.testing.assert_array_equal(loaded.arrays["item.weight"], saved.arrays["item.weight"])
+    assert loaded.prior is not None and loaded.prior.trained.tolist() == [0]
+    assert (loaded.exhausted, loaded.rounds, loaded.privacy) == (
+        ["shop-b"],
+        saved.rounds,
+        saved.privacy,
+    )
+    fresh = _Adam()
+    restore_strategy_state(fresh, loaded.strategy)
+    np.testing.assert_array_equal(fresh.v_t["item.weight"], adam.v_t["item.weight"])
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temporary left
+    assert load_checkpoint(tmp_path / "absent.npz") is None
+
+
+def test_resuming_under_other_settings_is_refused_and_a_damaged_file_is_named(tmp_path):
+    saved = Checkpoint(
+        run_name="r", completed_round=1, config={"seed": 0, "resume": False}, arrays={}
+    )
+    check_resumable(saved, {"seed": 0, "resume": True}, path=tmp_path)  # resume itself may differ
+    with pytest.raises(ConfigError, match="seed: 0 -> 1"):
+        check_resumable(saved, {"seed": 1, "resume": True}, path=tmp_path)
+    (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="unreadable"):
+        load_checkpoint(tmp_path / "checkpoint.npz")
