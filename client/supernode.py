@@ -194,14 +194,24 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
     probe_coordinator(host, port, spec.ca)
     say(f"coordinator {spec.coordinator} verified against {spec.ca}")
     zygote = _start_zygote(spec) if spec.warm else None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up below, even mid-retry
     try:
         return _serve(spec, say=say)
+    except KeyboardInterrupt:
+        say(f"{spec.name} left the federation")
+        return 0
     finally:
-        if zygote is not None:
+        if zygote is not None:  # it and every ClientApp it forked (one process group)
             _stop_group(zygote, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 zygote.wait(timeout=5)
+            _stop_group(zygote, signal.SIGKILL)
             (spec.state / SOCKET_FILE).unlink(missing_ok=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _environment(spec: JoinSpec) -> dict[str, str]:

@@ -165,6 +165,10 @@ def serve(state: Path) -> None:
                     done.sendall(struct.pack("!i", os.waitstatus_to_exitcode(status)))
                 done.close()
     path.unlink(missing_ok=True)
+    # The merchant process is gone: so must every ClientApp forked from here (they share this
+    # process group; a Flower ClientApp whose SuperNode vanished can otherwise wait forever).
+    if os.getpgid(0) == os.getpid():  # only ever our own group (join starts us as its leader)
+        os.killpg(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":
