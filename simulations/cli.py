@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_recommend(sub)
     from client.cli import add_merchant
+    from client.serving.cli import add_serve
     from server.cli import add_coordinator, add_run
     from simulations.audit_cli import add_audit
 
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_coordinator(sub)
     add_run(sub)
     add_merchant(sub)
+    add_serve(sub)
     return parser
 
 
