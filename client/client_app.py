@@ -7,6 +7,7 @@ name (``merchant``). User parameters stay in the merchant's state directory.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ from common.errors import ConfigError
 from common.models.prior import ItemPrior
 from common.privacy.accountant import PrivacyBudgetExceeded
 from common.privacy.ledger import update_digest
+
+logger = logging.getLogger(__name__)
 
 PARTITION_ID = "partition-id"
 STATE_DIR = "state-dir"  # node config of a deployed merchant (``fedrec merchant join --state``)
@@ -193,6 +196,32 @@ def _torch_record(arrays: dict[str, object]) -> ArrayRecord:
         torch_state_dict=OrderedDict(
             (name, torch.from_numpy(np.ascontiguousarray(array))) for name, array in arrays.items()
         )
+    )
+
+
+def _publish_for_serving(
+    state: Path, message: Message, context: Context, plan: ConfigRecord
+) -> None:
+    """Publish the received global model to ``STATE/models`` (atomically; serve hot-reloads it)."""
+    from client.serving.model_dir import publish
+    from common.constants import MERCHANT_CATALOG_FILE, MERCHANT_MODELS_DIR
+    from common.data.catalog import ItemCatalog
+
+    catalog_path = state / MERCHANT_CATALOG_FILE
+    if not catalog_path.is_file():
+        logger.warning(
+            "no %s in %s; the global model is not kept for serving", MERCHANT_CATALOG_FILE, state
+        )
+        return
+    record = message.content.array_records[ARRAYS_KEY]
+    run_name = _run_name(plan, context) or "run"
+    publish(
+        state / MERCHANT_MODELS_DIR,
+        settings=dict(context.run_config),
+        shared=dict(record.to_torch_state_dict()),
+        catalog=ItemCatalog.load(catalog_path),
+        prior=_prior_from(message),
+        label=f"{run_name}-round-{_int(plan, 'server-round'):04d}",
     )
 
 
@@ -327,6 +356,9 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             prior=_prior_from(message),
             refit=round_plan_from_record(dict(plan)).train,
         )
+        state = context.node_config.get(STATE_DIR)
+        if state:  # a deployed merchant keeps the model it evaluated, for `fedrec serve`
+            _publish_for_serving(Path(str(state)), message, context, plan)
         metrics: dict[str, float] = dict(result.means)
         metrics[WEIGHT_KEY] = result.num_users
         metrics[EVAL_USERS] = result.num_users

@@ -29,6 +29,7 @@ import pandas as pd
 from client.pseudonym import load_or_create_key, pseudonymise
 from common.constants import (
     MERCHANT_CATALOG_DIGEST_FILE,
+    MERCHANT_CATALOG_FILE,
     MERCHANT_DATA_FILE,
     MERCHANT_EVENTS_FILE,
     MERCHANT_INFO_FILE,
@@ -152,6 +153,9 @@ class Encoding:
 def encode_for_catalog(state: Path, catalog: ItemCatalog, *, digest: str) -> Encoding:
     """Encode the pseudonymised log through ``catalog`` (once per catalog) into training data."""
     marker = state / MERCHANT_CATALOG_DIGEST_FILE
+    atomic_write_text(
+        state / MERCHANT_CATALOG_FILE, json.dumps({"version": 1, "items": list(catalog.keys)})
+    )
     if marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest:
         return Encoding(users=-1, unknown_events=-1, reused=True)
     path = state / MERCHANT_EVENTS_FILE

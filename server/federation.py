@@ -201,6 +201,39 @@ def _config(plan: RoundPlan, options: RunOptions, **extra: Any) -> dict[str, Any
     return record
 
 
+def _admit_late_joiners(
+    grid: Grid,
+    messages: list[Message],
+    nodes: tuple[set[int], set[int]],
+    names: dict[int, str],
+    catalog: ItemCatalog,
+    *,
+    federation: FederationConfig,
+    poll: float,
+) -> list[Message]:
+    """A merchant that connects mid-run (new, or back after a restart) gets the catalog first.
+
+    It then trains from the current global model like everyone else. A node is
+    asked once; one that does not confirm is left out of every round (it would
+    otherwise hold each round up to its timeout). ``nodes`` is ``(ready, asked)``.
+    """
+    ready, asked = nodes
+    fresh = [m.metadata.dst_node_id for m in messages if m.metadata.dst_node_id not in asked]
+    asked.update(fresh)
+    if not fresh:
+        return [m for m in messages if m.metadata.dst_node_id in ready]
+    try:
+        confirmed = send_catalog(grid, fresh, catalog, timeout=federation.round_timeout, poll=poll)
+    except FederationError as error:
+        logger.warning("late merchant(s) left out of this round: %s", error)
+        confirmed = {}
+    for name in confirmed.values():
+        logger.info("%s joined the running federation; it starts from the current model", name)
+    names.update(confirmed)
+    ready.update(confirmed)
+    return [m for m in messages if m.metadata.dst_node_id in ready]
+
+
 def send_catalog(
     grid: Grid, nodes: list[int], catalog: ItemCatalog, *, timeout: float, poll: float
 ) -> dict[int, str]:
@@ -362,10 +395,14 @@ def run_federation(
     exhausted: set[str] = set()  # merchants out of budget, by name (node ids change on restart)
     if options.resume is not None:
         exhausted = _resume(result, options.resume, strategy)
+    ready: set[int] = set()  # deployment: nodes that confirmed the catalog
+    asked: set[int] = set(nodes)  # nodes sent the catalog (asked once per node)
     if options.catalog is not None:
-        names.update(
-            send_catalog(grid, nodes, options.catalog, timeout=federation.round_timeout, poll=poll)
+        confirmed = send_catalog(
+            grid, nodes, options.catalog, timeout=federation.round_timeout, poll=poll
         )
+        names.update(confirmed)
+        ready.update(confirmed)
     if plan.privacy.merchant_dp and plan.privacy.count_share > 0 and result.prior is None:
         result.prior, refused = collect_item_prior(
             grid,
@@ -391,6 +428,16 @@ def run_federation(
             logger.warning("stopping: %s", result.stopped_early)
             break
         messages = [m for m in configured if names.get(m.metadata.dst_node_id, "") not in exhausted]
+        if options.catalog is not None:
+            messages = _admit_late_joiners(
+                grid,
+                messages,
+                (ready, asked),
+                names,
+                options.catalog,
+                federation=federation,
+                poll=poll,
+            )
         if secure:
             assert options.secagg is not None and options.context is not None
             from server.secagg import secure_train_round

@@ -5,8 +5,10 @@ parameters are fitted, to the *expected* training loss for that user: with
 ``r`` negatives per positive drawn uniformly (as in training), a user's BCE
 loss averages to ``1/(1+r)`` x mean over their items of ``softplus(-s_i)``
 plus ``r/(1+r)`` x mean over the other items of ``softplus(s_j)``, plus the
-same L2 weight decay. Without sampling noise the optimum is deterministic;
-L-BFGS reaches it in a few dozen evaluations of a (d+1)-parameter problem.
+same L2 weight decay. Without sampling noise the optimum is deterministic.
+For matrix factorisation the problem is an L2-regularised logistic
+regression in d+1 parameters, solved by damped Newton steps in numpy (a few
+milliseconds); other models use L-BFGS through torch.
 For catalogs above :data:`MAX_NEGATIVES` items the mean over "other items"
 is taken on a fixed sample seeded by the user's items, so the same request
 always gets the same vector. Nothing is retrained or released.
@@ -15,6 +17,7 @@ always gets the same vector. Nothing is retrained or released.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -24,8 +27,13 @@ import torch.nn.functional as F
 from common.config import TrainConfig
 from common.models.base import Recommender
 
+if TYPE_CHECKING:
+    from common.models.mf import MatrixFactorization
+
 MAX_NEGATIVES = 4096
 LBFGS_ITERATIONS = 25
+NEWTON_ITERATIONS = 30
+NEWTON_TOLERANCE = 1e-7
 
 
 def fold_in_seed(items: npt.NDArray[np.int64]) -> int:
@@ -41,12 +49,17 @@ def fold_in_candidates(
     item_pool: npt.NDArray[np.int64] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """``(positives, negatives)``: the user's items in the pool, and the items they are against."""
-    pool = np.arange(num_items, dtype=np.int64) if item_pool is None else item_pool
-    positives = np.intersect1d(np.unique(items), pool).astype(np.int64)
-    others = np.setdiff1d(pool, positives, assume_unique=True)
-    if len(others) > MAX_NEGATIVES:
+    pool_size = num_items if item_pool is None else len(item_pool)
+    unique = np.unique(items).astype(np.int64)
+    positives = unique if item_pool is None else np.intersect1d(unique, item_pool)
+    if pool_size - len(positives) <= MAX_NEGATIVES:
+        pool = np.arange(num_items, dtype=np.int64) if item_pool is None else item_pool
+        others = np.setdiff1d(pool, positives)
+    else:  # a fixed sample of the pool, seeded by the items (same request, same vector)
         rng = np.random.default_rng(fold_in_seed(items))
-        others = np.sort(rng.choice(others, size=MAX_NEGATIVES, replace=False))
+        drawn = rng.choice(pool_size, size=MAX_NEGATIVES + len(positives), replace=False)
+        drawn = drawn if item_pool is None else item_pool[drawn]
+        others = np.sort(drawn[~np.isin(drawn, positives)][:MAX_NEGATIVES])
     return positives, others.astype(np.int64)
 
 
@@ -73,6 +86,14 @@ def fold_in(
         for param in local.values():
             param.zero_()
     if len(positives) == 0:
+        return {name: param.detach().clone() for name, param in local.items()}
+    from common.models.mf import MatrixFactorization
+
+    if isinstance(model, MatrixFactorization) and config.loss == "bce":
+        p, bias = _newton_mf(model, positives, negatives, config)
+        with torch.no_grad():
+            model.user_embedding.weight[0] = torch.from_numpy(p)
+            model.user_bias.weight[0, 0] = bias
         return {name: param.detach().clone() for name, param in local.items()}
     for param in model.shared_parameters().values():
         param.requires_grad_(False)
@@ -107,3 +128,54 @@ def fold_in(
     for param in local.values():
         param.requires_grad_(False)
     return {name: param.detach().clone() for name, param in local.items()}
+
+
+def _newton_mf(
+    model: MatrixFactorization,
+    positives: npt.NDArray[np.int64],
+    negatives: npt.NDArray[np.int64],
+    config: TrainConfig,
+) -> tuple[npt.NDArray[np.float32], float]:
+    """The MF fold-in optimum: damped Newton on ``theta = (p, b_u)``, float64."""
+    weight = model.item_embedding.weight.detach().numpy()
+    item_bias = model.item_bias.weight.detach().numpy()[:, 0]
+    offset = float(model.global_bias.bias.detach()[0])
+    items = np.concatenate([positives, negatives])
+    x = np.hstack([weight[items].astype(np.float64), np.ones((len(items), 1))])  # (n, d+1)
+    base = item_bias[items].astype(np.float64) + offset  # (n,)
+    ratio = config.num_negatives / (1.0 + config.num_negatives)
+    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    w = np.concatenate(
+        [
+            np.full(len(positives), (1.0 - ratio) / len(positives)),
+            np.full(len(negatives), ratio / max(len(negatives), 1)),
+        ]
+    )
+    decay = np.full(x.shape[1], 2.0 * config.weight_decay)
+    decay[-1] = 0.0  # the user bias is not decayed (as in training)
+
+    def loss(theta: npt.NDArray[np.float64]) -> float:
+        s = x @ theta + base
+        return float(w @ (np.logaddexp(0.0, s) - y * s) + 0.5 * decay @ (theta * theta))
+
+    theta = np.zeros(x.shape[1])
+    current = loss(theta)
+    for _ in range(NEWTON_ITERATIONS):
+        s = x @ theta + base
+        prob = 1.0 / (1.0 + np.exp(-s))
+        grad = x.T @ (w * (prob - y)) + decay * theta
+        hess = (x * (w * prob * (1.0 - prob))[:, None]).T @ x + np.diag(decay + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while scale > 1e-4:  # backtracking: never increase the loss
+            candidate = theta - scale * step
+            value = loss(candidate)
+            if value <= current:
+                break
+            scale *= 0.5
+        else:
+            break
+        theta, previous, current = candidate, current, value
+        if previous - current < NEWTON_TOLERANCE * max(1.0, abs(current)):
+            break
+    return theta[:-1].astype(np.float32), float(theta[-1])

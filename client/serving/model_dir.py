@@ -26,6 +26,7 @@ from common.config import RunConfig, parse_run_config
 from common.constants import (
     GLOBAL_MODEL_FILE,
     ITEM_PRIOR_FILE,
+    MERCHANT_MODELS_DIR,
     RUN_CATALOG_FILE,
     RUN_CONFIG_FILE,
 )
@@ -35,7 +36,7 @@ from common.fileio import atomic_write_text
 from common.models.prior import ItemPrior
 
 CURRENT_FILE = "CURRENT"  # in a versions directory: the name of the version being served
-MODELS_DIR = "models"  # the versions directory inside a merchant's state
+MODELS_DIR = MERCHANT_MODELS_DIR  # the versions directory inside a merchant's state
 KEEP_VERSIONS = 2
 
 

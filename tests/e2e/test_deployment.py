@@ -85,6 +85,53 @@ def test_a_private_run_over_tls_writes_results_and_signed_ledgers(federation, pr
     assert raw_user.encode() not in (federation.state("shop-a") / "events.parquet").read_bytes()
 
 
+def test_each_merchant_serves_the_model_it_evaluated(federation, private_run):
+    """`merchant join` publishes the evaluated global model; `fedrec serve` answers from it."""
+    import grpc
+
+    from client.serving.api import stubs
+    from client.serving.model_dir import load_global_model
+
+    run_dir, _ = private_run
+    released = torch.load(run_dir / "global_model.pt", weights_only=True)
+    for name in MERCHANTS:
+        kept = load_global_model(federation.state(name) / "models")
+        assert kept.directory.name == "private-round-0002"
+        assert kept.prior is not None  # the private run's item prior travels with the model
+        assert set(kept.shared) == set(released)
+        for key, tensor in released.items():
+            assert torch.equal(kept.shared[key], tensor), key
+    port = free_port()
+    federation.spawn(
+        "serve-shop-a",
+        "serve",
+        "--state",
+        str(federation.state("shop-a")),
+        "--port",
+        str(port),
+        "--personalisation",
+        "inf",
+    )
+    try:
+        federation.wait_for_log("serve-shop-a", "serving model", timeout=60)
+        messages, services = stubs()
+        raw_user = (federation.root / "shop-a.csv").read_text().splitlines()[1].split(",")[0]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = services.RecommenderStub(channel)
+            reply = stub.Recommend(
+                messages.RecommendRequest(user_id=raw_user, k=10, exclude_seen=True), timeout=10
+            )
+            assert reply.strategy == messages.Strategy.Value("PERSONAL")  # found via its pseudonym
+            assert len(reply.items) == 10
+            info = stub.Info(messages.InfoRequest(), timeout=10)
+            assert info.popularity_source == "federation DP item counts"
+            assert 0 < info.num_trained_items <= info.num_items
+    finally:
+        federation.stop("serve-shop-a")
+    assert federation.processes["serve-shop-a"].returncode == 0
+    assert "stopping: finishing requests in flight" in federation.tail("serve-shop-a")
+
+
 def test_the_secagg_aggregate_equals_the_plain_one(federation, private_run):
     plain_dir, _ = private_run
     for name in MERCHANTS:  # the same merchants, from the same state, under SecAgg+
