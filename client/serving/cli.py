@@ -134,6 +134,11 @@ def _serve(args: argparse.Namespace) -> int:
             f"serving model {index.version} ({index.kind}, {len(index.keys)} items, "
             f"{index.data.num_users} users, personalisation {lam}) on {args.host}:{running.port}"
         )
+        if index.data.unknown_items:
+            _say(
+                f"{index.data.unknown_items} of your events name items outside the federation "
+                "catalog; those items are never recommended (ask the operator to add them)"
+            )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -78,7 +78,9 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class ServingOptions:
-    personalisation: float = math.inf  # proximal lambda of local fine-tuning; inf = global model
+    personalisation: float = (
+        math.inf
+    )  # proximal lambda; inf = global model (`fedrec serve` passes its measured default)
     fine_tune_epochs: int = 2
     max_k: int = MAX_K
     seed: int = 0

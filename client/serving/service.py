@@ -164,6 +164,7 @@ def make_servicer(holder: ModelHolder) -> Any:
                 ),
                 max_k=index.max_k,
                 reloads=holder.reloads,
+                events_outside_catalog=index.data.unknown_items,
             )
 
     return RecommenderServicer()

@@ -78,6 +78,7 @@ def test_answers_over_grpc_match_the_in_process_index(running: Any) -> None:
         40,
     )
     assert info.personalisation_lambda == float("inf")
+    assert info.events_outside_catalog == served.data.unknown_items
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", HEALTH_SERVICE):
         status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
