@@ -7,8 +7,8 @@ user is folded in from 5 of their interactions, exactly as ``fedrec serve``
 folds in an unseen user (:mod:`simulations.cold_start`). Reported per cell:
 trained users' NDCG@10, folded users' NDCG@10 (history excluded, and strict:
 only the 5 items excluded), popularity for the same hidden users, and the
-ratio folded / trained. Cells: mean events per user x weight decay x which 5
-items (a random sample, or the 5 most recent).
+ratio folded / trained. Cells: mean events per user x weight decay x which
+items (5 at random, the 5 most recent, or the whole history: the ceiling).
 
     python benchmarks/cold_start.py [--out benchmarks/results/cold_start.json]
 """
@@ -30,7 +30,7 @@ from simulations.synthetic import SyntheticSpec, generate_federation
 
 MEAN_EVENTS = (8.0, 12.0, 25.0)
 WEIGHT_DECAYS = (1e-4, 1e-2)
-CHOICES = ("random", "last")
+CHOICES = ("random", "last", "all")
 
 
 def main() -> None:
