@@ -213,17 +213,24 @@ def _admit_late_joiners(
 ) -> list[Message]:
     """A merchant that connects mid-run (new, or back after a restart) gets the catalog first.
 
-    It then trains from the current global model like everyone else. A node is
-    asked once; one that does not confirm is left out of every round (it would
-    otherwise hold each round up to its timeout). ``nodes`` is ``(ready, asked)``.
+    It then trains from the current global model like everyone else. A node
+    that answered the catalog with an error is not asked again (it would hold
+    every round up to its timeout); one that did not answer in time (still
+    starting, or offline) sits this round out and is asked again next round.
+    ``nodes`` is ``(ready, refused)``.
     """
-    ready, asked = nodes
-    fresh = [m.metadata.dst_node_id for m in messages if m.metadata.dst_node_id not in asked]
-    asked.update(fresh)
+    ready, refused = nodes
+    fresh = [
+        m.metadata.dst_node_id
+        for m in messages
+        if m.metadata.dst_node_id not in ready and m.metadata.dst_node_id not in refused
+    ]
     if not fresh:
         return [m for m in messages if m.metadata.dst_node_id in ready]
     try:
-        confirmed = send_catalog(grid, fresh, catalog, timeout=federation.round_timeout, poll=poll)
+        confirmed = send_catalog(
+            grid, fresh, catalog, timeout=federation.round_timeout, poll=poll, refused=refused
+        )
     except FederationError as error:
         logger.warning("late merchant(s) left out of this round: %s", error)
         confirmed = {}
@@ -235,11 +242,19 @@ def _admit_late_joiners(
 
 
 def send_catalog(
-    grid: Grid, nodes: list[int], catalog: ItemCatalog, *, timeout: float, poll: float
+    grid: Grid,
+    nodes: list[int],
+    catalog: ItemCatalog,
+    *,
+    timeout: float,
+    poll: float,
+    refused: set[int] | None = None,
 ) -> dict[int, str]:
     """Deployment set-up: every merchant encodes its log through the federation catalog.
 
-    Returns node -> merchant name for the merchants that confirmed this catalog.
+    Returns node -> merchant name for the merchants that confirmed this catalog;
+    nodes that answered with an error or another digest are added to ``refused``
+    (a node that did not answer in time is in neither: it may still be starting).
     """
     from flwr.app import ConfigRecord, Message, RecordDict
 
@@ -255,12 +270,17 @@ def send_catalog(
         )
         for node in nodes
     ]
-    replies, failed = _split(send_and_receive(grid, messages, timeout=timeout, poll=poll))
+    received = send_and_receive(grid, messages, timeout=timeout, poll=poll)
+    replies, failed = _split(received)
+    if refused is not None:
+        refused.update(r.metadata.src_node_id for r in received if r.has_error())
     names: dict[int, str] = {}
     for reply in replies:
         confirmed = reply.content.config_records.get(CATALOG_KEY)
         if confirmed is None or confirmed.get(CATALOG_DIGEST_FIELD) != digest:
             failed.append(f"{_merchant_of(reply)} did not confirm the catalog")
+            if refused is not None:
+                refused.add(reply.metadata.src_node_id)
             continue
         names[reply.metadata.src_node_id] = _merchant_of(reply)
     for failure in failed:
@@ -396,10 +416,15 @@ def run_federation(
     if options.resume is not None:
         exhausted = _resume(result, options.resume, strategy)
     ready: set[int] = set()  # deployment: nodes that confirmed the catalog
-    asked: set[int] = set(nodes)  # nodes sent the catalog (asked once per node)
+    catalog_refused: set[int] = set()  # nodes that answered the catalog with an error
     if options.catalog is not None:
         confirmed = send_catalog(
-            grid, nodes, options.catalog, timeout=federation.round_timeout, poll=poll
+            grid,
+            nodes,
+            options.catalog,
+            timeout=federation.round_timeout,
+            poll=poll,
+            refused=catalog_refused,
         )
         names.update(confirmed)
         ready.update(confirmed)
@@ -432,7 +457,7 @@ def run_federation(
             messages = _admit_late_joiners(
                 grid,
                 messages,
-                (ready, asked),
+                (ready, catalog_refused),
                 names,
                 options.catalog,
                 federation=federation,
