@@ -134,6 +134,14 @@ def _serve(args: argparse.Namespace) -> int:
             f"serving model {index.version} ({index.kind}, {len(index.keys)} items, "
             f"{index.data.num_users} users, personalisation {lam}) on {args.host}:{running.port}"
         )
+        _say(
+            "personalised: recommendations use shared parameters fine-tuned on your own data; "
+            "they never leave this process, and are not covered by the federation's DP "
+            "guarantee towards your other users (--personalisation inf serves the global model)"
+            if index.personalised
+            else "global model: recommendations come from the federation's released parameters "
+            "and each user's own vector (jointly DP when the run was private)"
+        )
         if index.data.unknown_items:
             _say(
                 f"{index.data.unknown_items} of your events name items outside the federation "

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from client.serving.personalise import DEFAULT_LAMBDA
@@ -91,3 +92,20 @@ def test_lambda_inf_reproduces_the_global_model_and_the_default_helps_most(
     assert helped > len(table.rows) / 2, table.markdown()
     assert table.mean_ndcg(DEFAULT_LAMBDA) > table.mean_ndcg(math.inf), table.markdown()
     assert "| helped |" in table.markdown()
+
+
+def test_the_personalisation_command_prints_the_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulations.cli import main
+
+    run_dir = _run_dir(tmp_path / "run")
+    json_path = tmp_path / "t.json"
+    argv = ["personalisation", str(run_dir), "--lambdas", "0.001", "--json", str(json_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| merchant | users | global (λ=∞) | λ=0.001 |" in out and "best lambda 0.001" in out
+    payload = json.loads(json_path.read_text())
+    assert payload["lambdas"] == ["inf", "0.001"] and len(payload["merchants"]) == 5
+    assert main(["personalisation", str(run_dir), "--lambdas", "a b"]) == 2
+    assert "--lambdas must be numbers" in capsys.readouterr().err
