@@ -124,13 +124,12 @@ class ServingIndex:
         self._fallback_rank = (order / num_items).astype(np.float32)  # (items,) in [0, 1)
         self._popular = np.argsort(-popularity, kind="stable")  # (items,) most popular first
         self._popular_scores = popularity.astype(np.float32)
-        seen = (
-            np.concatenate([data.train_users, data.test_users]),
-            np.concatenate([data.train_items, data.test_items]),
-        )
-        order_seen = np.lexsort((seen[1], seen[0]))
-        self._seen_users, self._seen_items = seen[0][order_seen], seen[1][order_seen]
-        self._seen_ptr = np.searchsorted(self._seen_users, np.arange(data.num_users + 1))
+        # Every item a user interacted with (training and held out), as CSR by user.
+        seen_users = np.concatenate([data.train_users, data.test_users])
+        seen_items = np.concatenate([data.train_items, data.test_items])
+        by_user = np.lexsort((seen_items, seen_users))
+        self._seen_items = seen_items[by_user]
+        self._seen_ptr = np.searchsorted(seen_users[by_user], np.arange(data.num_users + 1))
         with torch.no_grad():
             vectors = torch.cat([t.weight for t in model.item_vectors()], dim=1).numpy()
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
