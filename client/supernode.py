@@ -165,14 +165,38 @@ def _not_admitted(spec: JoinSpec) -> str:
     )
 
 
+def _running(pid: int, *, grace: float = 5.0) -> bool:
+    """Whether ``pid`` is alive; a process that was just killed gets ``grace`` s to go.
+
+    A zombie (killed, not yet reaped by whoever inherited it) counts as gone.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            state = ""
+        if state == "Z":
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.2)
+
+
 def _previous_crash(state: Path) -> bool:
     """True when a previous SuperNode of this state directory stopped without signing off."""
     path = state / PID_FILE
     if not path.is_file():
         return False
     try:
-        os.kill(int(path.read_text().strip()), 0)
-    except (ValueError, OSError):
+        pid = int(path.read_text().strip())
+    except ValueError:
+        return True
+    if not _running(pid):
         return True
     raise ConfigError(
         f"A SuperNode for {state} is already running (pid {path.read_text().strip()}); one "

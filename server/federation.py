@@ -441,11 +441,18 @@ def run_federation(
         )
         exhausted |= refused
     instruct = ledger.instruct if ledger is not None else (lambda messages: messages)
+    needed = max(1, min(federation.min_train_nodes, len(nodes)))  # merchants a round needs
     train_config = ConfigRecord(_config(plan, options))
     secure = options.secagg is not None and options.secagg.enabled
     for server_round in range(result.resumed_from + 1, federation.num_rounds + 1):
         started = time.perf_counter()
         record = RoundRecord(round=server_round)
+        try:  # Flower's sampling would wait forever for merchants that are gone for good
+            wait_for_nodes(grid, min_nodes=needed, timeout=federation.node_wait_timeout)
+        except FederationError as gone:
+            result.stopped_early = f"round {server_round}: {gone}"
+            logger.warning("stopping: %s", result.stopped_early)
+            break
         try:
             configured = strategy.configure_train(server_round, result.arrays, train_config, grid)
         except PrivacyBudgetExhausted as exhausted_budget:  # client-level DP at the coordinator

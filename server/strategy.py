@@ -36,8 +36,11 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
         "fraction_train": config.fraction_train,
         "fraction_evaluate": 1.0,
         "min_train_nodes": min_train,
-        "min_evaluate_nodes": max(1, min(config.min_nodes, num_nodes)),
-        "min_available_nodes": max(1, min(config.min_nodes, num_nodes)),
+        # Flower's sampling waits, without a time limit, until min_available_nodes are
+        # online. A round can run with min_train nodes, so that is all it waits for:
+        # min-nodes only gates the start of a run (server.federation.wait_for_nodes).
+        "min_evaluate_nodes": min_train,
+        "min_available_nodes": min_train,
         "weighted_by_key": WEIGHT_KEY,
         "arrayrecord_key": ARRAYS_KEY,
         "configrecord_key": CONFIG_KEY,

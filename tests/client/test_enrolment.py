@@ -91,3 +91,29 @@ def test_node_keys_are_p384_openssh_and_not_overwritten(tmp_path: Path) -> None:
     (tmp_path / "rsa.pub").write_text("ssh-rsa AAAAB3NzaC1yc2E= x\n")
     with pytest.raises(ConfigError, match="not an OpenSSH public key|EC P-384"):
         load_public_key(tmp_path / "rsa.pub")
+
+
+def test_a_killed_but_unreaped_supernode_does_not_block_a_restart(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from client.supernode import _running
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while dead.poll() is None and time.monotonic() < deadline:  # poll() reaps: re-create
+            time.sleep(0.05)
+        zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+        time.sleep(1.0)  # exited, not waited for: a zombie, as after a SIGKILL whose parent died
+        assert _running(live.pid, grace=0.2)
+        stat = Path(f"/proc/{zombie.pid}/stat").read_text()
+        assert stat.rsplit(")", 1)[1].split()[0] == "Z"  # it exists, as a zombie
+        assert not _running(zombie.pid, grace=0.2)
+        assert not _running(dead.pid, grace=0.2)
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
