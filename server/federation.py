@@ -272,8 +272,12 @@ def send_catalog(
     ]
     received = send_and_receive(grid, messages, timeout=timeout, poll=poll)
     replies, failed = _split(received)
-    if refused is not None:
-        refused.update(r.metadata.src_node_id for r in received if r.has_error())
+    if refused is not None:  # errors from the merchant itself (not the SuperLink's "unavailable")
+        refused.update(
+            r.metadata.src_node_id
+            for r in received
+            if r.has_error() and r.metadata.src_node_id in set(nodes)
+        )
     names: dict[int, str] = {}
     for reply in replies:
         confirmed = reply.content.config_records.get(CATALOG_KEY)
