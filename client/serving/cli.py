@@ -26,8 +26,7 @@ def _lambda(text: str) -> float:
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from client.serving.index import MAX_K
-    from client.serving.personalise import DEFAULT_LAMBDA, FINE_TUNE_EPOCHS
+    from client.serving.defaults import DEFAULT_LAMBDA, FINE_TUNE_EPOCHS, MAX_K
 
     p = sub.add_parser(
         "serve",

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from client.serving.defaults import MAX_K
 from client.serving.foldin import fold_in
 from client.serving.model_dir import GlobalModel
 from client.serving.personalise import personalise
@@ -48,7 +49,6 @@ from common.seeding import numpy_rng
 logger = logging.getLogger(__name__)
 
 PERSONAL, FOLD_IN, POPULARITY = "personal", "fold-in", "popularity"
-MAX_K = 1000
 
 
 class ServingError(FedrecError):

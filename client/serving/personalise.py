@@ -22,14 +22,14 @@ from dataclasses import replace
 
 import numpy as np
 
+from client.serving.defaults import DEFAULT_LAMBDA, FINE_TUNE_EPOCHS
 from client.training import fit_local, train_local
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
 from common.models.base import Recommender
 
-DEFAULT_LAMBDA = 1e-4  # benchmarks/personalisation.py: helps 36 of 40 merchant cases (JSON there)
-FINE_TUNE_EPOCHS = 2
+__all__ = ["DEFAULT_LAMBDA", "FINE_TUNE_EPOCHS", "check_lambda", "personalise"]
 
 
 def check_lambda(value: float) -> float:
