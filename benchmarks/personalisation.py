@@ -34,7 +34,7 @@ from simulations.synthetic import SyntheticSpec
 LAMBDAS = (1.0, 0.1, 0.01, 0.001, 0.0001, 0.0)
 SETTINGS: dict[str, dict[str, Any]] = {
     "non-private": {},
-    "user-level DP, epsilon=3": {
+    "user-level DP, epsilon=3 at delta=1e-6 (RDP accountant, Poisson sampling)": {
         **PRIVATE_DEFAULTS,
         "privacy-unit": "user",
         "target-epsilon": 3.0,
