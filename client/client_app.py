@@ -11,6 +11,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -19,6 +20,7 @@ from flwr.clientapp.typing import Mod
 from client.merchant import Merchant, PrivacyReport, SharedArrays
 from client.secagg import secagg_mod
 from client.state import MerchantStore
+from common.compression import compress, from_fields
 from common.config import RunConfig, parse_run_config, round_plan_from_record
 from common.constants import (
     ARRAYS_KEY,
@@ -28,6 +30,7 @@ from common.constants import (
     CATALOG_KEY,
     CLIENT_SECONDS,
     CLIENT_STARTUP,
+    COMPRESSION_FIELD,
     CONFIG_KEY,
     DP_ACCOUNTANT_FIELD,
     DP_CLIP,
@@ -140,8 +143,11 @@ def _reply(
     privacy: PrivacyReport | None = None,
     refusal: str = "",
     extra: dict[str, dict[str, str]] | None = None,
+    encoding: str = "",
 ) -> Message:
     fields: dict[str, str] = {MERCHANT_NAME_FIELD: merchant.name}
+    if encoding:
+        fields[COMPRESSION_FIELD] = encoding
     if privacy is not None:
         fields[DP_UNIT_FIELD] = privacy.unit
         fields[DP_ACCOUNTANT_FIELD] = privacy.accountant
@@ -245,9 +251,11 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         record = message.content.config_records[CONFIG_KEY]
         plan = round_plan_from_record(dict(record))
         server_round = _int(record, "server-round")
+        received = _shared_from(message)
+        compression = from_fields(record)
         try:
             outcome = merchant.train(
-                _shared_from(message),
+                received,
                 plan,
                 server_round=server_round,
                 prior=_prior_from(message),
@@ -275,8 +283,14 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             metrics[TRAIN_USERS] = outcome.stats.users
         else:
             metrics[DP_CLIPPED] = outcome.stats.clipped_fraction
+        # Compression encodes the finished (clipped, noised) update: post-processing.
+        released: dict[str, Any] = (
+            compress(outcome.shared, received, compression)
+            if compression.enabled
+            else dict(outcome.shared)
+        )
         if outcome.reservation is not None:  # handed to Flower for sending: commit
-            merchant.commit(outcome.reservation, dict(outcome.shared), metrics=metrics)
+            merchant.commit(outcome.reservation, released, metrics=metrics)
         else:
             shared_names, local_names = merchant.parameter_names()
             merchant.ledger.non_dp_release(
@@ -284,7 +298,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
                 server_round=server_round,
                 what="model-update",
                 metrics=metrics,
-                update_sha256=update_digest(dict(outcome.shared)),
+                update_sha256=update_digest(released),
                 released=shared_names,
                 kept_local=local_names,
             )
@@ -292,8 +306,9 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             message,
             merchant,
             metrics,
-            {ARRAYS_KEY: _torch_record(dict(outcome.shared))},
+            {ARRAYS_KEY: _torch_record(released)},
             privacy=outcome.privacy,
+            encoding=compression.kind if compression.enabled else "",
         )
 
     @app.query(CATALOG_ACTION)

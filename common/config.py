@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.compression import CompressionConfig
 from common.errors import ConfigError
 from common.models.base import ModelConfig
 from common.privacy.config import PrivacyConfig
@@ -144,6 +145,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     merchants_dir: str = ""
     num_items: int = 0  # catalog size; 0 = read it from merchants_dir/../catalog.json
     output_dir: str = ""  # where the coordinator writes the global model and round history
@@ -172,6 +174,12 @@ class RunConfig:
             raise ConfigError(
                 "secagg=true supports strategy=fedavg or fedprox (the mean of the merchants' "
                 "deltas is applied directly); got strategy=fedadam."
+            )
+        if self.secagg.enabled and self.compression.enabled:
+            raise ConfigError(
+                f"secagg=true cannot be combined with compression={self.compression.kind}: "
+                "SecAgg+ sums masked, quantised field elements of the whole update. "
+                "Set compression=none, or turn secagg off."
             )
 
 
@@ -214,6 +222,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "secagg": ("secagg", "enabled"),
     "secagg-clip-range": ("secagg", "clipping_range"),
     "secagg-threshold": ("secagg", "threshold"),
+    "compression": ("compression", "kind"),
+    "topk-fraction": ("compression", "topk_fraction"),
     "merchants-dir": ("", "merchants_dir"),
     "num-items": ("", "num_items"),
     "output-dir": ("", "output_dir"),
@@ -227,6 +237,7 @@ _SECTIONS = {
     "federation": FederationConfig,
     "privacy": PrivacyConfig,
     "secagg": SecAggConfig,
+    "compression": CompressionConfig,
 }
 ROUNDS_KEY = "num-server-rounds"
 

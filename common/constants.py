@@ -100,3 +100,6 @@ CATALOG_ITEMS_FIELD: Final = "items"
 CATALOG_DIGEST_FIELD: Final = "sha256"
 RUN_NAME_FIELD: Final = "run-name"  # in instructions: the run's name (stable across a resume)
 SECAGG_FIELD: Final = "secagg"  # in a train instruction: the update travels only inside SecAgg+
+# In a train instruction: how the update should travel; in a reply: how it does travel.
+COMPRESSION_FIELD: Final = "compression"
+TOPK_FRACTION_FIELD: Final = "topk-fraction"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.compression import CompressionConfig, to_fields
 from common.config import FederationConfig, RoundPlan, SecAggConfig, round_plan_to_record
 from common.constants import (
     CATALOG_ACTION,
@@ -39,6 +40,7 @@ from common.errors import FedrecError
 from common.models.prior import ItemPrior
 from server.checkpoint import Checkpoint, save_checkpoint, strategy_state
 from server.transport import send_and_receive
+from server.updates import decode_update, payload_bytes
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord, Context, Message
@@ -68,6 +70,8 @@ class RoundRecord:
     failures: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # merchant -> reason (budget)
     aggregated: bool = True
+    # merchant -> payload bytes: train-down, train-up, evaluate-down, evaluate-up
+    bytes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> RoundRecord:
@@ -82,7 +86,16 @@ class RoundRecord:
             "failures": self.failures,
             "refused": self.refused,
             "aggregated": self.aggregated,
+            "bytes": self.bytes,
         }
+
+    def count_bytes(self, phase: str, sent: Iterable[Message], replies: Iterable[Message]) -> None:
+        """Record each replying merchant's payload bytes down (instruction) and up (reply)."""
+        down = {m.metadata.dst_node_id: payload_bytes(m) for m in sent}
+        for reply in replies:
+            entry = self.bytes.setdefault(_merchant_of(reply), {})
+            entry[f"{phase}-down"] = down.get(reply.metadata.src_node_id, 0)
+            entry[f"{phase}-up"] = payload_bytes(reply)
 
 
 @dataclass
@@ -103,6 +116,7 @@ class RunOptions:
     run_name: str = ""  # the run's name in every instruction and ledger entry
     catalog: ItemCatalog | None = None  # deployment: sent to merchants before anything else
     secagg: SecAggConfig | None = None  # SecAgg+ for the train phase
+    compression: CompressionConfig | None = None  # how merchants encode their updates
     context: Context | None = None  # the ServerApp context (SecAgg+ keeps state in it)
     checkpoint: Path | None = None  # written after every round
     resume: Checkpoint | None = None  # continue after this checkpoint's last round
@@ -195,6 +209,8 @@ def _with_prior(messages: Iterable[Message], prior: ItemPrior | None) -> list[Me
 
 def _config(plan: RoundPlan, options: RunOptions, **extra: Any) -> dict[str, Any]:
     record = round_plan_to_record(plan)
+    if options.compression is not None:
+        record.update(to_fields(options.compression))
     if options.run_name:
         record[RUN_NAME_FIELD] = options.run_name
     record.update(extra)
@@ -494,16 +510,16 @@ def run_federation(
             replies, failed = _split(outcome.replies)
             failed += outcome.failures
         else:
-            received = send_and_receive(
-                grid,
-                instruct(_with_prior(messages, result.prior)),
-                timeout=federation.round_timeout,
-                poll=poll,
-            )
+            sent = instruct(_with_prior(messages, result.prior))
+            received = send_and_receive(grid, sent, timeout=federation.round_timeout, poll=poll)
             replies, failed = _split(received)
             failed += _silent(messages, received, names)
+            record.count_bytes("train", sent, replies)
         if ledger is not None:
             ledger.record(replies, server_round=server_round, phase="train")
+        if not secure:  # after the ledger checked what was received, as it was received
+            for reply in replies:
+                decode_update(reply, result.arrays)
         record.failures += failed
         updates = []
         for reply in replies:
@@ -554,14 +570,11 @@ def run_federation(
             to_evaluate = strategy.configure_evaluate(
                 server_round, result.arrays, eval_config, grid
             )
+            sent = instruct(_with_prior(list(to_evaluate), result.prior))
             replies, failed = _split(
-                send_and_receive(
-                    grid,
-                    instruct(_with_prior(list(to_evaluate), result.prior)),
-                    timeout=federation.round_timeout,
-                    poll=poll,
-                )
+                send_and_receive(grid, sent, timeout=federation.round_timeout, poll=poll)
             )
+            record.count_bytes("evaluate", sent, replies)
             if ledger is not None:
                 ledger.record(replies, server_round=server_round, phase="evaluate")
             record.failures += failed

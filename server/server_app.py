@@ -88,6 +88,7 @@ def _run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:
         run_name=output.name,
         catalog=ItemCatalog.read(run.catalog) if run.catalog else None,
         secagg=run.secagg if run.secagg.enabled else None,
+        compression=run.compression,
         context=context,
         checkpoint=checkpoint_path,
         resume=resume,
