@@ -109,6 +109,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from common.config import parse_run_config
     from common.data.partition import PartitionConfig
+    from simulations.experiment import run_settings
     from simulations.report import render_results
     from simulations.run_dir import default_run_dir
     from simulations.runner import DataSource, SimulationSpec, simulate
@@ -123,20 +124,14 @@ def _simulate(args: argparse.Namespace) -> int:
         "loss": args.loss,
         "seed": args.seed,
     }
+    privacy: dict[str, object] = {"target-delta": args.delta, "accountant": args.accountant}
     if args.epsilon is not None:
-        flags["target-epsilon"] = args.epsilon
-        flags["privacy-unit"] = args.privacy_unit or raw.get("privacy-unit") or "user"
-        if flags["privacy-unit"] in ("user", "interaction"):
-            from common.privacy.config import PRIVATE_DEFAULTS
-
-            # Settings tuned for DP-SGD, below anything given explicitly.
-            raw = {**PRIVATE_DEFAULTS, **raw}
+        privacy["target-epsilon"] = args.epsilon
+        privacy["privacy-unit"] = args.privacy_unit or raw.get("privacy-unit") or "user"
     elif args.privacy_unit:
-        flags["privacy-unit"] = args.privacy_unit
-    flags["target-delta"] = args.delta
-    flags["accountant"] = args.accountant
+        privacy["privacy-unit"] = args.privacy_unit
     raw.update({k: v for k, v in flags.items() if v is not None})
-    run = parse_run_config(raw)
+    run = parse_run_config(run_settings(raw, privacy))  # DP-SGD's tuned defaults beneath
     if args.data:
         source = DataSource(path=args.data, fmt=args.format)
     else:
@@ -280,12 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     from client.serving.cli import add_serve
     from server.cli import add_coordinator, add_run
     from simulations.audit_cli import add_audit
+    from simulations.experiment_cli import add_experiment
 
     add_audit(sub)
     add_coordinator(sub)
     add_run(sub)
     add_merchant(sub)
     add_serve(sub)
+    add_experiment(sub)
     return parser
 
 

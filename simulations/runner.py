@@ -87,6 +87,7 @@ class SimulationSpec:
     overwrite: bool = False
     baselines: bool = True
     num_cpus: int = 0  # 0 = all cores
+    ray_address: str = ""  # an existing Ray cluster ("HOST:PORT" or "auto"); "" = start one here
     verbose: bool = False
     # Per-merchant budgets written to each merchant's own policy.json (merchant -> epsilon-max).
     merchant_budgets: dict[str, float] = field(default_factory=dict)
@@ -332,16 +333,18 @@ def _run_flower(
     from client.client_app import make_client_app
     from server.server_app import make_server_app
 
-    cpus = spec.num_cpus or os.cpu_count() or 1
+    init_args: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.INFO if spec.verbose else logging.ERROR,
+        "log_to_driver": spec.verbose,
+    }
+    if spec.ray_address:  # the cluster has its own resources; Ray refuses them from a driver
+        init_args["address"] = spec.ray_address
+    else:
+        init_args.update(num_cpus=spec.num_cpus or os.cpu_count() or 1, num_gpus=0)
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": cpus,
-            "num_gpus": 0,
-            "include_dashboard": False,
-            "logging_level": logging.INFO if spec.verbose else logging.ERROR,
-            "log_to_driver": spec.verbose,
-        },
+        "init_args": init_args,
     }
     flower_logger = logging.getLogger("flwr")
     quiet = _DropRunSimulationDeprecation()
