@@ -133,16 +133,16 @@ def _seeds(path: Path, raw: Any) -> tuple[int, ...]:
 def _axes(path: Path, table: Mapping[str, Any]) -> tuple[Axis, ...]:
     axes = []
     for key, values in table.items():
+        if isinstance(values, dict):
+            raise ConfigError(
+                f"{_where(path, 'sweep', key)}: expected a list of values; quote dotted keys "
+                f'("{key}.KEY" = [...]) so TOML does not read them as tables.'
+            )
         section, dot, name = key.partition(".")
         if not dot or section not in ("data", "partition", "privacy", "run") or not name:
             raise ConfigError(
                 f"{_where(path, 'sweep', key)}: an axis is named SECTION.KEY with SECTION one of "
                 f'data, partition, privacy, run (e.g. "privacy.epsilon"), got {key!r}.'
-            )
-        if isinstance(values, dict):
-            raise ConfigError(
-                f"{_where(path, 'sweep', key)}: expected a list of values; quote dotted keys "
-                f'("{key}" = [...]) so TOML does not read them as tables.'
             )
         if not isinstance(values, list) or not values:
             raise ConfigError(

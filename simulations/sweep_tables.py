@@ -191,7 +191,8 @@ def summarise(runs: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
             values = values[~np.isnan(values)]
             n = len(values)
             mean = float(values.mean()) if n else float("nan")
-            std = float(values.std(ddof=1)) if n > 1 else float("nan")
+            with np.errstate(invalid="ignore"):  # inf (no DP's epsilon) has no spread
+                std = float(values.std(ddof=1)) if n > 1 else float("nan")
             half = (
                 float(t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n))
                 if n > 1
