@@ -74,7 +74,9 @@ def _run(args: argparse.Namespace) -> int:
         f"{len(experiment.seeds)} seed(s) = {total} run(s) -> {out}"
     )
     if args.mode == "run" and experiment.axes:
-        console.print("([sweep] is ignored by `run`; `fedrec experiment sweep` runs the grid.)")
+        console.print(
+            "([sweep] is ignored by `run`; `fedrec experiment sweep` runs the grid.)", markup=False
+        )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -92,10 +94,10 @@ def _run(args: argparse.Namespace) -> int:
                 progress.advance(task)
             elif event == "done":
                 progress.advance(task)
-                progress.console.print(f"  done   {name} ({detail})")
+                progress.console.print(f"  done   {name} ({detail})", markup=False)
             elif event == "fail":
                 progress.advance(task)
-                progress.console.print(f"  [red]failed[/red] {name}: {detail}")
+                progress.console.print(f"  failed {name}: {detail}", markup=False, style="red")
 
         try:
             outcome = run_sweep(experiment, out, listener=listener, mode=args.mode)
