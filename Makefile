@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench privacy-utility clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+privacy-utility: $(STAMP)
+	$(BIN)/fedrec experiment sweep simulations/experiments/privacy_utility.toml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulation_overhead.py

@@ -225,19 +225,15 @@ def _privacy(path: Path, table: Mapping[str, Any], where: str) -> dict[str, Any]
     epsilon = table.get("epsilon", OFF)
     out: dict[str, Any] = {}
     if isinstance(epsilon, str) and epsilon.strip().lower() in (OFF, "inf", "none"):
-        if "unit" in table and table["unit"] not in (OFF, "client"):
-            raise ConfigError(
-                f"{where}: unit={table['unit']!r} needs a number for epsilon, got {epsilon!r}."
-            )
-        epsilon = None
+        epsilon = None  # no DP: a unit named for the private cells does not apply
     elif isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
         raise ConfigError(f'{where}: epsilon must be a number > 0 or "off", got {epsilon!r}.')
     unit = table.get("unit")
     if epsilon is not None:
         out["target-epsilon"] = float(epsilon)
         out["privacy-unit"] = unit or "user"
-    elif unit is not None:
-        out["privacy-unit"] = unit
+    else:
+        out["privacy-unit"] = OFF
     if "delta" in table:
         out["target-delta"] = table["delta"]
     if "accountant" in table:
