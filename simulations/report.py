@@ -211,6 +211,13 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
         per.caption = f"first 50 of {len(merchants)} parties; all are in metrics.json"
     console.print(per)
     render_privacy(results, console=console)
+    traffic = results.get("communication", {})
+    if traffic.get("train-down"):
+        console.print(
+            f"Communication per merchant per training round: "
+            f"{traffic['train-down'] / 1024:.1f} KiB down, {traffic['train-up'] / 1024:.1f} KiB up "
+            f"(payload as Flower serialises it; compression {traffic['compression']})."
+        )
     timing = results["timing"]
     console.print(
         f"Federation {timing['federated_seconds']:.1f} s (local training "

@@ -196,6 +196,17 @@ def _federated_comparison(history: dict[str, Any]) -> Comparison:
     return Comparison(overall=overall, per_merchant=per_merchant)
 
 
+def mean_payload_bytes(rounds: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean payload bytes per participating merchant per round: train/evaluate, down/up."""
+    out: dict[str, float | None] = {}
+    for phase in ("train", "evaluate"):
+        for direction in ("down", "up"):
+            key = f"{phase}-{direction}"
+            values = [e[key] for r in rounds for e in r.get("bytes", {}).values() if key in e]
+            out[key] = float(np.mean(values)) if values else None
+    return out
+
+
 def versions() -> dict[str, str]:
     import flwr
     import torch
@@ -291,6 +302,10 @@ def simulate(
                 "test_users": len(merchants[n].test_users),
             }
             for n in names
+        }
+        results["communication"] = {
+            **mean_payload_bytes(history["rounds"]),
+            "compression": run.compression.describe(),
         }
         results["top_k"] = run.federation.top_k
         results["privacy"] = {

@@ -75,18 +75,13 @@ def describe_privacy(privacy: dict[str, Any]) -> str:
 
 
 def _bytes(rounds: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean payload bytes per participating client per round, by direction and phase."""
-    out = {}
-    for phase in ("train", "evaluate"):
-        for direction in ("up", "down"):
-            values = [
-                entry[f"{phase}-{direction}"]
-                for r in rounds
-                for entry in r.get("bytes", {}).values()
-                if f"{phase}-{direction}" in entry
-            ]
-            out[f"bytes-{phase}-{direction}"] = float(np.mean(values)) if values else float("nan")
-    return out
+    """Mean payload bytes per participating client per round, by phase and direction."""
+    from simulations.runner import mean_payload_bytes
+
+    return {
+        f"bytes-{key}": float("nan") if value is None else value
+        for key, value in mean_payload_bytes(rounds).items()
+    }
 
 
 def _fairness(
