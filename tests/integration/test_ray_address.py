@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +51,8 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float) 
 
 def test_an_experiment_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
     port = _free_port()
+    # Ray's unix sockets live under --temp-dir and must fit in 107 bytes: a short path
+    temp = Path(tempfile.mkdtemp(prefix="fedrec-ray-", dir="/tmp"))
     ray = Path(sys.executable).with_name("ray")
     head = subprocess.Popen(
         [
@@ -66,7 +70,7 @@ def test_an_experiment_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
             "false",
             "--disable-usage-stats",
             "--temp-dir",
-            str(tmp_path / "ray"),
+            str(temp),
         ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -99,7 +103,7 @@ def test_an_experiment_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         metrics = json.loads((out / "cells" / "base" / "seed-0" / "metrics.json").read_text())
         assert metrics["federated"]["overall"]["ndcg@10"] > 0
         # the driver joined the head's cluster rather than starting its own
-        sessions = list((tmp_path / "ray").glob("session_*"))
+        sessions = list(temp.glob("session_*"))
         assert sessions, "no Ray session under the head's --temp-dir"
         assert any(any((s / "logs").glob("worker-*")) for s in sessions)
     finally:
@@ -109,9 +113,10 @@ def test_an_experiment_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
-    left = _processes_mentioning(str(tmp_path / "ray"), wait=20)
+    left = _processes_mentioning(str(temp), wait=20)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
     assert not left, f"Ray processes outlived the head: {left}"
 
 
