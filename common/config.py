@@ -70,6 +70,7 @@ class FederationConfig:
     server_learning_rate: float = 0.1  # FedAdam's eta
     min_nodes: int = 2
     fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0  # cross-device: evaluate on a sample of the clients
     round_timeout: float = 600.0
     node_wait_timeout: float = 120.0
     evaluate_every: int = 0  # 0: evaluate after the last round only
@@ -93,6 +94,8 @@ class FederationConfig:
             problems.append(f"min-nodes must be >= 1, got {self.min_nodes}")
         if not 0 < self.fraction_train <= 1:
             problems.append(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        if not 0 < self.fraction_evaluate <= 1:
+            problems.append(f"fraction-evaluate must be in (0, 1], got {self.fraction_evaluate}")
         if not self.round_timeout > 0 or not self.node_wait_timeout > 0:
             problems.append("round-timeout and node-wait-timeout must be > 0 seconds")
         if self.evaluate_every < 0:
@@ -202,6 +205,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "server-learning-rate": ("federation", "server_learning_rate"),
     "min-nodes": ("federation", "min_nodes"),
     "fraction-train": ("federation", "fraction_train"),
+    "fraction-evaluate": ("federation", "fraction_evaluate"),
     "round-timeout": ("federation", "round_timeout"),
     "node-wait-timeout": ("federation", "node_wait_timeout"),
     "evaluate-every": ("federation", "evaluate_every"),

@@ -34,7 +34,7 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
     min_train = train_sample_floor(config, num_nodes=num_nodes)
     common: dict[str, Any] = {
         "fraction_train": config.fraction_train,
-        "fraction_evaluate": 1.0,
+        "fraction_evaluate": config.fraction_evaluate,
         "min_train_nodes": min_train,
         # Flower's sampling waits, without a time limit, until min_available_nodes are
         # online. A round can run with min_train nodes, so that is all it waits for:
