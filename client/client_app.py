@@ -7,7 +7,9 @@ name (``merchant``). User parameters stay in the merchant's state directory.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,14 +88,37 @@ def _resolve_merchant(config: RunConfig, context: Context) -> Merchant:
             "Run `fedrec simulate` (it prepares them) or pass --run-config merchants-dir=DIR."
         )
     root = Path(config.merchants_dir)
-    merchants = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    merchants = _merchant_dirs(root)
     partition = int(context.node_config.get(PARTITION_ID, 0))
     if partition >= len(merchants):
         raise ConfigError(
             f"partition-id {partition} has no merchant directory in {root} "
             f"({len(merchants)} found); run as many SuperNodes as merchants."
         )
-    return Merchant(MerchantStore(merchants[partition]), config.model, seed=config.federation.seed)
+    return Merchant(
+        MerchantStore(root / merchants[partition]), config.model, seed=config.federation.seed
+    )
+
+
+def _merchant_dirs(root: Path) -> tuple[str, ...]:
+    """Sorted names of the merchant directories under ``root`` (none if it is not a folder).
+
+    Listed once per process while ``root`` is unchanged (same mtime and link count): with
+    thousands of one-user clients, listing on every message made each call O(clients).
+    """
+    try:
+        stat = root.stat()
+    except OSError:
+        return ()
+    return _listing(str(root), stat.st_mtime_ns, stat.st_nlink)
+
+
+@functools.lru_cache(maxsize=8)
+def _listing(root: str, mtime_ns: int, nlink: int) -> tuple[str, ...]:
+    if not os.path.isdir(root):
+        return ()
+    with os.scandir(root) as entries:
+        return tuple(sorted(entry.name for entry in entries if entry.is_dir()))
 
 
 def _shared_from(message: Message) -> SharedArrays:
