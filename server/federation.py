@@ -571,9 +571,10 @@ def run_federation(
                 server_round, result.arrays, eval_config, grid
             )
             sent = instruct(_with_prior(list(to_evaluate), result.prior))
-            replies, failed = _split(
-                send_and_receive(grid, sent, timeout=federation.round_timeout, poll=poll)
-            )
+            received = send_and_receive(grid, sent, timeout=federation.round_timeout, poll=poll)
+            replies, failed = _split(received)
+            # a client silent past the timeout is a failure, not a smaller evaluation
+            failed += [f"evaluate: {s}" for s in _silent(sent, received, names)]
             record.count_bytes("evaluate", sent, replies)
             if ledger is not None:
                 ledger.record(replies, server_round=server_round, phase="evaluate")
@@ -583,8 +584,14 @@ def run_federation(
             ledger.countersign(server_round)
         record.seconds = time.perf_counter() - started
         result.rounds.append(record)
-        for failure in record.failures:
+        for failure in record.failures[:10]:
             logger.warning("round %d: %s", server_round, failure)
+        if len(record.failures) > 10:
+            logger.warning(
+                "round %d: %d more failures (all in the round history)",
+                server_round,
+                len(record.failures) - 10,
+            )
         if options.checkpoint is not None:
             save_checkpoint(
                 options.checkpoint,

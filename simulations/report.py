@@ -211,6 +211,13 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
         per.caption = f"first 50 of {len(merchants)} parties; all are in metrics.json"
     console.print(per)
     render_privacy(results, console=console)
+    if results.get("evaluation_missing"):
+        console.print(
+            f"[bold yellow]{results['evaluation_missing']} part(ies) did not answer the final "
+            "evaluation within round-timeout[/bold yellow]: the federated figures cover the "
+            "others only. Raise --set round-timeout, or evaluate a sample with "
+            "--set fraction-evaluate."
+        )
     traffic = results.get("communication", {})
     if traffic.get("train-down"):
         console.print(

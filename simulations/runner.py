@@ -307,6 +307,9 @@ def simulate(
             **mean_payload_bytes(history["rounds"]),
             "compression": run.compression.describe(),
         }
+        results["evaluation_missing"] = sum(
+            f.startswith("evaluate:") for f in history["rounds"][-1]["failures"]
+        )
         results["top_k"] = run.federation.top_k
         results["privacy"] = {
             "unit": run.privacy.unit,

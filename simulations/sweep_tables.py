@@ -144,6 +144,7 @@ def run_rows(experiment: Experiment, out: Path) -> tuple[list[dict[str, Any]], .
         row["merchants"] = len(metrics["merchants"])
         row["rounds-run"] = len(history["rounds"])
         row["stopped-early"] = bool(history.get("stopped_early"))
+        row["evaluation-missing"] = metrics.get("evaluation_missing", 0)
         row.update(_bytes(history["rounds"]))
         sizes = {n: int(m["users"]) for n, m in metrics["merchants"].items()}
         row.update(_fairness(metrics["federated"]["per_merchant"], sizes, f"ndcg@{k}"))
