@@ -3,7 +3,7 @@
 The stand-in writes what ``simulate`` writes (metrics.json, federation.json in a
 staged run directory) with numbers that depend on the cell and seed, so the
 resume logic and the statistics are checked exactly and fast. The real
-simulation runs in tests/integration/test_experiment.py and, for a whole
+simulation runs in tests/integration/test_experiment_cli_run.py and, for a whole
 12 x 2 grid killed and resumed, in tests/integration/test_sweep_resume.py.
 """
 
