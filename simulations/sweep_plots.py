@@ -76,6 +76,9 @@ def privacy_utility(runs: pd.DataFrame, axes: Sequence[str], metric: str, path: 
         )
     if len(finite_eps) and finite_eps.max() / max(finite_eps.min(), 1e-12) > 5:
         ax.set_xscale("log")
+        ticks = sorted(set(finite_eps))
+        ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
+        ax.minorticks_off()
     delta = runs["delta"].dropna()
     units = sorted(set(runs["privacy-unit"]) - {"off"})
     accountants = sorted(set(runs["accountant"]) - {""})
