@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -192,9 +191,6 @@ def load_experiment(path: Path, *, text: str | None = None) -> Experiment:
             raise ConfigError(f"{path}: {section} must be a table ([{section}]).")
     head = raw.get("experiment", {})
     _check_keys(path, "experiment", head, EXPERIMENT_KEYS)
-    _check_keys(path, "data", raw.get("data", {}), (*DATA_FILE_KEYS, *SYNTHETIC_KEYS))
-    _check_keys(path, "partition", raw.get("partition", {}), PARTITION_KEYS)
-    _check_keys(path, "privacy", raw.get("privacy", {}), PRIVACY_KEYS)
     for key, kind in (("baselines", bool), ("cpus", int), ("ray-address", str), ("name", str)):
         if key in head and not isinstance(head[key], kind):
             raise ConfigError(
@@ -319,8 +315,6 @@ def resolve(experiment: Experiment, cell: Cell, seed: int) -> ResolvedRun:
         ) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}.") from exc
-    if math.isnan(partition.alpha):
-        raise ConfigError(f"{where}: [partition] alpha must be a number.")
     return ResolvedRun(
         run=run,
         data=data,

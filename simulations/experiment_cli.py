@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    _print_summary(console, tables, experiment, scope)
+    _print_summary(console, tables, scope)
     console.print(f"tables: {out}/summary.csv (mean, 95% CI), runs.csv, rounds.csv, merchants.csv")
     console.print(f"plots:  {', '.join(str(p) for p in plots)}")
     console.print(f"report: {report}")
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(console, tables, experiment, scope) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(console, tables, scope) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     summary = tables["summary"]

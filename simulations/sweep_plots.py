@@ -32,16 +32,11 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def _ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval (0 for one value)."""
-    from scipy.stats import t
+    """Mean and half-width of the 95% Student-t interval (0, no bar, for one value)."""
+    from simulations.sweep_tables import mean_interval
 
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return float("nan"), 0.0
-    if len(values) == 1:
-        return float(values[0]), 0.0
-    half = t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
+    _, mean, _, half = mean_interval(values)
+    return mean, 0.0 if math.isnan(half) else half
 
 
 def _group_label(row: pd.Series, axes: Sequence[str]) -> str:

@@ -169,10 +169,25 @@ def run_rows(experiment: Experiment, out: Path) -> tuple[list[dict[str, Any]], .
     return runs, rounds_rows, merchant_rows
 
 
-def summarise(runs: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
-    """Long table: for each cell and numeric metric, seeds, mean, std and a 95% CI."""
+def mean_interval(values: np.ndarray) -> tuple[int, float, float, float]:
+    """(n, mean, std, half-width of the 95% Student-t interval) over the non-NaN values.
+
+    The std and the half-width are NaN with fewer than two values.
+    """
     from scipy.stats import t
 
+    values = values[~np.isnan(values)]
+    n = len(values)
+    mean = float(values.mean()) if n else float("nan")
+    if n < 2:
+        return n, mean, float("nan"), float("nan")
+    with np.errstate(invalid="ignore"):  # inf (no DP's epsilon) has no spread
+        std = float(values.std(ddof=1))
+    return n, mean, std, float(t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n))
+
+
+def summarise(runs: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
+    """Long table: for each cell and numeric metric, seeds, mean, std and a 95% CI."""
     if runs.empty:
         return pd.DataFrame(
             columns=["cell", *axes, "metric", "seeds", "mean", "std", "ci-low", "ci-high"]
@@ -183,17 +198,7 @@ def summarise(runs: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     for cell, group in runs.groupby("cell", sort=False):
         first = group.iloc[0]
         for metric in metrics:
-            values = group[metric].astype(float).to_numpy()
-            values = values[~np.isnan(values)]
-            n = len(values)
-            mean = float(values.mean()) if n else float("nan")
-            with np.errstate(invalid="ignore"):  # inf (no DP's epsilon) has no spread
-                std = float(values.std(ddof=1)) if n > 1 else float("nan")
-            half = (
-                float(t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n))
-                if n > 1
-                else float("nan")
-            )
+            n, mean, std, half = mean_interval(group[metric].astype(float).to_numpy())
             rows.append(
                 {
                     "cell": cell,
