@@ -448,6 +448,24 @@ def run_federation(
         )
         names.update(confirmed)
         ready.update(confirmed)
+        # A node Flower still lists (e.g. a merchant's stale session after a restart) may not
+        # answer: a run starts once min-nodes merchants confirmed, or node-wait-timeout passes.
+        deadline = time.monotonic() + federation.node_wait_timeout
+        while len(ready) < federation.min_nodes and time.monotonic() < deadline:
+            pending = [n for n in grid.get_node_ids() if n not in ready | catalog_refused]
+            if not pending:
+                time.sleep(1.0)
+                continue
+            confirmed = send_catalog(
+                grid,
+                pending,
+                options.catalog,
+                timeout=max(1.0, min(federation.round_timeout, deadline - time.monotonic())),
+                poll=poll,
+                refused=catalog_refused,
+            )
+            names.update(confirmed)
+            ready.update(confirmed)
     if plan.privacy.merchant_dp and plan.privacy.count_share > 0 and result.prior is None:
         result.prior, refused = collect_item_prior(
             grid,
