@@ -22,6 +22,12 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     join = cmds.add_parser("join", help="enrol an event log and serve the federation")
     join.add_argument("--coordinator", required=True, metavar="HOST:PORT")
     join.add_argument("--ca", required=True, type=Path, help="the federation's ca.pem")
+    join.add_argument(
+        "--operator-key",
+        type=Path,
+        metavar="FILE",
+        help="the operator's operator.pub, pinned at first join (runs it did not sign are refused)",
+    )
     join.add_argument("--key", required=True, type=Path, metavar="DIR", help="node key directory")
     join.add_argument("--data", required=True, type=Path, metavar="FILE", help="event log")
     join.add_argument("--format", default="csv", help="csv, parquet or a MovieLens format")
@@ -57,6 +63,7 @@ def _join(args: argparse.Namespace) -> int:
     spec = JoinSpec(
         coordinator=args.coordinator,
         ca=args.ca,
+        operator_key=args.operator_key,
         key_dir=args.key,
         data=args.data,
         state=args.state,

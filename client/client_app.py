@@ -23,7 +23,7 @@ from client.merchant import Merchant, PrivacyReport, SharedArrays
 from client.secagg import secagg_mod
 from client.state import MerchantStore
 from common.compression import compress, from_fields
-from common.config import RunConfig, parse_run_config, round_plan_from_record
+from common.config import RoundPlan, RunConfig, parse_run_config, round_plan_from_record
 from common.constants import (
     ARRAYS_KEY,
     CATALOG_ACTION,
@@ -69,6 +69,7 @@ from common.errors import ConfigError
 from common.models.prior import ItemPrior
 from common.privacy.accountant import PrivacyBudgetExceeded
 from common.privacy.ledger import update_digest
+from common.run_signature import RunRefused
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,35 @@ def _run_name(record: ConfigRecord, context: Context) -> str:
     return str(name) if name else str(context.run_id)
 
 
+def _plan(record: ConfigRecord, run: RunConfig, *, training: bool = False) -> RoundPlan:
+    """The round plan a message carries; in a signed run it must be the plan the operator signed.
+
+    :mod:`client.run_guard` checked the run's settings against the operator's
+    signature and the merchant's policy; this binds each message's
+    instructions (training, privacy, SecAgg+) to those same settings.
+    """
+    plan = round_plan_from_record(dict(record))
+    if not run.run_signature:
+        return plan
+    differs = [
+        what
+        for what, sent, signed in (
+            ("training settings", plan.train, run.train),
+            ("privacy settings", plan.privacy, run.privacy),
+            ("number of rounds", plan.num_rounds, run.federation.num_rounds),
+        )
+        if sent != signed
+    ]
+    if training and bool(record.get(SECAGG_FIELD, False)) != run.secagg.enabled:
+        differs.append("secure aggregation")
+    if differs:
+        raise RunRefused(
+            f"the coordinator's instructions differ from the signed run settings "
+            f"({', '.join(differs)})"
+        )
+    return plan
+
+
 def _torch_record(arrays: dict[str, object]) -> ArrayRecord:
     import numpy as np
     import torch
@@ -274,7 +304,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         run = settings(context)
         merchant = _resolve_merchant(run, context)
         record = message.content.config_records[CONFIG_KEY]
-        plan = round_plan_from_record(dict(record))
+        plan = _plan(record, run, training=True)
         server_round = _int(record, "server-round")
         received = _shared_from(message)
         compression = from_fields(record)
@@ -359,7 +389,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
         """A private item-count release (once per training), recorded before it leaves."""
         run = settings(context)
         merchant = _resolve_merchant(run, context)
-        plan = round_plan_from_record(dict(message.content.config_records[CONFIG_KEY]))
+        plan = _plan(message.content.config_records[CONFIG_KEY], run)
         try:
             release = merchant.release_item_counts(
                 plan, run=_run_name(message.content.config_records[CONFIG_KEY], context)
@@ -394,7 +424,7 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             k=_int(plan, "top-k"),
             server_round=_int(plan, "server-round"),
             prior=_prior_from(message),
-            refit=round_plan_from_record(dict(plan)).train,
+            refit=_plan(plan, run).train,
         )
         state = context.node_config.get(STATE_DIR)
         if state:  # a deployed merchant keeps the model it evaluated, for `fedrec serve`

@@ -23,7 +23,7 @@ from common.constants import (
     MERCHANT_USERS_FILE,
 )
 from common.data.dataset import UserItemData
-from common.errors import ConfigError, DataError, DataProblem
+from common.errors import DataError, DataProblem
 from common.fileio import atomic_write_bytes
 
 
@@ -61,30 +61,24 @@ class MerchantStore:
     def privacy_account_path(self) -> Path:
         return self.directory / MERCHANT_PRIVACY_FILE
 
+    @property
+    def policy_path(self) -> Path:
+        return self.directory / MERCHANT_POLICY_FILE
+
     def policy_epsilon_max(self) -> float | None:
-        """The merchant's own budget from ``policy.json`` (``{"epsilon-max": 2.0}``), if any."""
-        path = self.directory / MERCHANT_POLICY_FILE
-        if not path.is_file():
-            return None
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-            value = payload.get("epsilon-max")
-            if value is None:
-                return None
-            budget = float(value)
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                f'{path}: expected a JSON object like {{"epsilon-max": 2.0}} ({exc}).'
-            ) from exc
-        if not budget > 0:
-            raise ConfigError(f"{path}: epsilon-max must be > 0, got {budget}.")
-        return budget
+        """The merchant's own lifetime budget (``epsilon-max`` in ``policy.json``), if any."""
+        from client.policy import load_policy
+
+        return load_policy(self.policy_path).epsilon_max
 
     def write_policy(self, *, epsilon_max: float) -> None:
-        atomic_write_bytes(
-            self.directory / MERCHANT_POLICY_FILE,
-            json.dumps({"epsilon-max": epsilon_max}).encode("utf-8"),
-        )
+        """Set ``epsilon-max`` in ``policy.json``, keeping the merchant's other policy keys."""
+        import dataclasses
+
+        from client.policy import load_policy
+
+        policy = dataclasses.replace(load_policy(self.policy_path), epsilon_max=epsilon_max)
+        atomic_write_bytes(self.policy_path, json.dumps(policy.to_json(), indent=2).encode())
 
     def noise_seed(self, *ids: int | str) -> int:
         """A seed for DP noise from this merchant's secret key (made on first use, never sent).

@@ -31,9 +31,13 @@ from typing import IO
 
 from client.enrolment import enrol
 from client.node_key import PUBLIC_KEY_FILE, check_private_key
+from client.policy import ensure_policy
+from client.run_guard import pin_operator_key, read_operator_key
 from client.warm_start import SOCKET_FILE, write_launcher
 from common.errors import ConfigError, FedrecError
+from common.constants import MERCHANT_POLICY_FILE
 from common.flower_env import FLOWER_ENV, with_flower_commands
+from common.privacy.signing import key_fingerprint
 
 PID_FILE = "supernode.pid"
 RESTART_WINDOW = 90.0  # seconds a crashed node's old session may block re-activation
@@ -58,6 +62,7 @@ class JoinSpec:
     port: int = 0  # the SuperNode's local ClientApp port; 0 picks a free one
     poll: float = 0.5  # seconds between idle pulls
     warm: bool = True  # fork ClientApp processes from a pre-imported one (client/warm_start.py)
+    operator_key: Path | None = None  # operator.pub to pin (None: the one pinned before)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -209,12 +214,22 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
     host, port = parse_address(spec.coordinator)
     check_ca(spec.ca)
     check_private_key(spec.key_dir)
+    if spec.operator_key is not None:
+        read_operator_key(spec.operator_key)  # a bad file fails before enrolment
     enrolment = enrol(spec.state, data=spec.data, fmt=spec.fmt, name=spec.name)
+    operator, newly_pinned = pin_operator_key(spec.state, spec.operator_key)
+    policy = ensure_policy(spec.state / MERCHANT_POLICY_FILE)
     say(
         f"{spec.name}: {enrolment.events} events, {enrolment.users} users (pseudonymised with "
         f"this merchant's key), {enrolment.items} items; state in {spec.state}"
         + ("" if enrolment.changed else " (unchanged since the last join)")
     )
+    say(
+        f"operator key {key_fingerprint(operator)} "
+        + ("pinned now: check this fingerprint with the operator" if newly_pinned else "(pinned)")
+        + "; only runs it signed are executed"
+    )
+    say(f"policy ({spec.state / MERCHANT_POLICY_FILE}): {policy.describe()}")
     probe_coordinator(host, port, spec.ca)
     say(f"coordinator {spec.coordinator} verified against {spec.ca}")
     zygote = _start_zygote(spec) if spec.warm else None
@@ -248,8 +263,9 @@ def _environment(spec: JoinSpec) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if spec.warm:
-        env["PATH"] = str(write_launcher(spec.state)) + os.pathsep + env.get("PATH", "")
+    # Always first on the PATH: every ClientApp process goes through fedrec's run check
+    # (client/run_guard.py); the launcher forks from the warm process when there is one.
+    env["PATH"] = str(write_launcher(spec.state)) + os.pathsep + env.get("PATH", "")
     return env
 
 

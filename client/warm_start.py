@@ -10,9 +10,10 @@ The SuperNode finds ``flwr-clientapp`` on its ``PATH`` in ``STATE/bin``: a
 small launcher that hands its arguments, environment, working directory and
 standard streams (as file descriptors) to the zygote over a Unix socket
 (``STATE/warm.sock``, mode 0600), and exits with the status of the forked
-child, which runs Flower's unchanged ``flwr-clientapp`` main. Nothing of
-Flower's protocol changes: this only removes import time. Without the zygote
-the launcher runs the real ``flwr-clientapp``: slower, never broken.
+child, which runs Flower's unchanged ``flwr-clientapp`` main behind fedrec's
+run check (:mod:`client.run_guard`). Nothing of Flower's protocol changes: this
+only removes import time. Without the zygote the launcher runs the same
+guarded ``flwr-clientapp`` in a fresh interpreter: slower, never unchecked.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PRELOAD = (
     "common.privacy.accounting",
     "common.privacy.records",
     "flwr.client.mod",
+    "client.run_guard",
 )
 
 _LAUNCHER = """#!{python} -I
@@ -54,7 +56,7 @@ try:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     conn.connect({socket_path!r})
 except OSError:
-    os.execv({real!r}, [{real!r}] + sys.argv[1:])
+    os.execv({python!r}, [{python!r}, "-I", "-m", "client.run_guard"] + sys.argv[1:])
 request = {{"argv": ["flwr-clientapp"] + sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}}
 socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
 status = conn.recv(4)
@@ -71,7 +73,6 @@ def write_launcher(state: Path) -> Path:
         _LAUNCHER.format(
             python=sys.executable,
             socket_path=str(state.resolve() / SOCKET_FILE),
-            real=str(Path(sys.executable).with_name("flwr-clientapp")),
         ),
         encoding="utf-8",
     )
@@ -94,9 +95,9 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})  # type: ignore[call-overload]
         sys.argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
-        from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
+        from client.run_guard import main
 
-        flwr_clientapp()
+        main()  # Flower's flwr-clientapp, after fedrec's check of the run (client/run_guard.py)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

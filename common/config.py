@@ -155,6 +155,7 @@ class RunConfig:
     catalog: str = ""  # deployment: the federation catalog file the coordinator sends merchants
     resume: bool = False  # continue from output_dir's checkpoint instead of starting afresh
     coordinator_key: str = ""  # the coordinator's ledger key (default: output_dir/coordinator.key)
+    run_signature: str = ""  # deployment: the operator's signature (common/run_signature.py)
 
     def __post_init__(self) -> None:
         if self.privacy.enabled and self.train.proximal_mu > 0:
@@ -234,6 +235,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "catalog": ("", "catalog"),
     "resume": ("", "resume"),
     "coordinator-key": ("", "coordinator_key"),
+    "run-signature": ("", "run_signature"),
 }
 _SECTIONS = {
     "model": ModelConfig,

@@ -80,6 +80,8 @@ MERCHANT_LEDGER_KEY_FILE: Final = "ledger.key"  # its Ed25519 signing key; never
 RUN_LEDGER_DIR: Final = "ledger"  # the federation ledger (coordinator) inside a run directory
 FEDERATION_LEDGER_FILE: Final = "federation.jsonl"
 COORDINATOR_KEY_FILE: Final = "coordinator.key"  # the coordinator's signing key
+OPERATOR_PUBLIC_KEY_FILE: Final = "operator.pub"  # its public half: merchants pin it at enrolment
+RUN_SIGNATURE_SETTING: Final = "run-signature"  # the operator's signature over a run's settings
 
 # --- Ledger exchange in messages ----------------------------------------------
 LEDGER_KEY: Final = "ledger"  # ConfigRecord in replies: the merchant's new signed entries

@@ -132,8 +132,10 @@ def submit(
     run_dir = directory.runs / submission.name
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / ("resume.toml" if submission.resume else "run-config.toml")
+    app = write_app(directory)
+    settings = sign_settings(directory, app, settings, run_name=submission.name)
     atomic_write_text(config_file, _toml_table(settings))
-    run_id = control(directory).submit(write_app(directory), config_file=config_file)
+    run_id = control(directory).submit(app, config_file=config_file)
     runs = json.loads((run_dir / RUNS_FILE).read_text()) if (run_dir / RUNS_FILE).is_file() else []
     runs.append({"flower-run-id": run_id, "resume": submission.resume, "submitted": _now()})
     atomic_write_text(run_dir / RUNS_FILE, json.dumps(runs, indent=2))
@@ -142,6 +144,30 @@ def submit(
         f"(Flower run {run_id}); results in {run_dir}"
     )
     return run_id, run_dir
+
+
+def sign_settings(
+    directory: CoordinatorDir, app: Path, settings: Mapping[str, Any], *, run_name: str
+) -> dict[str, Any]:
+    """``settings`` with the operator's signature over them and the FAB ``flwr run`` will build.
+
+    Flower builds FABs deterministically (fixed zip timestamps), so the hash of
+    the bundle built here is the hash merchants receive.
+    """
+    import hashlib
+
+    from flwr.cli.build import build_fab_from_disk
+
+    from common.constants import RUN_SIGNATURE_SETTING
+    from common.run_signature import sign_run
+    from server.operator_key import operator_signer
+
+    fab_sha256 = hashlib.sha256(build_fab_from_disk(app)).hexdigest()
+    unsigned = {k: v for k, v in settings.items() if k != RUN_SIGNATURE_SETTING}
+    signature = sign_run(
+        operator_signer(directory), run_name=run_name, fab_sha256=fab_sha256, run_config=unsigned
+    )
+    return {**unsigned, RUN_SIGNATURE_SETTING: signature}
 
 
 def _now() -> str:

@@ -131,6 +131,7 @@ class Federation:
             name,
             "merchant", "join", "--coordinator", self.address,
             "--ca", str(ca or self.coord / "tls" / "ca.pem"),
+            "--operator-key", str(self.coord / "operator.pub"),
             "--key", str(key or self.root / "keys" / name),
             "--data", str(self.root / f"{name}.csv"),
             "--state", str(self.state(name)), "--name", name, *extra,

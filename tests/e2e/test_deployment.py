@@ -163,6 +163,7 @@ def _join_once(federation, name, **overrides):
     args = {
         "--coordinator": federation.address,
         "--ca": str(federation.coord / "tls" / "ca.pem"),
+        "--operator-key": str(federation.coord / "operator.pub"),
         "--key": str(federation.root / "keys" / MERCHANTS[0]),
         "--data": str(federation.root / f"{MERCHANTS[0]}.csv"),
         "--state": str(federation.root / "state" / name),
