@@ -77,6 +77,11 @@ class FederationConfig:
     top_k: int = 10
     seed: int = 0
     min_train_nodes: int = 1  # fewer merchants training (e.g. out of budget) ends the run
+    # The largest merchant admitted (users under user-level DP, else training interactions):
+    # caps a reported num-examples and the local steps behind the update-norm bound
+    # (server/update_bounds.py).
+    max_merchant_examples: int = 100_000_000
+    max_update_norm: float = 0.0  # L2 bound on one merchant's update; 0 = derived
 
     def __post_init__(self) -> None:
         problems = []
@@ -102,6 +107,12 @@ class FederationConfig:
             problems.append(f"evaluate-every must be >= 0, got {self.evaluate_every}")
         if self.top_k < 1:
             problems.append(f"top-k must be >= 1, got {self.top_k}")
+        if self.max_merchant_examples < 1:
+            problems.append(f"max-merchant-examples must be >= 1, got {self.max_merchant_examples}")
+        if not 0 <= self.max_update_norm < float("inf"):
+            problems.append(
+                f"max-update-norm must be >= 0 and finite (0: derived), got {self.max_update_norm}"
+            )
         if problems:
             raise ConfigError("Invalid federation settings: " + "; ".join(problems) + ".")
 
@@ -213,6 +224,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "top-k": ("federation", "top_k"),
     "seed": ("federation", "seed"),
     "min-train-nodes": ("federation", "min_train_nodes"),
+    "max-merchant-examples": ("federation", "max_merchant_examples"),
+    "max-update-norm": ("federation", "max_update_norm"),
     "privacy-unit": ("privacy", "unit"),
     "target-epsilon": ("privacy", "target_epsilon"),
     "target-delta": ("privacy", "delta"),

@@ -4,13 +4,20 @@ Flower's ``Strategy.start`` runs a fixed loop; fedrec drives the same strategy
 hooks (``configure_train`` / ``aggregate_train`` / ``configure_evaluate``)
 itself so it can wait for merchants before round 1, keep per-merchant results,
 bound every round by a timeout and evaluate only when asked.
+
+Every decoded train reply is judged before aggregation (:mod:`server.update_bounds`:
+shapes, finite values, the update's L2 norm, the weight); a rejected one is left
+out, named in the round's failures and in the federation ledger. Every aggregate
+is checked again before it becomes the global model, so nothing non-finite is
+ever checkpointed or sent to merchants; when nothing is accepted the global model
+stays as it was.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from common.compression import CompressionConfig, to_fields
 from common.config import FederationConfig, RoundPlan, SecAggConfig, round_plan_to_record
 from common.constants import (
+    ARRAYS_KEY,
     CATALOG_ACTION,
     CATALOG_DIGEST_FIELD,
     CATALOG_ITEMS_FIELD,
@@ -34,12 +42,20 @@ from common.constants import (
     METRICS_KEY,
     RUN_NAME_FIELD,
     SECAGG_FIELD,
+    WEIGHT_KEY,
 )
 from common.data.catalog import ItemCatalog, catalog_digest
 from common.errors import FedrecError
 from common.models.prior import ItemPrior
 from server.checkpoint import Checkpoint, save_checkpoint, strategy_state
 from server.transport import send_and_receive
+from server.update_bounds import (
+    UpdateBounds,
+    check_global,
+    check_secure_aggregate,
+    check_update,
+    derive_bounds,
+)
 from server.updates import decode_update, payload_bytes
 
 if TYPE_CHECKING:
@@ -170,7 +186,7 @@ def _silent(
 
 
 def _metrics(message: Message) -> dict[str, float]:
-    record = message.content.metric_records[METRICS_KEY]
+    record: Mapping[str, Any] = message.content.metric_records.get(METRICS_KEY, {})
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
 
 
@@ -191,6 +207,62 @@ def _refusal(message: Message) -> str:
         return ""
     fields = message.content.config_records.get(MERCHANT_KEY)
     return str(fields.get(DP_REASON_FIELD, "refused")) if fields is not None else "refused"
+
+
+def _judge(reply: Message, reference: dict[str, Any], bounds: UpdateBounds) -> str:
+    """Check one decoded train reply: "" if it may be aggregated, else why not.
+
+    An accepted reply is left holding only what aggregation reads: its arrays
+    and the weight the coordinator gives it (1 under privacy, whatever the
+    merchant reported), so no extra record or metric can upset Flower's
+    aggregation. Read its metrics before.
+    """
+    from flwr.app import MetricRecord, RecordDict
+
+    content = reply.content
+    if ARRAYS_KEY not in content.array_records:
+        return "no model update in the reply"
+    if METRICS_KEY not in content.metric_records:
+        return f"no {METRICS_KEY} record (and so no {WEIGHT_KEY})"
+    reported = content.metric_records[METRICS_KEY].get(WEIGHT_KEY)
+    record = content.array_records[ARRAYS_KEY]
+    arrays = {name: array.numpy() for name, array in record.items()}
+    verdict = check_update(arrays, reference, weight=reported, bounds=bounds)
+    if not verdict.accepted:
+        return verdict.reason
+    if bounds.uniform_weights and reported != 1:
+        logger.info(
+            "%s reported %s=%r; under privacy every merchant weighs 1",
+            _merchant_of(reply),
+            WEIGHT_KEY,
+            reported,
+        )
+    weight = 1 if bounds.uniform_weights else int(verdict.weight)
+    reply.content = RecordDict(
+        {ARRAYS_KEY: record, METRICS_KEY: MetricRecord({WEIGHT_KEY: weight})}
+    )
+    return ""
+
+
+def _reject(
+    record: RoundRecord,
+    ledger: FederationLedger | None,
+    reason: str,
+    *,
+    merchant: str = "",
+    node: int = -1,
+) -> None:
+    """A merchant's update (or, without a merchant, the round's aggregate) is left out."""
+    record.failures.append(f"{merchant or 'aggregate'}: update rejected: {reason}")
+    if ledger is not None:
+        ledger.reject(server_round=record.round, reason=reason, merchant=merchant, node=node)
+
+
+def _strategy_moments(strategy: FedAvg) -> dict[str, Any]:
+    """The strategy's own state that aggregation changes (FedAdam's moments), to put back."""
+    from server.checkpoint import STRATEGY_STATE
+
+    return {name: getattr(strategy, name) for name in STRATEGY_STATE if hasattr(strategy, name)}
 
 
 def _with_prior(messages: Iterable[Message], prior: ItemPrior | None) -> list[Message]:
@@ -482,6 +554,14 @@ def run_federation(
     needed = max(1, min(federation.min_train_nodes, len(nodes)))  # merchants a round needs
     train_config = ConfigRecord(_config(plan, options))
     secure = options.secagg is not None and options.secagg.enabled
+    bounds = derive_bounds(
+        train=plan.train,
+        privacy=plan.privacy,
+        num_parameters=sum(int(a.numpy().size) for a in result.arrays.values()),
+        max_examples=federation.max_merchant_examples,
+        max_update_norm=federation.max_update_norm,
+    )
+    logger.info("accepted updates: %s", bounds.describe())
     for server_round in range(result.resumed_from + 1, federation.num_rounds + 1):
         started = time.perf_counter()
         record = RoundRecord(round=server_round)
@@ -535,11 +615,10 @@ def run_federation(
             record.count_bytes("train", sent, replies)
         if ledger is not None:
             ledger.record(replies, server_round=server_round, phase="train")
-        if not secure:  # after the ledger checked what was received, as it was received
-            for reply in replies:
-                decode_update(reply, result.arrays)
         record.failures += failed
+        reference = {name: array.numpy() for name, array in result.arrays.items()}
         updates = []
+        rejected = 0  # merchants that trained but whose update was left out
         for reply in replies:
             name = _merchant_of(reply)
             names[reply.metadata.src_node_id] = name
@@ -550,34 +629,63 @@ def run_federation(
                 record.refused[name] = reason
                 exhausted.add(name)
                 logger.warning("round %d: %s refused: %s", server_round, name, reason)
-            else:
-                updates.append(reply)
-        record.train = {_merchant_of(r): _metrics(r) for r in updates}
-        if not updates and not record.refused:
+                continue
+            metrics = _metrics(reply)
+            if not secure:  # after the ledger checked what was received, as it was received
+                try:
+                    decode_update(reply, result.arrays)
+                    problem = _judge(reply, reference, bounds)
+                except (KeyError, ValueError) as error:
+                    problem = f"undecodable update ({error})"
+                if problem:
+                    rejected += 1
+                    _reject(record, ledger, problem, merchant=name, node=reply.metadata.src_node_id)
+                    continue
+            record.train[name] = metrics
+            updates.append(reply)
+        if not updates and not record.refused and not rejected:
             raise FederationError(
                 f"Round {server_round}: no merchant returned an update "
                 f"({len(failed)} failed: {'; '.join(failed) or 'timed out'})."
             )
-        if len(updates) < federation.min_train_nodes:
+        if len(updates) + rejected < federation.min_train_nodes:
             record.aggregated = False
             result.stopped_early = (
-                f"round {server_round}: {len(updates)} merchant(s) trained, fewer than "
-                f"min-train-nodes={federation.min_train_nodes} "
+                f"round {server_round}: {len(updates) + rejected} merchant(s) trained, fewer "
+                f"than min-train-nodes={federation.min_train_nodes} "
                 f"({len(record.refused)} refused for budget); the round was not aggregated"
             )
             logger.warning("stopping: %s", result.stopped_early)
+        elif not updates:  # every update was rejected: the global model stays as it was
+            record.aggregated = False
         elif secure:
-            if outcome.arrays is not None:
-                result.arrays = outcome.arrays
-            else:
+            assert options.secagg is not None
+            if outcome.arrays is None:
                 record.aggregated = False
                 record.failures.append(outcome.halted)
-        else:
-            aggregated, _ = strategy.aggregate_train(server_round, updates)
-            if aggregated is not None:
-                result.arrays = aggregated
-            else:
+            elif problem := check_secure_aggregate(
+                {n: a.numpy() for n, a in outcome.arrays.items()},
+                reference,
+                bounds=bounds,
+                clipping_range=options.secagg.clipping_range,
+                quantization_range=options.secagg.quantization_range,
+            ):
                 record.aggregated = False
+                _reject(record, ledger, problem)
+            else:
+                result.arrays = outcome.arrays
+        else:
+            moments = _strategy_moments(strategy)
+            aggregated, _ = strategy.aggregate_train(server_round, updates)
+            if aggregated is None:
+                record.aggregated = False
+            elif problem := check_global({n: a.numpy() for n, a in aggregated.items()}, reference):
+                record.aggregated = False
+                for attribute, value in moments.items():  # FedAdam: its moments go back too
+                    setattr(strategy, attribute, value)
+                _reject(record, ledger, problem)
+            else:
+                result.arrays = aggregated
             if client_dp is not None:
                 result.client_privacy = client_dp.spent()
 

@@ -8,7 +8,9 @@ newer ones. The coordinator checks them on arrival (contiguous, chained,
 signed by the key in the merchant's genesis entry, and a committed update's
 hash equal to the hash of the arrays actually received), records them
 verbatim (``merchant-entries``), and after each round records every merchant's
-head (``round-head``): its countersignature. ``close`` ends a run.
+head (``round-head``): its countersignature. An update the coordinator left out
+of the model (non-finite, too large, a bad weight: :mod:`server.update_bounds`)
+is recorded with its reason (``update-rejected``). ``close`` ends a run.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(f"flwr.fedrec.{__name__}")
 
 COORDINATOR = "coordinator"
+UPDATE_REJECTED = "update-rejected"  # coordinator: an update (or aggregate) left out of the model
+MERCHANT_SCOPE = "merchant"  # a rejected update is one merchant's
+AGGREGATE_SCOPE = "aggregate"  # ... or a round's aggregate (SecAgg+ or the strategy's)
 
 
 def _arrays_of(message: Message) -> dict[str, Any] | None:
@@ -155,6 +160,27 @@ class FederationLedger:
                 "received_update_sha256": received,
                 "entries": [e.to_json() for e in fresh],
                 "problems": problems,
+            },
+        )
+
+    def reject(
+        self,
+        *,
+        server_round: int,
+        reason: str,
+        merchant: str = "",
+        node: int = -1,
+    ) -> Entry:
+        """Record a merchant's update (no merchant: a round's aggregate) left out of the model."""
+        return self.ledger.append(
+            UPDATE_REJECTED,
+            {
+                "run": self.run,
+                "round": server_round,
+                "scope": MERCHANT_SCOPE if merchant else AGGREGATE_SCOPE,
+                "merchant": merchant,
+                "node": node,
+                "reason": reason,
             },
         )
 
