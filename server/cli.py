@@ -25,9 +25,20 @@ def add_coordinator(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="HOST",
         help="a name or IP merchants dial (repeatable; the certificate is valid for these only)",
     )
-    init.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     init.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--host", default="0.0.0.0", help="public address merchants dial (default 0.0.0.0)"
+    )
+    init.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"public port: Fleet API only, through nginx (default {DEFAULT_PORT})",
+    )
+    init.add_argument(
+        "--internal-port",
+        type=int,
+        metavar="PORT",
+        help="the SuperLink's port on 127.0.0.1, every API, loopback only (default: --port + 1)",
     )
     init.add_argument("--valid-days", type=int, default=365, help="certificate lifetime (365)")
     init.add_argument("--catalog", type=Path, help="federation catalog (item keys, one per line)")
@@ -66,6 +77,7 @@ def _init(args: argparse.Namespace) -> int:
         sans=args.san,
         host=args.host,
         port=args.port,
+        internal_port=args.internal_port,
         valid_days=args.valid_days,
         catalog=args.catalog,
         force_tls=args.force_tls,

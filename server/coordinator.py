@@ -1,13 +1,21 @@
 """A coordinator directory: TLS material, settings, admitted merchants, runs.
 
-    DIR/coordinator.toml   where the SuperLink listens and the names in its certificate
+    DIR/coordinator.toml   public host:port, the SuperLink's loopback port, certificate names
     DIR/tls/               ca.pem (give to merchants), ca.key, server.pem, server.key (0600)
     DIR/catalog.json       the federation catalog sent to merchants at the start of a run
     DIR/admitted.json      admitted merchants: name, public key, expiry, Flower node id
     DIR/coordinator.key    the coordinator's Ed25519 ledger key (0600)
     DIR/state/             the SuperLink's database (registrations survive restarts)
     DIR/runs/NAME/         one directory per run: model, history, ledger, checkpoint
-    DIR/logs/              the SuperLink's own log
+    DIR/proxy/             nginx.conf and nginx.pid of the public proxy (rewritten at start)
+    DIR/logs/              the SuperLink's and the proxy's own logs
+
+Two listeners: merchants dial the public ``host:port``, where nginx serves
+the Fleet API only (``/v1/fleet/``; :mod:`server.proxy`); the SuperLink itself
+(Fleet, Control and Runtime APIs, all on one HTTPS port in Flower 1.41) binds
+``127.0.0.1:internal-port``, so run submission and node registration are
+reachable from this machine only. A ``coordinator.toml`` written before
+``internal-port`` existed gets ``port + 1`` (``port - 1`` for 65535).
 
 Admission is Flower's SuperNode authentication: an admitted merchant's public
 key is registered with the running SuperLink (``flwr supernode register``) and
@@ -30,7 +38,7 @@ from common.constants import COORDINATOR_KEY_FILE, RUN_CATALOG_FILE
 from common.errors import ConfigError
 from common.fileio import atomic_write_text
 from common.naming import check_name
-from server.tls import TlsFiles
+from server.tls import LOOPBACK, TlsFiles
 
 CONFIG_FILE = "coordinator.toml"
 ADMITTED_FILE = "admitted.json"
@@ -42,16 +50,42 @@ REVOKE_PENDING = "revoke-pending"  # revoked while stopped: unregister at start
 REVOKED = "revoked"
 
 
+def default_internal_port(port: int) -> int:
+    """The SuperLink's loopback port when none is given: the public port + 1 (- 1 for 65535)."""
+    return port + 1 if port < 65535 else port - 1
+
+
 @dataclass(frozen=True)
 class CoordinatorSettings:
-    host: str  # the address the SuperLink binds
-    port: int
+    host: str  # the address the public proxy binds (merchants dial it)
+    port: int  # public port: the Fleet API only, through nginx
+    internal_port: int  # the SuperLink's port on 127.0.0.1: every API, loopback only
     sans: tuple[str, ...]  # names merchants may dial (in the server certificate)
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{key} must be 1-65535, got {value} (--{key} of `fedrec coordinator init`)"
+            for key, value in (("port", self.port), ("internal-port", self.internal_port))
+            if not 0 < value < 65536
+        ]
+        if self.internal_port == self.port:
+            problems.append(
+                f"internal-port must differ from port (both {self.port}): the public port is "
+                "the proxy's (Fleet API only), the internal one the SuperLink's on 127.0.0.1; "
+                f"pass e.g. --internal-port {default_internal_port(self.port)}"
+            )
+        if problems:
+            raise ConfigError("; ".join(problems) + ".")
 
     @property
     def local_address(self) -> str:
-        """How tools on this machine reach the SuperLink (a name in the certificate)."""
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else self.sans[0]
+        """How tools on this machine reach the SuperLink's Control API: loopback only."""
+        return f"{LOOPBACK}:{self.internal_port}"
+
+    @property
+    def public_address(self) -> str:
+        """Where the proxy listens (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
 
@@ -97,6 +131,10 @@ class CoordinatorDir:
         return self.root / "flwr-home"
 
     @property
+    def proxy(self) -> Path:
+        return self.root / "proxy"
+
+    @property
     def pid_file(self) -> Path:
         return self.root / "state" / "coordinator.pid"
 
@@ -110,15 +148,18 @@ class CoordinatorDir:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
             section = raw["coordinator"]
-            return CoordinatorSettings(
-                host=str(section["host"]),
-                port=int(section["port"]),
-                sans=tuple(str(s) for s in section["sans"]),
-            )
+            port = int(section["port"])
+            internal = int(section.get("internal-port", default_internal_port(port)))
+            sans = tuple(str(s) for s in section["sans"])
+            host = str(section["host"])
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                f"{path}: expected [coordinator] with host, port and sans ({exc})."
+                f"{path}: expected [coordinator] with host, port, internal-port and sans ({exc})."
             ) from exc
+        try:
+            return CoordinatorSettings(host=host, port=port, internal_port=internal, sans=sans)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
 
 
 def write_settings(directory: CoordinatorDir, settings: CoordinatorSettings) -> None:
@@ -128,7 +169,8 @@ def write_settings(directory: CoordinatorDir, settings: CoordinatorSettings) -> 
         "# fedrec coordinator (written by `fedrec coordinator init`)\n"
         "[coordinator]\n"
         f"host = {json.dumps(settings.host)}\n"
-        f"port = {settings.port}\n"
+        f"port = {settings.port}  # public: nginx, Fleet API only\n"
+        f"internal-port = {settings.internal_port}  # the SuperLink, on {LOOPBACK} only\n"
         f"sans = [{sans}]\n",
     )
 

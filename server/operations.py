@@ -20,12 +20,13 @@ from server.coordinator import (
     CoordinatorDir,
     CoordinatorSettings,
     admissions_lock,
+    default_internal_port,
     load_admissions,
     new_admission,
     save_admissions,
     write_settings,
 )
-from server.tls import make_tls
+from server.tls import make_tls, with_loopback
 
 
 def init_coordinator(
@@ -34,11 +35,16 @@ def init_coordinator(
     sans: list[str],
     host: str = "0.0.0.0",
     port: int = DEFAULT_PORT,
+    internal_port: int | None = None,
     valid_days: int = 365,
     catalog: Path | None = None,
     force_tls: bool = False,
 ) -> CoordinatorDir:
-    """Create (or renew the TLS material of) a coordinator directory."""
+    """Create (or renew the TLS material of) a coordinator directory.
+
+    The certificate is valid for ``sans`` and 127.0.0.1 (the SuperLink's only
+    address); ``internal_port`` (default ``port + 1``) is the SuperLink's port there.
+    """
     directory = CoordinatorDir(root)
     exists = directory.config_path.is_file()
     if exists and not force_tls:
@@ -46,20 +52,24 @@ def init_coordinator(
             f"{root} is already a coordinator directory. Pass --force-tls to renew its TLS "
             "material (merchants then need the new ca.pem); admissions and runs are kept."
         )
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port must be 1-65535, got {port}.")
+    settings = CoordinatorSettings(  # validates both ports before anything is written
+        host=host,
+        port=port,
+        internal_port=default_internal_port(port) if internal_port is None else internal_port,
+        sans=tuple(with_loopback(sans)),
+    )
     items = ItemCatalog.read(catalog) if catalog is not None else None  # validate first
     staging = root / ".init-tls"
     shutil.rmtree(staging, ignore_errors=True)
     staged = CoordinatorDir(staging)
-    make_tls(staged.tls, sans=sans, valid_days=valid_days)  # nothing written on a bad SAN
+    make_tls(staged.tls, sans=list(settings.sans), valid_days=valid_days)  # none on a bad SAN
     target = directory.tls.ca_cert.parent
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staged.tls.ca_cert.parent.rename(target)
     shutil.rmtree(staging, ignore_errors=True)
-    write_settings(directory, CoordinatorSettings(host=host, port=port, sans=tuple(sans)))
+    write_settings(directory, settings)
     if items is not None:
         items.save(directory.catalog)
     Signer.load_or_create(directory.ledger_key)

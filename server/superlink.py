@@ -1,13 +1,16 @@
 """``fedrec coordinator start``: Flower's SuperLink with TLS, node authentication and admissions.
 
-The SuperLink runs as a child process (``flower-superlink``) with the
-coordinator's certificate, SuperNode authentication, a database in
-``DIR/state`` (admissions and runs survive a restart) and offline-safe
-settings. Its raw log goes to ``DIR/logs/superlink.log``; the terminal gets
-one summary and readable event lines. Once it answers, pending admissions are
-registered, revocations applied, and every minute expired admissions are
-revoked and any node registered outside ``fedrec coordinator admit`` is
-unregistered (Flower 1.41's Control API has no access control of its own).
+The SuperLink runs as a child process (``flower-superlink``) bound to
+``127.0.0.1:internal-port`` only, with the coordinator's certificate,
+SuperNode authentication, a database in ``DIR/state`` (admissions and runs
+survive a restart) and offline-safe settings. Merchants reach it through
+nginx on the public ``host:port``, which serves the Fleet API and nothing
+else (:mod:`server.proxy`): the Control API (run submission, node
+registration) answers on this machine only. Raw logs go to ``DIR/logs``;
+the terminal gets one summary and readable event lines. Once it answers,
+pending admissions are registered, revocations applied, and every minute
+expired admissions are revoked and any node registered outside ``fedrec
+coordinator admit`` is unregistered.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from server.coordinator import (
     save_admissions,
 )
 from server.flwr_cli import ControlError, FlowerCli, flower_environment
-from server.tls import certificate_info
+from server.proxy import RunningProxy, find_nginx, proxy_spec, start_proxy
+from server.tls import LOOPBACK, LOOPBACK_NAME, LOOPBACK_SANS, certificate_info
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +70,15 @@ def superlink_command(directory: CoordinatorDir) -> list[str]:
         "--database",
         str(directory.database),
         "--host",
-        settings.host,
+        LOOPBACK,  # never the public address: nginx forwards the Fleet API, nothing else
         "--port",
-        str(settings.port),
+        str(settings.internal_port),
     ]
 
 
 def check_ready_to_start(directory: CoordinatorDir) -> None:
     """Everything a start needs, each missing piece named with its fix."""
-    directory.settings()
+    settings = directory.settings()
     for path in (directory.tls.ca_cert, directory.tls.server_cert, directory.tls.server_key):
         if not path.is_file():
             raise ConfigError(
@@ -89,6 +93,19 @@ def check_ready_to_start(directory: CoordinatorDir) -> None:
             f"coordinator init {directory.root} --san HOST --force-tls` and give merchants the "
             "new ca.pem."
         )
+    missing = info.missing_loopback()
+    if missing:
+        names = " ".join(f"--san {n}" for n in info.sans if n.lower() not in LOOPBACK_SANS)
+        raise ConfigError(
+            f"The server certificate {directory.tls.server_cert} is not valid for "
+            f"{' and '.join(missing)} (it names {', '.join(info.sans) or 'nothing'}): the "
+            f"SuperLink listens on {LOOPBACK}:{settings.internal_port} behind the public proxy, "
+            f"which verifies it as {LOOPBACK_NAME}, and `fedrec run` as {LOOPBACK}. Renew it "
+            f"with `fedrec coordinator init {directory.root} {names or '--san HOST'} --host "
+            f"{settings.host} --port {settings.port} --internal-port {settings.internal_port} "
+            "--force-tls` (both names are added) and give merchants the new ca.pem."
+        )
+    find_nginx()
     if directory.pid_file.is_file():
         try:
             pid = int(directory.pid_file.read_text().strip())
@@ -105,7 +122,7 @@ def check_ready_to_start(directory: CoordinatorDir) -> None:
 def wait_until_serving(
     directory: CoordinatorDir, process: subprocess.Popen, timeout: float
 ) -> None:  # type: ignore[type-arg]
-    """Until the SuperLink completes a TLS handshake on its port; fail with its log's reason."""
+    """Until the SuperLink completes a TLS handshake on its loopback port; else its log's reason."""
     settings = directory.settings()
     host, port = settings.local_address.rsplit(":", 1)
     context = ssl.create_default_context(cafile=str(directory.tls.ca_cert))
@@ -222,25 +239,31 @@ def run_coordinator(
         stopping = True
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    proxy: RunningProxy | None = None
     try:
         wait_until_serving(directory, process, start_timeout)
         cli = control(directory)
         reconcile(directory, cli, say=say)  # admissions first: merchants may dial at once
         admitted = sum(a.status == REGISTERED for a in load_admissions(directory).values())
+        proxy = start_proxy(proxy_spec(directory), nginx=find_nginx())
+        proxy.wait_until_serving(timeout=start_timeout)
         say(
-            f"coordinator serving on {settings.host}:{settings.port} (TLS; certificate for "
-            f"{', '.join(settings.sans)}; SuperNode authentication on); {admitted} merchant(s) "
-            f"admitted; log: {log_path}"
+            f"coordinator serving on {settings.public_address} (nginx: Fleet API only, TLS; "
+            f"certificate for {', '.join(settings.sans)}; SuperNode authentication on); "
+            f"SuperLink on {settings.local_address}; {admitted} merchant(s) admitted; "
+            f"logs: {directory.logs}"
         )
         say(
-            "WARNING: Flower 1.41 serves its Control API (run submission, node registration) "
-            "on this same port without account authentication: expose the port only to "
-            "your merchants (firewall). fedrec unregisters nodes it did not admit every minute."
+            "WARNING: Flower 1.41's Control API (run submission, node registration) has no "
+            f"account authentication; it is served on {settings.local_address} only (loopback), "
+            "so anyone with a shell on this machine can submit runs: keep it to the operator. "
+            f"The public port {settings.port} answers the Fleet API alone. fedrec unregisters "
+            "nodes it did not admit every minute."
         )
         if on_ready is not None:
             on_ready(cli)
         next_check = time.monotonic() + CHECK_EVERY
-        while not stopping and process.poll() is None:
+        while not stopping and process.poll() is None and proxy.process.poll() is None:
             time.sleep(0.2)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_EVERY
@@ -254,8 +277,16 @@ def run_coordinator(
                 f"{last_log_lines(directory)}"
             )
             return 1
+        if proxy.process.poll() is not None and not stopping:
+            say(
+                f"nginx (the public proxy) exited unexpectedly (code {proxy.process.returncode}): "
+                f"{proxy.errors()}; stopping the SuperLink"
+            )
+            return 1
         return 0
     finally:
+        if proxy is not None:
+            proxy.stop()  # first: no merchant request reaches a SuperLink on its way out
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:

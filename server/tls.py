@@ -2,9 +2,12 @@
 
 ``fedrec coordinator init`` makes a private certificate authority (CA) and a
 server certificate signed by it, valid for the host names and IP addresses
-merchants will dial (subject alternative names). Merchants get ``ca.pem``
-only; private keys never leave the coordinator directory and are written
-with mode 0600.
+merchants will dial (subject alternative names) and always for 127.0.0.1 and
+localhost: the SuperLink listens on 127.0.0.1 only, behind the public proxy;
+Flower's SuperExec and ``fedrec run`` verify it as the IP address 127.0.0.1,
+nginx as the DNS name localhost (nginx matches DNS names only, never IP
+address SANs). Merchants get ``ca.pem`` only; private keys never leave the coordinator
+directory and are written with mode 0600.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError
 from common.fileio import atomic_write_bytes
+
+LOOPBACK = "127.0.0.1"  # the SuperLink's only address, so always a name in its certificate
+LOOPBACK_NAME = "localhost"  # the name nginx verifies it by (nginx ignores IP address SANs)
+LOOPBACK_SANS = (LOOPBACK, LOOPBACK_NAME)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,21 @@ def parse_san(value: str) -> x509.GeneralName:
     return x509.DNSName(text)
 
 
+def _require_names(sans: list[str]) -> None:
+    if not sans:
+        raise ConfigError(
+            "The server certificate needs at least one name merchants dial: pass --san HOST "
+            "(repeatable), e.g. --san 127.0.0.1 --san coordinator.example.com."
+        )
+
+
+def with_loopback(sans: list[str]) -> list[str]:
+    """The names merchants dial, then 127.0.0.1 and localhost where they are missing."""
+    _require_names(sans)
+    given = {parse_san(s.lower()) for s in sans}  # DNS names match case-insensitively
+    return [*sans, *(name for name in LOOPBACK_SANS if parse_san(name) not in given)]
+
+
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
         encoding=serialization.Encoding.PEM,
@@ -74,11 +96,7 @@ def make_tls(
     files: TlsFiles, *, sans: list[str], valid_days: int, now: dt.datetime | None = None
 ) -> None:
     """Create the CA and a server certificate for ``sans``, valid ``valid_days`` from now."""
-    if not sans:
-        raise ConfigError(
-            "The server certificate needs at least one name merchants dial: pass --san HOST "
-            "(repeatable), e.g. --san 127.0.0.1 --san coordinator.example.com."
-        )
+    _require_names(sans)
     if valid_days < 1:
         raise ConfigError(f"--valid-days must be at least 1, got {valid_days}.")
     names = [parse_san(s) for s in sans]
@@ -144,6 +162,11 @@ class CertificateInfo:
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         return (now or dt.datetime.now(dt.UTC)) >= self.not_after
+
+    def missing_loopback(self) -> tuple[str, ...]:
+        """Which of 127.0.0.1 and localhost the certificate lacks (the SuperLink needs both)."""
+        named = {s.lower() for s in self.sans}
+        return tuple(name for name in LOOPBACK_SANS if name not in named)
 
 
 def certificate_info(path: Path) -> CertificateInfo:

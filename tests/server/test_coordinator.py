@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from client.node_key import generate_node_key
 from common.errors import ConfigError
+from server import superlink
 from server.coordinator import REVOKE_PENDING, CoordinatorDir, load_admissions, save_admissions
 from server.operations import admit, init_coordinator, revoke
+from server.superlink import check_ready_to_start
+from server.tls import make_tls
 
 
 def test_init_admit_revoke_and_the_rules_they_enforce(tmp_path):
     directory = init_coordinator(tmp_path / "coord", sans=["127.0.0.1"], port=19999)
-    assert directory.settings().local_address == "127.0.0.1:19999"  # 0.0.0.0 -> first SAN
+    settings = directory.settings()
+    assert settings.public_address == "0.0.0.0:19999"  # nginx: the Fleet API only
+    assert settings.local_address == "127.0.0.1:20000"  # the SuperLink: loopback, port + 1
+    assert settings.sans == ("127.0.0.1", "localhost")  # localhost added: nginx verifies by it
     with pytest.raises(ConfigError, match="--force-tls"):
         init_coordinator(tmp_path / "coord", sans=["127.0.0.1"])
     key = generate_node_key(tmp_path / "keys")
@@ -36,3 +43,23 @@ def test_init_admit_revoke_and_the_rules_they_enforce(tmp_path):
         revoke(directory, name="nobody")
     with pytest.raises(ConfigError, match="not a coordinator directory"):
         CoordinatorDir(tmp_path / "elsewhere").settings()
+
+
+def test_start_refuses_a_certificate_without_the_loopback_names_and_says_how_to_renew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(superlink, "find_nginx", lambda: "/usr/sbin/nginx")  # not under test
+    directory = init_coordinator(
+        tmp_path / "coord", sans=["coord.example.org"], host="10.0.0.5", port=19500
+    )
+    check_ready_to_start(directory)  # 127.0.0.1 and localhost were added by init
+    make_tls(directory.tls, sans=["coord.example.org"], valid_days=3)  # an older certificate
+
+    with pytest.raises(ConfigError) as refused:
+        check_ready_to_start(directory)
+    message = str(refused.value)
+    assert "not valid for 127.0.0.1 and localhost (it names coord.example.org)" in message
+    assert (
+        f"`fedrec coordinator init {directory.root} --san coord.example.org --host 10.0.0.5 "
+        "--port 19500 --internal-port 19501 --force-tls`" in message
+    )

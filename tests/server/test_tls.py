@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from server.tls import TlsFiles, certificate_info, make_tls
+from server.tls import TlsFiles, certificate_info, make_tls, with_loopback
 
 
 def _files(root: Path) -> TlsFiles:
@@ -44,3 +44,19 @@ def test_a_certificate_valid_for_zero_days_is_refused_and_bad_sans_are_named(
     with pytest.raises(ConfigError, match="--san"):
         make_tls(_files(tmp_path), sans=[], valid_days=3)
     assert not (tmp_path / "ca.pem").exists()
+
+
+def test_coordinator_certificates_always_name_the_superlinks_loopback_address() -> None:
+    assert with_loopback(["coord.example.org"]) == ["coord.example.org", "127.0.0.1", "localhost"]
+    assert with_loopback(["LocalHost", "127.0.0.1"]) == ["LocalHost", "127.0.0.1"]
+    assert with_loopback(["10.0.0.5", "127.0.0.1"]) == ["10.0.0.5", "127.0.0.1", "localhost"]
+    with pytest.raises(ConfigError, match="at least one name merchants dial"):
+        with_loopback([])
+
+
+def test_a_certificate_says_which_loopback_names_it_lacks(tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    make_tls(files, sans=["coord.example.org", "localhost"], valid_days=3)
+    assert certificate_info(files.server_cert).missing_loopback() == ("127.0.0.1",)
+    make_tls(files, sans=with_loopback(["coord.example.org"]), valid_days=3)
+    assert certificate_info(files.server_cert).missing_loopback() == ()
