@@ -1,12 +1,14 @@
 # Two entry points do all set-up on a fresh machine (Python + pip + the torch CPU wheel):
 #   make demo   installs into .venv and runs a simulated federation on synthetic data
 #   make test   installs into .venv and runs the test suite (what .ci/run calls)
+# A coordinator machine also needs nginx (server/proxy.py puts it on the public port):
+#   make coordinator-setup   installs the Debian package when nginx is missing (root or sudo)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench privacy-utility clean
+.PHONY: demo test test-slow bench privacy-utility coordinator-setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,21 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+NGINX_PACKAGES := nginx-light nginx
+coordinator-setup:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then \
+	  echo "nginx present: $$(PATH="$$PATH:/usr/sbin" nginx -v 2>&1)"; \
+	else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing nginx (the coordinator's public proxy) with apt-get"; \
+	  $$SUDO apt-get update -qq || { echo "ERROR: apt-get update failed" >&2; exit 1; }; \
+	  for pkg in $(NGINX_PACKAGES); do \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkg && break; \
+	  done; \
+	  PATH="$$PATH:/usr/sbin" nginx -v || { echo "ERROR: could not install nginx (tried:" \
+	    "$(NGINX_PACKAGES)); fedrec coordinator start and the e2e tests need it" >&2; exit 1; }; \
+	fi
 
 privacy-utility: $(STAMP)
 	$(BIN)/fedrec experiment sweep simulations/experiments/privacy_utility.toml
