@@ -17,6 +17,17 @@ Merchants send **deltas** (their update minus the global model) with weight 1
 of the merchants that trained. A delta outside ``clipping-range`` is refused
 by the merchant with an error (see :mod:`client.secagg`): SecAgg+ would clip
 it silently.
+
+Bad updates: the coordinator never sees one merchant's delta, so it cannot
+check it. The per-merchant range check is SecAgg+'s own: Flower's quantiser
+clips every value a merchant sends (its weight times its delta) to
+``+-clipping-range``, so one merchant moves each value of the mean by at most
+``clipping-range / m`` over ``m`` merchants. The round loop then checks the
+unmasked result (:func:`server.update_bounds.check_secure_aggregate`): finite,
+every mean delta within ``+-clipping-range`` (true for weights 1; a merchant
+that sends a weight below 1, or one that overflows the field, can break it) and
+within the run's update-norm bound; otherwise the round is not applied and the
+rejection is ledgered.
 """
 
 from __future__ import annotations

@@ -71,8 +71,14 @@ What this bounds: with uniform weights and ``m`` accepted merchants, one
 merchant moves the global model by at most ``max_norm / m`` in L2 (weighted:
 by its weight share times ``max_norm``). The bound is as tight as ``N`` (or
 ``local-steps``) is: set ``max-merchant-examples`` to the largest merchant's
-size. Rejecting a DP release for its size is post-processing of it: it costs
-no privacy.
+size. Per value, ``MARGIN * lr * S(T)`` is, at the private defaults (lr 0.1,
+one local epoch, batch-users 512): 1.5e5 for the default ``N = 1e8`` (``T =
+195,313``: it stops NaN, Inf and absurd updates such as 1e6 everywhere, little
+more), 44 for ``N = 1e5`` (``T = 196``), 1.07 for ``N = 5,000`` (``T = 10``).
+Honest private merchants measured in the tests use about 40 % of their bound.
+Rejecting a DP release for its size is post-processing of it: it costs no
+privacy. The bound assumes each round's Adam starts afresh (as the merchants'
+code does); were its state kept across rounds, ``T * B_inf`` would bound it.
 
 Under SecAgg+
 -------------
@@ -83,8 +89,9 @@ send a delta outside it rather than have it clipped), so one merchant moves
 each coordinate of the mean by at most ``secagg-clip-range / m``. On the
 unmasked aggregate the coordinator checks (:func:`check_secure_aggregate`) that
 it is finite, within ``+-secagg-clip-range`` per value (a mean of clipped values
-with honest weights 1 is; a merchant lying about its weight is not), and within
-``max_norm`` (a mean of updates each within it is).
+with weights 1 is; a merchant sending a weight below 1, or one overflowing the
+field, can break it), and within ``max_norm`` (a mean of updates each within it
+is).
 """
 
 from __future__ import annotations
