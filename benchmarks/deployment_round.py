@@ -1,9 +1,11 @@
 """Benchmark: one round of a real deployment on loopback, split into training and overhead.
 
 A coordinator and 3 merchants run as separate processes on 127.0.0.1 (TLS,
-node keys), exactly as ``fedrec coordinator start`` / ``fedrec merchant join``
-/ ``fedrec run`` start them, and train a user-level DP model (epsilon 3) for
-``--rounds`` rounds, evaluating after the last one. For every round:
+node keys; merchants reach the loopback SuperLink through the coordinator's
+nginx, which serves the Fleet API only), exactly as ``fedrec coordinator
+start`` / ``fedrec merchant join`` / ``fedrec run`` start them, and train a
+user-level DP model (epsilon 3) for ``--rounds`` rounds, evaluating after the
+last one. For every round:
 
 * round wall time: the coordinator's time for the round (instructions out,
   every update in, aggregation, checkpoint);
@@ -116,7 +118,8 @@ def main() -> None:
     base, tuned = results["flower-defaults"], results["fedrec"]
     report = {
         "benchmark": "deployment_round",
-        "setup": "coordinator + 3 merchants on 127.0.0.1, TLS + node auth, user-level DP eps 3, "
+        "setup": "coordinator + 3 merchants on 127.0.0.1, TLS + node auth, merchants -> nginx "
+        "(Fleet API only) -> SuperLink on 127.0.0.1:internal-port, user-level DP eps 3, "
         "MF dim 16, 540 synthetic users / 90 items; rounds without evaluation are summarised",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "rounds": args.rounds,
