@@ -82,9 +82,16 @@ def _init(args: argparse.Namespace) -> int:
         catalog=args.catalog,
         force_tls=args.force_tls,
     )
+    from common.privacy.signing import key_fingerprint
+    from server.operator_key import operator_public_key_path, operator_signer
+
+    operator = operator_signer(directory)
     _say(
         f"coordinator directory {args.dir}: certificate for {', '.join(args.san)} valid "
-        f"{args.valid_days} days. Give merchants {directory.tls.ca_cert}; admit their keys with "
+        f"{args.valid_days} days. Give merchants {directory.tls.ca_cert} and "
+        f"{operator_public_key_path(directory)} (operator key "
+        f"{key_fingerprint(operator.public_key)}: tell them this fingerprint over a channel "
+        "you trust); admit their keys with "
         f"`fedrec coordinator admit {args.dir} NAME KEY.pub`; start with "
         f"`fedrec coordinator start {args.dir}`."
     )
@@ -94,7 +101,15 @@ def _init(args: argparse.Namespace) -> int:
 def _start(args: argparse.Namespace) -> int:
     from server.superlink import run_coordinator
 
+    from common.privacy.signing import key_fingerprint
+    from server.operator_key import operator_public_key_path, operator_signer
+
     directory = CoordinatorDir(args.dir)
+    operator = operator_signer(directory)  # signs every run `fedrec run` submits
+    _say(
+        f"operator key {key_fingerprint(operator.public_key)} "
+        f"({operator_public_key_path(directory)}): merchants pin it and run only what it signs"
+    )
     on_ready = None
     if args.resume:
 
