@@ -105,6 +105,7 @@ def _start(args: argparse.Namespace) -> int:
     from server.operator_key import operator_public_key_path, operator_signer
 
     directory = CoordinatorDir(args.dir)
+    directory.settings()  # not a coordinator directory: say so before writing anything
     operator = operator_signer(directory)  # signs every run `fedrec run` submits
     _say(
         f"operator key {key_fingerprint(operator.public_key)} "
