@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.constants import RUN_SIGNATURE_SETTING
 from common.errors import ConfigError
 from common.fileio import atomic_write_bytes
 from common.models.prior import ItemPrior
@@ -122,8 +123,13 @@ def restore_strategy_state(strategy: object, state: dict[str, dict[str, Any]]) -
 
 
 def check_resumable(checkpoint: Checkpoint, config: dict[str, Any], *, path: Path) -> None:
-    """Refuse to resume under settings that differ from the checkpoint's (except ``resume``)."""
-    ignore = {"resume"}
+    """Refuse to resume under settings that differ from the checkpoint's.
+
+    ``resume`` differs by design, and so does ``run-signature``: every submission,
+    a resume included, is signed anew (its time differs); the settings it signs
+    are the ones compared here.
+    """
+    ignore = {"resume", RUN_SIGNATURE_SETTING}
     changed = sorted(
         k
         for k in set(config) | set(checkpoint.config)

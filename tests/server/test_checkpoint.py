@@ -57,9 +57,15 @@ def test_a_checkpoint_round_trips_model_strategy_prior_and_history(tmp_path):
 
 def test_resuming_under_other_settings_is_refused_and_a_damaged_file_is_named(tmp_path):
     saved = Checkpoint(
-        run_name="r", completed_round=1, config={"seed": 0, "resume": False}, arrays={}
+        run_name="r",
+        completed_round=1,
+        config={"seed": 0, "resume": False, "run-signature": "signed-at-submission"},
+        arrays={},
     )
-    check_resumable(saved, {"seed": 0, "resume": True}, path=tmp_path)  # resume itself may differ
+    # resume itself may differ, and so does the signature (a resume is signed anew)
+    check_resumable(
+        saved, {"seed": 0, "resume": True, "run-signature": "signed-at-resume"}, path=tmp_path
+    )
     with pytest.raises(ConfigError, match="seed: 0 -> 1"):
         check_resumable(saved, {"seed": 1, "resume": True}, path=tmp_path)
     (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint")
