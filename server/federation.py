@@ -47,7 +47,7 @@ from common.constants import (
 from common.data.catalog import ItemCatalog, catalog_digest
 from common.errors import FedrecError
 from common.models.prior import ItemPrior
-from server.checkpoint import Checkpoint, save_checkpoint, strategy_state
+from server.checkpoint import STRATEGY_STATE, Checkpoint, save_checkpoint, strategy_state
 from server.transport import send_and_receive
 from server.update_bounds import (
     UpdateBounds,
@@ -260,8 +260,6 @@ def _reject(
 
 def _strategy_moments(strategy: FedAvg) -> dict[str, Any]:
     """The strategy's own state that aggregation changes (FedAdam's moments), to put back."""
-    from server.checkpoint import STRATEGY_STATE
-
     return {name: getattr(strategy, name) for name in STRATEGY_STATE if hasattr(strategy, name)}
 
 

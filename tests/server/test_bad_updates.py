@@ -306,3 +306,28 @@ def test_a_secagg_aggregate_outside_the_clipping_range_is_not_applied(
     assert first.failures == [f"aggregate: update rejected: {entries[0].body['reason']}"]
     for name, array in _model(result).items():  # only round 2's mean delta was applied
         assert array.ravel().tolist() == pytest.approx((GLOBAL[name] + 0.01).ravel().tolist())
+
+
+def test_a_rejected_aggregate_is_not_applied_and_fedadam_keeps_its_moments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever makes an aggregate unacceptable, the round is dropped, not the run."""
+    fed = Federation({"a-honest": honest_a, "b-honest": honest_b})
+    result, _ = fed.run(tmp_path / "ok", monkeypatch, privacy=PrivacyConfig(), strategy="fedadam")
+    assert result.rounds[0].aggregated
+    kept = load_checkpoint(tmp_path / "ok" / "checkpoint.npz")
+    assert kept is not None and set(kept.strategy) == {"m_t", "v_t"}  # FedAdam moved
+
+    monkeypatch.setattr(federation, "check_global", lambda arrays, reference: "forced")
+    result, ledger = fed.run(
+        tmp_path / "bad", monkeypatch, privacy=PrivacyConfig(), strategy="fedadam"
+    )
+    record = result.rounds[0]
+    assert not record.aggregated and sorted(record.train) == ["a-honest", "b-honest"]
+    assert record.failures == ["aggregate: update rejected: forced"]
+    for name, array in _model(result).items():
+        np.testing.assert_array_equal(array, GLOBAL[name])
+    dropped = load_checkpoint(tmp_path / "bad" / "checkpoint.npz")
+    assert dropped is not None and dropped.strategy == {}  # moments as before the round
+    [entry] = ledger.ledger.find(UPDATE_REJECTED)
+    assert entry.body["scope"] == AGGREGATE_SCOPE and entry.body["merchant"] == ""
