@@ -55,6 +55,7 @@ from server.update_bounds import (
     check_secure_aggregate,
     check_update,
     derive_bounds,
+    non_finite,
 )
 from server.updates import decode_update, payload_bytes
 
@@ -458,6 +459,12 @@ def _resume(result: FederationResult, checkpoint: Checkpoint, strategy: FedAvg) 
 
     from server.checkpoint import restore_strategy_state
 
+    if problem := non_finite(checkpoint.arrays):  # written before updates were checked
+        raise FederationError(
+            f"The checkpoint of {checkpoint.run_name or 'this run'} after round "
+            f"{checkpoint.completed_round} holds a broken global model ({problem}); resuming "
+            "would send it to every merchant. Start a new run."
+        )
     result.arrays = ArrayRecord({n: Array(a) for n, a in checkpoint.arrays.items()})
     result.rounds = [RoundRecord.from_json(r) for r in checkpoint.rounds]
     result.privacy = dict(checkpoint.privacy)

@@ -32,8 +32,8 @@ from common.constants import (
 )
 from common.privacy.config import PrivacyConfig
 from common.privacy.verify import verify_federation
-from server.checkpoint import load_checkpoint
-from server.federation import FederationResult, RunOptions, run_federation
+from server.checkpoint import Checkpoint, load_checkpoint
+from server.federation import FederationError, FederationResult, RunOptions, run_federation
 from server.ledger import AGGREGATE_SCOPE, UPDATE_REJECTED, FederationLedger
 from server.strategy import build_strategy
 
@@ -331,3 +331,13 @@ def test_a_rejected_aggregate_is_not_applied_and_fedadam_keeps_its_moments(
     assert dropped is not None and dropped.strategy == {}  # moments as before the round
     [entry] = ledger.ledger.find(UPDATE_REJECTED)
     assert entry.body["scope"] == AGGREGATE_SCOPE and entry.body["merchant"] == ""
+
+
+def test_a_checkpoint_holding_a_non_finite_model_is_not_resumed() -> None:
+    broken = {n: a.copy() for n, a in GLOBAL.items()}
+    broken["item_bias.weight"][0, 0] = np.nan
+    checkpoint = Checkpoint(run_name="old", completed_round=3, config={}, arrays=broken)
+    result = FederationResult(arrays=ArrayRecord(), rounds=[])
+    strategy = build_strategy(FederationConfig(), TrainConfig(), num_nodes=2)
+    with pytest.raises(FederationError, match=r"old after round 3 holds a broken global model"):
+        federation._resume(result, checkpoint, strategy)
