@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.config import RunConfig, to_run_config
 from common.constants import RUN_SIGNATURE_SETTING
 from common.errors import ConfigError
 from common.fileio import atomic_write_bytes
@@ -130,14 +131,16 @@ def check_resumable(checkpoint: Checkpoint, config: dict[str, Any], *, path: Pat
     are the ones compared here.
     """
     ignore = {"resume", RUN_SIGNATURE_SETTING}
+    # A setting added after the checkpoint was written counts as its default there.
+    defaults = to_run_config(RunConfig())
+    saved = {**defaults, **checkpoint.config}
+    wanted = {**defaults, **config}
     changed = sorted(
-        k
-        for k in set(config) | set(checkpoint.config)
-        if k not in ignore and config.get(k) != checkpoint.config.get(k)
+        k for k in set(wanted) | set(saved) if k not in ignore and wanted.get(k) != saved.get(k)
     )
     if changed:
         details = ", ".join(
-            f"{k}: {checkpoint.config.get(k)!r} -> {config.get(k)!r}" for k in changed[:5]
+            f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed[:5]
         )
         raise ConfigError(
             f"{path} was written by a run with other settings ({details}); a resumed run must "

@@ -26,6 +26,10 @@ def train_sample_size(config: FederationConfig, *, num_nodes: int) -> int:
 def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: int) -> FedAvg:
     """A Flower strategy that aggregates shared parameters weighted by ``num-examples``.
 
+    The weight is the coordinator's, not the merchant's word:
+    :mod:`server.update_bounds` sets it to 1 for every accepted reply under
+    privacy (uniform FedAvg) and bounds the reported count otherwise.
+
     FedProx needs ``proximal-mu > 0`` in the training settings (the merchants
     apply the proximal term; the strategy only forwards mu).
     """

@@ -66,6 +66,10 @@ def test_resuming_under_other_settings_is_refused_and_a_damaged_file_is_named(tm
     check_resumable(
         saved, {"seed": 0, "resume": True, "run-signature": "signed-at-resume"}, path=tmp_path
     )
+    # a setting newer than the checkpoint counts as its default there
+    check_resumable(saved, {"seed": 0, "max-update-norm": 0.0, "resume": True}, path=tmp_path)
+    with pytest.raises(ConfigError, match=r"max-update-norm: 0.0 -> 5.0"):
+        check_resumable(saved, {"seed": 0, "max-update-norm": 5.0}, path=tmp_path)
     with pytest.raises(ConfigError, match="seed: 0 -> 1"):
         check_resumable(saved, {"seed": 1, "resume": True}, path=tmp_path)
     (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint")
