@@ -47,7 +47,8 @@ JOINT_DP_PROMISE = (
 class MerchantSummary:
     name: str
     releases: list[dict[str, Any]] = field(default_factory=list)  # committed DP releases
-    refusals: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # rounds refused (budget)
+    refused_runs: list[dict[str, Any]] = field(default_factory=list)  # runs refused unexecuted
     aborted: list[dict[str, Any]] = field(default_factory=list)
     non_dp: list[dict[str, Any]] = field(default_factory=list)
 
@@ -95,6 +96,8 @@ def summarize(chains: dict[str, list[Entry]]) -> dict[str, MerchantSummary]:
                             "names": sorted(body["non_dp_metrics"]),
                         }
                     )
+            elif entry.kind == REFUSAL and body.get("release") == "run":
+                summary.refused_runs.append(body)
             elif entry.kind == REFUSAL:
                 summary.refusals.append(body)
             elif entry.kind == ABORT:
@@ -110,6 +113,19 @@ def summarize(chains: dict[str, list[Entry]]) -> dict[str, MerchantSummary]:
     return out
 
 
+def _refused_runs_sentence(summary: MerchantSummary) -> list[str]:
+    if not summary.refused_runs:
+        return []
+    listed = "; ".join(
+        f"{r.get('run') or 'unnamed'} (Flower run {r.get('flower_run')}): {r.get('reason')}"
+        for r in summary.refused_runs
+    )
+    return [
+        f"It refused {len(summary.refused_runs)} run(s) before executing anything of them: "
+        f"{listed}."
+    ]
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -122,8 +138,9 @@ def statement(summary: MerchantSummary) -> str:
     """A privacy officer's paragraph: every field behind the number, in words."""
     latest = summary.latest
     if latest is None:
-        return f"{summary.name} made no differentially private release. " + _non_dp_sentence(
-            summary
+        return " ".join(
+            [f"{summary.name} made no differentially private release.", _non_dp_sentence(summary)]
+            + _refused_runs_sentence(summary)
         )
     dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] == "dp-sgd"})
     counts = [r for r in summary.releases if r["release"] == "item-counts"]
@@ -159,6 +176,7 @@ def statement(summary: MerchantSummary) -> str:
             + ", ".join(str(r["round"]) for r in summary.refusals)
             + " because they would have exceeded its budget; nothing was released for them."
         )
+    parts += _refused_runs_sentence(summary)
     if summary.aborted:
         parts.append(
             "Round(s) "

@@ -151,3 +151,17 @@ def test_epsilon_calculator_matches_the_accountants(capsys):
         assert f"{expected:.4f}" in out
     assert main(["audit", "epsilon", "--q", "2", "--steps", "1", "--delta", "1e-6"]) == 2
     assert "0 < q <= 1" in capsys.readouterr().err
+
+
+def test_a_run_refused_before_execution_is_stated_apart_from_budget_refusals(merchant_dir):
+    from client.run_guard import record_refusal
+    from common.privacy.ledger import read_ledger
+    from simulations.audit_report import statement, summarize
+
+    record_refusal(merchant_dir, reason="unsigned", flower_run=42, run_name="evil")
+    entries = read_ledger(merchant_dir / "ledger.jsonl").entries
+    (summary,) = summarize({"m": entries}).values()
+    assert [r["round"] for r in summary.refusals] == [3]  # the budget refusal only
+    text = statement(summary)
+    assert "It refused round(s) 3 because" in text
+    assert "refused 1 run(s) before executing anything of them: evil (Flower run 42): " in text
