@@ -89,12 +89,12 @@ class MerchantPolicy:
                 f"this merchant's policy requires user- or client-level DP; the run has "
                 f"privacy-unit={privacy.unit}"
             )
-        if privacy.enabled and self.max_epsilon_per_run is not None:
-            if privacy.budget > self.max_epsilon_per_run:
-                problems.append(
-                    f"the run plans epsilon {privacy.budget:g}, above this merchant's limit of "
-                    f"{self.max_epsilon_per_run:g} per run (policy max-epsilon-per-run)"
-                )
+        limit = self.max_epsilon_per_run
+        if privacy.enabled and limit is not None and privacy.budget > limit:
+            problems.append(
+                f"the run plans epsilon {privacy.budget:g}, above this merchant's limit of "
+                f"{limit:g} per run (policy max-epsilon-per-run)"
+            )
         if privacy.enabled and self.epsilon_max is not None and spent >= self.epsilon_max:
             problems.append(
                 f"this merchant has spent epsilon {spent:.3f} of its lifetime budget "

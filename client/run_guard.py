@@ -221,7 +221,7 @@ def install() -> None:
         return install_fab(content, *args, **kwargs)
 
     runtime.pull_task_input = guarded_pull
-    runtime.install_from_fab = guarded_install
+    runtime.install_from_fab = guarded_install  # type: ignore[assignment]
     runtime._fedrec_guarded = True  # type: ignore[attr-defined]
 
 

@@ -34,8 +34,8 @@ from client.node_key import PUBLIC_KEY_FILE, check_private_key
 from client.policy import ensure_policy
 from client.run_guard import pin_operator_key, read_operator_key
 from client.warm_start import SOCKET_FILE, write_launcher
-from common.errors import ConfigError, FedrecError
 from common.constants import MERCHANT_POLICY_FILE
+from common.errors import ConfigError, FedrecError
 from common.flower_env import FLOWER_ENV, with_flower_commands
 from common.privacy.signing import key_fingerprint
 

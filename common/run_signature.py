@@ -92,9 +92,7 @@ def sign_run(
     return base64.b64encode(payload).decode("ascii") + "." + signer.sign(payload)
 
 
-def verify_run(
-    *, run_config: Mapping[str, Any], fab_sha256: str, pinned_key: str
-) -> SignedRun:
+def verify_run(*, run_config: Mapping[str, Any], fab_sha256: str, pinned_key: str) -> SignedRun:
     """The signed facts of this run, or :class:`RunRefused` saying exactly what does not hold."""
     envelope = str(run_config.get(RUN_SIGNATURE_SETTING, "") or "")
     if not envelope:

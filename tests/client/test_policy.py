@@ -66,5 +66,9 @@ def test_defaults_are_written_once_and_the_budget_keeps_other_keys(tmp_path):
     path.write_text(json.dumps({"require-privacy": "none", "require-secagg": True}))
     MerchantStore(tmp_path).write_policy(epsilon_max=2.5)
     policy = load_policy(path)
-    assert (policy.require_privacy, policy.require_secagg, policy.epsilon_max) == ("none", True, 2.5)
+    assert (policy.require_privacy, policy.require_secagg, policy.epsilon_max) == (
+        "none",
+        True,
+        2.5,
+    )
     assert MerchantStore(tmp_path).policy_epsilon_max() == 2.5

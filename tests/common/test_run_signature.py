@@ -29,7 +29,9 @@ def _signed(signer: Signer, **changes: object) -> dict[str, object]:
 
 def test_a_signed_run_verifies_and_names_what_was_signed():
     operator = Signer.generate()
-    signed = verify_run(run_config=_signed(operator), fab_sha256=FAB, pinned_key=operator.public_key)
+    signed = verify_run(
+        run_config=_signed(operator), fab_sha256=FAB, pinned_key=operator.public_key
+    )
     assert signed.run_name == "weekly"
     assert signed.signed_at == "2026-12-06T09:00:00+00:00"
     assert signed.operator_fingerprint == key_fingerprint(operator.public_key)
@@ -65,4 +67,6 @@ def test_another_key_or_another_app_is_refused():
     with pytest.raises(RunRefused, match=key_fingerprint(impostor.public_key)):
         verify_run(run_config=forged, fab_sha256=FAB, pinned_key=operator.public_key)
     with pytest.raises(RunRefused, match="app bundle"):
-        verify_run(run_config=_signed(operator), fab_sha256="cd" * 32, pinned_key=operator.public_key)
+        verify_run(
+            run_config=_signed(operator), fab_sha256="cd" * 32, pinned_key=operator.public_key
+        )
