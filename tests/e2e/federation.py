@@ -137,6 +137,15 @@ class Federation:
             "--state", str(self.state(name)), "--name", name, *extra,
         )  # fmt: skip
 
+    def start(self) -> None:
+        """Init, start the coordinator, join every merchant and wait until each SuperNode runs."""
+        self.init()
+        self.start_coordinator()
+        for name in self.merchants:
+            self.join(name)
+        for name in self.merchants:
+            self.wait_for_log(name, "Starting Flower SuperNode", timeout=60)
+
     def kill(self, label: str) -> None:
         """SIGKILL a party and every process it started (a crash: nothing signs off)."""
         process = self.processes[label]

@@ -28,12 +28,7 @@ RUN_ARGS = ("--rounds", "2", "--epsilon", "3", "--min-nodes", "3", "--round-time
 def federation(tmp_path_factory):
     fed = Federation(root=tmp_path_factory.mktemp("fed"), merchants=MERCHANTS)
     try:
-        fed.init()
-        fed.start_coordinator()
-        for name in MERCHANTS:
-            fed.join(name)
-        for name in MERCHANTS:
-            fed.wait_for_log(name, "Starting Flower SuperNode", timeout=60)
+        fed.start()
         for name in MERCHANTS:  # enrolled, nothing trained yet: keep a copy for the SecAgg+ run
             shutil.copytree(fed.state(name), fed.root / "snapshot" / name, ignore=_runtime)
         yield fed

@@ -63,12 +63,7 @@ app = __import__("client.client_app", fromlist=["app"]).app
 def federation(tmp_path_factory):
     fed = Federation(root=tmp_path_factory.mktemp("signed"), merchants=MERCHANTS)
     try:
-        fed.init()
-        fed.start_coordinator()
-        for name in MERCHANTS:
-            fed.join(name)
-        for name in MERCHANTS:
-            fed.wait_for_log(name, "Starting Flower SuperNode", timeout=60)
+        fed.start()
         yield fed
     finally:
         fed.close()
