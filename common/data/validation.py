@@ -30,7 +30,8 @@ from common.errors import DataError, DataProblem
 
 Lines = npt.NDArray[np.int64]
 
-_EPOCH = pd.Timestamp(0, tz="UTC")
+_LATEST = pd.Timestamp.max.floor("s")  # pandas' nanosecond limit, 2262-04-11 23:47:16
+_LATEST_SECONDS = int(_LATEST.value // 1_000_000_000)
 _INTEGER = r"[+-]?[0-9]{1,18}"
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes under surrogateescape
 _SHOWN_CHARS = 30
@@ -112,12 +113,14 @@ def check_columns(
     names: Sequence[str], required: Sequence[str], log: ProblemLog, *, line: int | None
 ) -> bool:
     """Log duplicate and missing column names (at ``line``, the header); True when all present."""
-    for name in dict.fromkeys(names):
-        places = [str(i + 1) for i, found in enumerate(names) if found == name]
-        if len(places) > 1:
-            message = f"duplicate column name {name!r} in columns {' and '.join(places)}"
+    places: dict[str, list[str]] = {}  # name -> its 1-based column numbers, in one pass
+    for index, name in enumerate(names):
+        places.setdefault(name, []).append(str(index + 1))
+    for name, found in places.items():
+        if len(found) > 1:
+            message = f"duplicate column name {name!r} in columns {' and '.join(found)}"
             log.add(line, f"{message} (expected each column once)")
-    missing = [name for name in required if name not in names]
+    missing = [name for name in required if name not in places]
     if missing:
         log.file(
             f"missing required column(s) {', '.join(map(repr, missing))} "
@@ -146,10 +149,11 @@ def _timestamps(
     if column is None:
         return None
     seconds = np.zeros(len(column), dtype=np.int64)
+    dated = np.zeros(len(column), dtype=bool)  # read as dates, not as unix seconds
     if pd.api.types.is_datetime64_any_dtype(column):
-        moments = column if column.dt.tz is not None else column.dt.tz_localize("UTC")
-        bad = moments.isna().to_numpy(dtype=bool)
-        seconds[~bad] = ((moments[~bad] - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy()
+        bad = column.isna().to_numpy(dtype=bool)
+        seconds[~bad] = _epoch_seconds(column[~bad])
+        dated = ~bad
     elif pd.api.types.is_integer_dtype(column) and not pd.api.types.is_bool_dtype(column):
         seconds = column.to_numpy(dtype=np.int64)
         bad = np.zeros(len(column), dtype=bool)
@@ -165,8 +169,9 @@ def _timestamps(
             where = np.flatnonzero(bad)
             moments = pd.to_datetime(text.iloc[where], format="ISO8601", utc=True, errors="coerce")
             ok = moments.notna().to_numpy(dtype=bool)
-            seconds[where[ok]] = ((moments[ok] - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy()
+            seconds[where[ok]] = _epoch_seconds(moments[ok])
             bad[where[ok]] = False
+            dated[where[ok]] = True
     expected = "unix seconds such as 978300760"
     if iso:
         expected += " or ISO-8601 such as 2001-01-01T00:00:00Z"
@@ -187,7 +192,28 @@ def _timestamps(
             for s in seconds[negative].tolist()
         ),
     )
+    late = dated & (seconds > _LATEST_SECONDS)
+    log.rows(
+        lines[late],
+        (
+            f"timestamp {shown(str(value))} is after {_LATEST:%Y-%m-%d %H:%M:%S} UTC "
+            f"(expected a date from 1970-01-01 to {_LATEST:%Y-%m-%d %H:%M:%S} UTC, the range "
+            "of pandas datetimes; give later times as unix seconds)"
+            for value in column[late].tolist()
+        ),
+    )
     return seconds
+
+
+def _epoch_seconds(moments: pd.Series) -> npt.NDArray[np.int64]:
+    """Whole unix seconds of non-missing datetimes, at their own resolution.
+
+    Never goes through nanoseconds, so dates outside pandas' 1677-2262 nanosecond
+    range (``9999-12-31``) convert instead of raising ``OutOfBoundsDatetime``.
+    """
+    if moments.dt.tz is not None:
+        moments = moments.dt.tz_convert("UTC").dt.tz_localize(None)
+    return moments.to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
 def _is_blank(value: object) -> bool:
