@@ -175,15 +175,21 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
     for method in methods:
         row = results[method]["overall"]
         cells = [_fmt(row.get(c, float("nan"))) for c in columns]
+        ndcg = row.get(ndcg_at(k), float("nan"))  # absent when no user could be evaluated
         if "centralised" in results:
-            cells.append(_ratio(row[ndcg_at(k)], ref_c))
+            cells.append(_ratio(ndcg, ref_c))
         if "popularity" in results:
-            cells.append(_ratio(row[ndcg_at(k)], ref_p))
+            cells.append(_ratio(ndcg, ref_p))
         if "dp-popularity" in results:
-            cells.append(_ratio(row[ndcg_at(k)], ref_dp))
+            cells.append(_ratio(ndcg, ref_dp))
         overall.add_row(_label(method, results), *cells)
     console.print(overall)
-    fed_ndcg = results["federated"]["overall"][ndcg_at(k)]
+    fed_ndcg = results["federated"]["overall"].get(ndcg_at(k), float("nan"))
+    if not results["federated"]["overall"].get(EVAL_USERS, 1):
+        console.print(
+            "[bold yellow]No evaluation possible:[/bold yellow] no merchant had a user with 2 or "
+            "more distinct items to hold a test item out for; the figures above are empty."
+        )
     if fed_ndcg < ref_dp:
         console.print(
             "[bold yellow]The DP model is below DP popularity here.[/bold yellow] Noise "
@@ -201,7 +207,7 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
         fed = results["federated"]["per_merchant"][name]
         per.add_row(
             name,
-            str(int(fed[EVAL_USERS])),
+            str(int(fed.get(EVAL_USERS, 0))),
             *[
                 _fmt(results[m]["per_merchant"].get(name, {}).get(ndcg_at(k), float("nan")))
                 for m in methods

@@ -38,10 +38,15 @@ from common.constants import (
     RUN_METRICS_FILE,
 )
 from common.data.catalog import ItemCatalog
-from common.data.dataset import UserItemData, build_user_item_data, concat_user_item_data
+from common.data.dataset import (
+    UserItemData,
+    build_user_item_data,
+    concat_user_item_data,
+    count_evaluable_users,
+)
 from common.data.partition import PartitionConfig, partition_events
 from common.data.schema import Interactions
-from common.errors import ConfigError
+from common.errors import ConfigError, DataError, DataProblem
 from common.evaluation import EvaluationResult
 from common.flower_env import set_flower_environment
 from simulations.run_dir import staged_run_dir
@@ -69,6 +74,9 @@ class DataSource:
         if self.path:
             return {"path": str(Path(self.path).resolve()), "format": self.fmt}
         return {"synthetic": asdict(self.synthetic)}
+
+    def name(self) -> str:
+        return self.path or "the synthetic federation"
 
     def load(self) -> Interactions:
         if self.path:
@@ -146,6 +154,49 @@ def prepare_merchants(
     return catalog, merchants
 
 
+_HOLD_OUT_HINT = (
+    "leave-last-out evaluation holds out each user's latest item and needs at least one user "
+    "with 2 or more distinct items; add events (users with a single item only train)"
+)
+
+
+def check_evaluable(events: Interactions, *, source: str) -> None:
+    """Refuse before any work when no user has a test item to hold out."""
+    evaluable = count_evaluable_users(events)
+    if evaluable == 0:
+        raise DataError(
+            source,
+            [
+                DataProblem(
+                    None,
+                    f"no user has 2 or more distinct items ({len(events)} event(s), "
+                    f"{events.num_users} user(s), {events.num_items} item(s)), so no test item "
+                    "can be held out and nothing could be evaluated (expected at least 1 user "
+                    "with 2 distinct items)",
+                )
+            ],
+            hint=_HOLD_OUT_HINT,
+        )
+
+
+def check_merchants_evaluable(merchants: dict[str, UserItemData], *, source: str) -> None:
+    """Refuse before training when the partition left no merchant a test user."""
+    if any(len(data.test_users) for data in merchants.values()):
+        return
+    raise DataError(
+        source,
+        [
+            DataProblem(
+                None,
+                f"after partitioning into {len(merchants)} merchant(s) no merchant has a user "
+                "with 2 or more distinct items, so nothing could be evaluated (expected at "
+                "least 1 such user at some merchant)",
+            )
+        ],
+        hint=_HOLD_OUT_HINT,
+    )
+
+
 def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -> None:
     """Refuse before anything runs if delta is not below 1/examples at some merchant."""
     if not run.privacy.merchant_dp:
@@ -184,14 +235,18 @@ def _federated_comparison(history: dict[str, Any]) -> Comparison:
     per_merchant = history["rounds"][-1]["evaluate"]
     if not per_merchant:
         raise RuntimeError("the federation returned no evaluation results")
-    weights = {name: m[EVAL_USERS] for name, m in per_merchant.items()}
+    weights = {name: float(m.get(EVAL_USERS, 0.0)) for name, m in per_merchant.items()}
     total = sum(weights.values())
-    metric_names = [k for k in next(iter(per_merchant.values())) if k not in ("eval-seconds",)]
-    overall = {
-        k: sum(per_merchant[n][k] * weights[n] for n in per_merchant) / total
-        for k in metric_names
-        if k != EVAL_USERS and k != "num-examples"
-    }
+    # Merchants without test users send no metrics: average over those that have them.
+    skipped = (EVAL_USERS, "num-examples", "eval-seconds")
+    metric_names = dict.fromkeys(
+        k for n, m in per_merchant.items() if weights[n] > 0 for k in m if k not in skipped
+    )
+    overall: dict[str, float] = {}
+    for k in metric_names:
+        having = [n for n in per_merchant if weights[n] > 0 and k in per_merchant[n]]
+        weight = sum(weights[n] for n in having)
+        overall[k] = sum(per_merchant[n][k] * weights[n] for n in having) / weight
     overall[EVAL_USERS] = total
     return Comparison(overall=overall, per_merchant=per_merchant)
 
@@ -228,6 +283,7 @@ def simulate(
     set_flower_environment()
     if events is None:
         events = spec.source.load()  # bad input fails here, before any directory exists
+    check_evaluable(events, source=spec.source.name())
     started = time.perf_counter()
     with staged_run_dir(spec.run_dir, overwrite=spec.overwrite) as staging:
         catalog, merchants = prepare_merchants(
@@ -238,6 +294,7 @@ def simulate(
             budgets=spec.merchant_budgets,
             extra_items=spec.extra_items,
         )
+        check_merchants_evaluable(merchants, source=spec.source.name())
         check_privacy_feasible(spec.run, merchants)
         names = sorted(merchants)
         run = replace(

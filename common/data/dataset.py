@@ -160,6 +160,17 @@ def build_user_item_data(
     )
 
 
+def count_evaluable_users(events: Interactions) -> int:
+    """Users with at least two distinct items: those leave-last-out can hold a test item out for.
+
+    The same rule as :func:`build_user_item_data`, counted on raw keys before any
+    encoding, so a run can refuse before it does any work.
+    """
+    pairs = pd.DataFrame({"user": events.user_id, "item": events.item_id}).drop_duplicates()
+    per_user = pairs.groupby("user", sort=False).size()
+    return int((per_user >= 2).sum())
+
+
 def concat_user_item_data(parts: list[UserItemData]) -> tuple[UserItemData, IntArray]:
     """Pool several parties' data (users stay distinct). Returns data and user offsets.
 
