@@ -12,23 +12,34 @@ merchant writes:
   (a crash, a kill, a failure while training): its epsilon stays counted;
 * ``non-dp-release`` for everything sent in clear (evaluation metrics, a
   non-private update), flagged as not DP.
+
+Beside the ledger it keeps ``ledger.countersigned.json``: the newest of its
+entries the coordinator said it holds (``ledger-have`` in an instruction; the
+coordinator records those entries in its signed ledger and countersigns them
+each round). ``fedrec audit verify`` fails a ledger that no longer holds that
+entry: it was rolled back to an older snapshot.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from common.constants import MERCHANT_LEDGER_FILE, MERCHANT_LEDGER_KEY_FILE
+from common.fileio import atomic_write_text
 from common.privacy.ledger import (
     ABORT,
     COMMIT,
+    LEDGER_FORMAT,
     NON_DP_RELEASE,
     REFUSAL,
     RESERVE,
     Entry,
     Ledger,
     canonical,
+    countersigned_path,
 )
 from common.privacy.records import library_versions
 from common.privacy.signing import Signer
@@ -41,6 +52,7 @@ class MerchantLedger:
         self.directory = directory
         self.party = party
         self._ledger: Ledger | None = None
+        self._countersigned: int | None = None  # seq in ledger.countersigned.json, read once
 
     @property
     def path(self) -> Path:
@@ -127,5 +139,32 @@ class MerchantLedger:
         return self.ledger.append(NON_DP_RELEASE, body)
 
     def lines_after(self, seq: int) -> list[str]:
-        """Entries newer than ``seq``, one canonical JSON line each (what a reply carries)."""
+        """Entries newer than ``seq``, one canonical JSON line each (what a reply carries).
+
+        ``seq`` is the newest entry the coordinator holds: it is kept as
+        countersigned (:meth:`countersigned`) before the reply is built.
+        """
+        self.countersigned(seq)
         return [canonical(e.to_json()).decode("utf-8") for e in self.ledger.after(seq)]
+
+    def countersigned(self, seq: int) -> None:
+        """Keep entry ``seq`` (the coordinator holds it) beside the ledger, if it is newer."""
+        entries = self.ledger.entries
+        if self._countersigned is None:
+            try:
+                stored = json.loads(countersigned_path(self.path).read_text(encoding="utf-8"))
+                self._countersigned = int(stored["seq"])
+            except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+                self._countersigned = -1
+        if not self._countersigned < seq < len(entries):
+            return
+        record = {
+            "format": LEDGER_FORMAT,
+            "party": entries[0].party,
+            "seq": seq,
+            "hash": entries[seq].hash,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "meaning": "the coordinator holds this party's entries through seq (ledger-have)",
+        }
+        atomic_write_text(countersigned_path(self.path), json.dumps(record, indent=2))
+        self._countersigned = seq

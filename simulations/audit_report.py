@@ -5,11 +5,23 @@ and writes three views of the same facts: a terminal summary, ``report.json``
 and ``report.html`` with two plots (``epsilon.png``: cumulative epsilon over
 rounds per merchant; ``budget.png``: remaining budget), plus one privacy
 statement per merchant that names every assumption behind its epsilon.
+
+Figures come only from verified chains: a ledger that fails ``verify`` is
+refused (:class:`UnverifiedLedger`, naming the first problem) before anything
+is written. In a run directory the coordinator's copies of each merchant's
+entries are authoritative; a merchant's own file may only extend them (entries
+the coordinator never received, e.g. a reservation left open by a crash, are
+included: they can only add epsilon). ``report.json`` carries the ledger heads
+(seq and hash per party) it was built from and a digest of its content;
+:func:`verify_report` re-renders the figures from the ledgers cut at those
+heads and names the first figure that differs, so an edited report fails
+``fedrec audit verify``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 from dataclasses import asdict, dataclass, field
@@ -19,7 +31,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from common.constants import MERCHANT_LEDGER_FILE, MERCHANTS_DIR
+from common.constants import (
+    FEDERATION_LEDGER_FILE,
+    MERCHANT_LEDGER_FILE,
+    MERCHANTS_DIR,
+    RUN_LEDGER_DIR,
+)
+from common.errors import FedrecError
 from common.privacy.ledger import (
     ABORT,
     COMMIT,
@@ -27,9 +45,21 @@ from common.privacy.ledger import (
     NON_DP_RELEASE,
     REFUSAL,
     Entry,
+    Problem,
     read_ledger,
 )
 from common.privacy.verify import Verdict, verify_path
+
+REPORT_FILE = "report.json"
+REPORT_FORMAT = "fedrec-audit-report/1"
+COORDINATOR = "coordinator"
+
+
+class UnverifiedLedger(FedrecError):
+    """The ledger failed verification: no figures are rendered from it."""
+
+    exit_code = 1  # the exit code of a failed ``fedrec audit verify``
+
 
 JOINT_DP_PROMISE = (
     "What joint differential privacy promises: whatever this merchant released (shared "
@@ -57,27 +87,51 @@ class MerchantSummary:
         return self.releases[-1] if self.releases else None
 
 
-def _entries_by_merchant(path: Path) -> dict[str, list[Entry]]:
-    """Each merchant's own ledger where present, else the coordinator's copies of it."""
-    if path.is_dir() and (path / MERCHANT_LEDGER_FILE).is_file():
-        path = path / MERCHANT_LEDGER_FILE
-    if path.is_file():
-        read = read_ledger(path)
-        if read.entries and read.entries[0].body.get("role") != "coordinator":
-            return {read.entries[0].party: read.entries}
-        federation, run_dir = read, path.parent.parent
-    else:
-        federation, run_dir = read_ledger(path / "ledger" / "federation.jsonl"), path
+def _ledger_file(path: Path) -> Path:
+    if path.is_dir():
+        federation = path / RUN_LEDGER_DIR / FEDERATION_LEDGER_FILE
+        return federation if federation.is_file() else path / MERCHANT_LEDGER_FILE
+    return path
+
+
+def _entries_by_merchant(path: Path) -> tuple[dict[str, list[Entry]], dict[str, dict[str, Any]]]:
+    """Each merchant's verified chain, and the heads (seq, hash per party) it ends at.
+
+    In a run directory the coordinator's copy is authoritative: a merchant's own
+    file must begin with exactly the entries the coordinator recorded (it may
+    add newer ones); one that disagrees raises :class:`UnverifiedLedger`.
+    """
+    read = read_ledger(_ledger_file(path))
+    if read.entries and read.entries[0].body.get("role") != COORDINATOR:
+        party = read.entries[0].party
+        return {party: read.entries}, {party: _head(read.entries)}
     chains: dict[str, list[Entry]] = {}
-    for entry in federation.entries:
+    for entry in read.entries:
         if entry.kind == MERCHANT_ENTRIES:
             name = str(entry.body["merchant"])
             chains.setdefault(name, []).extend(Entry.from_json(e) for e in entry.body["entries"])
-    for own in sorted((run_dir / MERCHANTS_DIR).glob(f"*/{MERCHANT_LEDGER_FILE}")):
+    for own in sorted((read.path.parent.parent / MERCHANTS_DIR).glob(f"*/{MERCHANT_LEDGER_FILE}")):
         entries = read_ledger(own).entries
-        if entries:
-            chains[entries[0].party] = entries
-    return chains
+        party = entries[0].party if entries else own.parent.name
+        recorded = chains.get(party)
+        if recorded is None or [e.hash for e in entries[: len(recorded)]] != [
+            e.hash for e in recorded
+        ]:
+            raise UnverifiedLedger(
+                f"{own}: {party}'s own ledger disagrees with the entries the coordinator "
+                "recorded; the coordinator's copy is authoritative and no figures are rendered. "
+                f"Run `fedrec audit verify {path}`."
+            )
+        if len(entries) > len(recorded):
+            chains[party] = entries
+    heads = {name: _head(chain) for name, chain in chains.items() if chain}
+    if read.entries:
+        heads[COORDINATOR] = _head(read.entries)
+    return chains, heads
+
+
+def _head(entries: list[Entry]) -> dict[str, Any]:
+    return {"seq": entries[-1].seq, "hash": entries[-1].hash}
 
 
 def summarize(chains: dict[str, list[Entry]]) -> dict[str, MerchantSummary]:
@@ -332,26 +386,131 @@ def _html(verdict: Verdict, summaries: dict[str, MerchantSummary], plots: dict[s
     )
 
 
+def _digest(report: dict[str, Any]) -> str:
+    content = {k: v for k, v in report.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _merchants(summaries: dict[str, MerchantSummary]) -> dict[str, Any]:
+    rendered = {name: asdict(s) | {"statement": statement(s)} for name, s in summaries.items()}
+    return dict(json.loads(json.dumps(rendered)))  # as report.json holds it
+
+
+def _refuse(verdict: Verdict) -> UnverifiedLedger:
+    first = verdict.first.render() if verdict.first else "unknown"
+    return UnverifiedLedger(
+        f"{verdict.path}: the ledger FAILED verification ({len(verdict.problems)} problem(s); "
+        f"first: {first}); no figures are rendered from it. Run `fedrec audit verify "
+        f"{verdict.path}` for every problem."
+    )
+
+
 def write_report(path: Path, out: Path, *, console: Console | None = None) -> dict[str, Any]:
-    """Verify, summarise and write ``report.json``, ``report.html`` and the plots to ``out``."""
+    """Verify, summarise and write ``report.json``, ``report.html`` and the plots to ``out``.
+
+    Raises :class:`UnverifiedLedger`, writing nothing, when the ledger fails verification.
+    """
     verdict = verify_path(path)
-    summaries = summarize(_entries_by_merchant(path))
+    if not verdict.ok:
+        raise _refuse(verdict)
+    chains, heads = _entries_by_merchant(path)
+    summaries = summarize(chains)
     out.mkdir(parents=True, exist_ok=True)
     plots = _plot(summaries, out)
-    report = {
-        "ledger": str(verdict.path),
-        "verified": verdict.ok,
-        "problems": [p.render() for p in verdict.problems],
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "ledger": str(_ledger_file(path).resolve()),
+        "verified": True,
+        "heads": heads,
+        "problems": [],
         "notes": verdict.notes,
-        "merchants": {
-            name: asdict(s) | {"statement": statement(s)} for name, s in summaries.items()
-        },
+        "merchants": _merchants(summaries),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    report["digest"] = _digest(report)
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "report.html").write_text(_html(verdict, summaries, plots), encoding="utf-8")
     if console is not None:
         _terminal(verdict, summaries, console)
         for summary in summaries.values():
             console.print(f"\n[bold]{summary.name}[/bold]: {statement(summary)}")
-        console.print(f"\nWrote {out / 'report.html'}, {out / 'report.json'} and plots.")
+        console.print(f"\nWrote {out / 'report.html'}, {out / REPORT_FILE} and plots.")
     return report
+
+
+def _first_difference(said: Any, fresh: Any, where: str = "merchants") -> str | None:
+    if isinstance(said, dict) and isinstance(fresh, dict):
+        for key in sorted(set(said) | set(fresh), key=str):
+            if key not in said or key not in fresh:
+                return f"{where}.{key} is {'missing' if key not in said else 'not in the ledgers'}"
+            found = _first_difference(said[key], fresh[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(said, list) and isinstance(fresh, list):
+        if len(said) != len(fresh):
+            return f"{where} lists {len(said)} item(s), the ledgers give {len(fresh)}"
+        for index, (a, b) in enumerate(zip(said, fresh, strict=True)):
+            found = _first_difference(a, b, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    if said != fresh:
+        return f"{where} says {said!r}, the ledgers give {fresh!r}"
+    return None
+
+
+def _report_ledger(report_path: Path, report: dict[str, Any]) -> Path:
+    """The ledger beside the report (written into a run directory), else the one it names."""
+    here = report_path.parent
+    if (here / RUN_LEDGER_DIR / FEDERATION_LEDGER_FILE).is_file() or (
+        here / MERCHANT_LEDGER_FILE
+    ).is_file():
+        return here
+    return Path(str(report.get("ledger", "")))
+
+
+def verify_report(report_path: Path) -> Verdict:
+    """Check ``report.json`` against its ledgers: digest, heads, and every figure re-rendered."""
+    verdict = Verdict(path=report_path)
+    source = str(report_path)
+
+    def fail(message: str) -> Verdict:
+        verdict.problems.append(Problem("report", message, source=source))
+        return verdict
+
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        heads = {str(k): (int(v["seq"]), str(v["hash"])) for k, v in report["heads"].items()}
+        said = report["merchants"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return fail(f"not a readable audit report with ledger heads ({exc})")
+    if report.get("digest") != _digest(report):
+        return fail("edited after it was written: its digest does not match its content")
+    ledger = _report_ledger(report_path, report)
+    if not ledger.exists():
+        return fail(f"the ledger it was built from, {ledger}, is not there")
+    checked = verify_path(ledger)
+    verdict.parties, verdict.notes = checked.parties, checked.notes
+    if not checked.ok:
+        verdict.problems += checked.problems
+        return verdict
+    chains, fresh_heads = _entries_by_merchant(ledger)
+    if set(heads) != set(fresh_heads):
+        return fail(
+            f"built from the heads of {', '.join(sorted(heads))}, but the ledgers hold "
+            f"{', '.join(sorted(fresh_heads))}: a party was left out or added; re-run "
+            "`fedrec audit report`"
+        )
+    for party, (seq, digest) in sorted(heads.items()):
+        chain = read_ledger(_ledger_file(ledger)).entries if party == COORDINATOR else chains[party]
+        if not 0 <= seq < len(chain) or chain[seq].hash != digest:
+            return fail(
+                f"built from {party}'s entry seq {seq} hash {digest}, which the ledgers do not "
+                "hold: the report, or the ledger, was replaced"
+            )
+        if party != COORDINATOR:
+            chains[party] = chain[: seq + 1]
+    difference = _first_difference(said, _merchants(summarize(chains)))
+    if difference:
+        return fail(f"differs from the verified ledgers: {difference}")
+    return verdict

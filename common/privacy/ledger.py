@@ -41,6 +41,9 @@ from common.privacy.signing import Signer, verify_signature
 LEDGER_FORMAT = "fedrec-ledger/1"
 ZERO_HASH = "0" * 64
 HEAD_SUFFIX = ".head.json"
+# Beside a merchant's ledger: the newest of its entries the coordinator acknowledged holding
+# (written by :mod:`client.ledger`, checked by :mod:`common.privacy.verify` against rollback).
+COUNTERSIGNED_SUFFIX = ".countersigned.json"
 
 # Entry kinds.
 GENESIS = "genesis"
@@ -185,6 +188,10 @@ class LedgerFile:
 
 def head_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".jsonl") + HEAD_SUFFIX)
+
+
+def countersigned_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".jsonl") + COUNTERSIGNED_SUFFIX)
 
 
 def read_ledger(path: Path) -> LedgerFile:

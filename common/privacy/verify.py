@@ -17,10 +17,28 @@ What is checked, for every ledger file:
 * the signed head beside the file verifies and names an entry present with
   that hash (entries removed from the end are detected).
 
+Along every merchant chain, cumulative epsilon never decreases and each
+recorded figure equals what its reserved events give
+(:mod:`common.privacy.epsilon_check`).
+
 Across files: the coordinator's copies of each merchant's entries form a
 valid chain under the merchant's key, every countersigned round head names
 an entry of that chain, and each merchant's own file holds exactly those
 entries (a merchant file missing entries the coordinator recorded was cut).
+Identities are bound by the coordinator's copies, never by file names: a
+merchant file is accepted only for a party the coordinator recorded, signed
+by the key that party's genesis (as the coordinator received it) names, in a
+directory of that party's name, and one file per party. A shadow ledger
+re-signed with a fresh key under a recorded party's name fails, naming the
+file and the party.
+
+Rollback: a merchant keeps, beside its ledger, the newest of its entries the
+coordinator acknowledged holding (``ledger.countersigned.json``, written by
+:mod:`client.ledger`; the coordinator records those entries in its signed
+ledger and countersigns them at the round's end). A ledger shorter than that
+entry, or holding another entry at its seq, was rolled back to an older
+snapshot. A snapshot that rolls that file back too is caught only against the
+coordinator's copy (verify the run directory).
 
 Limit, stated plainly: a party holding its own key can rewrite its whole
 ledger and head consistently; only copies held by others (the federation
@@ -29,6 +47,8 @@ ledger for merchants, merchants' records for the coordinator) expose that.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +59,7 @@ from common.constants import (
     RUN_LEDGER_DIR,
 )
 from common.errors import ConfigError
+from common.privacy.epsilon_check import EpsilonReplay, check_epsilons
 from common.privacy.ledger import (
     ABORT,
     CLOSE,
@@ -51,8 +72,10 @@ from common.privacy.ledger import (
     Entry,
     LedgerFile,
     Problem,
+    countersigned_path,
     read_ledger,
 )
+from common.privacy.signing import key_fingerprint
 
 
 @dataclass
@@ -183,13 +206,63 @@ def check_head(file: LedgerFile, check: ChainCheck) -> list[Problem]:
     return []
 
 
-def _verify_file(file: LedgerFile, verdict: Verdict) -> ChainCheck:
+def _verify_file(
+    file: LedgerFile, verdict: Verdict, replay: EpsilonReplay | None = None
+) -> ChainCheck:
     check = check_chain(file.entries, source=str(file.path), lines=file.lines)
     problems = file.problems + check.problems + check_head(file, check)
+    if replay is not None and not check.problems:
+        epsilons = check_epsilons(
+            file.entries, source=str(file.path), replay=replay, lines=file.lines
+        )
+        problems += epsilons.problems
+        verdict.notes += epsilons.notes
+    problems += check_countersigned(file, check)
     verdict.problems += sorted(problems, key=lambda p: (p.line or 10**9, p.seq or 0))
     verdict.parties[check.party or str(file.path)] = len(file.entries)
     verdict.notes += _incomplete_reservations(file.entries, check.party or str(file.path))
     return check
+
+
+def check_countersigned(file: LedgerFile, check: ChainCheck) -> list[Problem]:
+    """The ledger must still hold the newest entry the coordinator acknowledged holding.
+
+    Absent file: nothing to compare (a ledger never sent, or a coordinator
+    without a ledger); the coordinator's copy is then the only check.
+    """
+    path = countersigned_path(file.path)
+    if not path.is_file():
+        return []
+    source = str(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        party, seq, digest = str(obj["party"]), int(obj["seq"]), str(obj["hash"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return [Problem("countersigned", f"unreadable ({exc})", source=source)]
+    if check.party is not None and party != check.party:
+        return [
+            Problem(
+                "countersigned",
+                f"names party {party!r}, but {file.path.name} is {check.party!r}'s ledger",
+                source=source,
+            )
+        ]
+    if seq >= len(file.entries) or file.entries[seq].hash != digest:
+        return [
+            Problem(
+                "rollback",
+                f"rolled back: the coordinator countersigned {party}'s seq {seq} hash {digest}, "
+                + (
+                    f"but the ledger ends after {len(file.entries)} entries"
+                    if seq >= len(file.entries)
+                    else "but the ledger holds another entry at that seq"
+                )
+                + " (an older snapshot replaced it)",
+                source=str(file.path),
+                seq=seq,
+            )
+        ]
+    return []
 
 
 def _incomplete_reservations(entries: list[Entry], party: str) -> list[str]:
@@ -205,15 +278,11 @@ def _incomplete_reservations(entries: list[Entry], party: str) -> list[str]:
 
 def verify_merchant(path: Path) -> Verdict:
     verdict = Verdict(path=path)
-    _verify_file(read_ledger(path), verdict)
+    _verify_file(read_ledger(path), verdict, EpsilonReplay())
     return verdict
 
 
-def verify_federation(path: Path, merchant_files: dict[str, Path] | None = None) -> Verdict:
-    """The federation ledger, the merchant chains inside it, and merchants' own files."""
-    verdict = Verdict(path=path)
-    fed = read_ledger(path)
-    _verify_file(fed, verdict)
+def _recorded_chains(fed: LedgerFile, verdict: Verdict) -> dict[str, list[Entry]]:
     chains: dict[str, list[Entry]] = {}
     for entry in fed.entries:
         if entry.kind != MERCHANT_ENTRIES:
@@ -224,12 +293,42 @@ def verify_federation(path: Path, merchant_files: dict[str, Path] | None = None)
                 chains.setdefault(name, []).append(Entry.from_json(raw))
             except ValueError as exc:
                 verdict.problems.append(
-                    Problem("malformed", f"a recorded entry of {name}: {exc}", source=str(path))
+                    Problem("malformed", f"a recorded entry of {name}: {exc}", source=str(fed.path))
                 )
+    return chains
+
+
+def verify_federation(
+    path: Path, merchant_files: Sequence[Path] = (), *, directory_names: bool = True
+) -> Verdict:
+    """The federation ledger, the merchant chains inside it, and merchants' own files.
+
+    ``directory_names``: each merchant file must sit in a directory named after
+    its party (a run directory's ``merchants/NAME/``).
+    """
+    verdict = Verdict(path=path)
+    replay = EpsilonReplay()
+    fed = read_ledger(path)
+    _verify_file(fed, verdict)
+    chains = _recorded_chains(fed, verdict)
     keys: dict[str, str | None] = {}
     for name, chain in sorted(chains.items()):
-        check = check_chain(chain, source=f"{path} (entries of {name} as received)")
+        source = f"{path} (entries of {name} as received)"
+        check = check_chain(chain, source=source)
         verdict.problems += check.problems
+        if check.party is not None and check.party != name:
+            verdict.problems.append(
+                Problem(
+                    "party",
+                    f"the coordinator recorded these entries as {name!r}'s, but their genesis "
+                    f"names party {check.party!r}",
+                    source=source,
+                )
+            )
+        if not check.problems:
+            epsilons = check_epsilons(chain, source=source, replay=replay)
+            verdict.problems += epsilons.problems
+            verdict.notes += epsilons.notes
         keys[name] = check.public_key
     for entry in fed.entries:
         if entry.kind != ROUND_HEAD:
@@ -254,54 +353,113 @@ def verify_federation(path: Path, merchant_files: dict[str, Path] | None = None)
             f"the run did not close: INCOMPLETE after countersigned round {last} "
             "(the coordinator stopped, or the run is still going)"
         )
-    for name, file_path in sorted((merchant_files or {}).items()):
+    claimed: dict[str, list[Path]] = {}
+    for file_path in sorted(merchant_files):
         merchant = read_ledger(file_path)
-        check = _verify_file(merchant, verdict)
-        recorded = chains.get(name, [])
-        if recorded and check.public_key != keys.get(name):
+        party = _claimed_party(merchant)
+        check = _verify_file(merchant, verdict, replay)
+        source = str(file_path)
+        if party is None:
+            continue  # check_chain named the missing genesis
+        claimed.setdefault(party, []).append(file_path)
+        if directory_names and file_path.parent.name != party:
+            verdict.problems.append(
+                Problem(
+                    "directory",
+                    f"this file is in directory {file_path.parent.name!r} but its ledger "
+                    f"belongs to party {party!r}",
+                    source=source,
+                )
+            )
+        if party not in chains:
+            verdict.problems.append(
+                Problem(
+                    "unknown-party",
+                    f"party {party!r} is not one the coordinator recorded (it recorded: "
+                    f"{', '.join(sorted(chains)) or 'none'}); its entries are not accepted",
+                    source=source,
+                )
+            )
+            continue
+        expected = keys.get(party)
+        if check.public_key != expected:
             verdict.problems.append(
                 Problem(
                     "key",
-                    "signed by another key than the one the coordinator recorded",
-                    source=str(file_path),
+                    f"party {party!r} is signed here by key {_fingerprint(check.public_key)}, "
+                    f"but the genesis the coordinator recorded for {party!r} names key "
+                    f"{_fingerprint(expected)}: a ledger made with another key",
+                    source=source,
                 )
             )
-        for entry in recorded:
-            if entry.seq >= len(merchant.entries):
-                verdict.problems.append(
-                    Problem(
-                        "truncated",
-                        f"the coordinator recorded entry seq {entry.seq} but this file ends after "
-                        f"{len(merchant.entries)} entries: entries were removed",
-                        source=str(file_path),
-                        seq=entry.seq,
-                    )
+            continue
+        verdict.problems += _compare_with_recorded(merchant, chains[party])
+    for party, paths in sorted(claimed.items()):
+        if len(paths) > 1:
+            verdict.problems.append(
+                Problem(
+                    "duplicate-party",
+                    f"{len(paths)} files claim party {party!r}: "
+                    + ", ".join(str(p) for p in paths)
+                    + "; one party keeps one ledger",
+                    source=str(paths[-1]),
                 )
-                break
-            if merchant.entries[entry.seq].hash != entry.hash:
-                verdict.problems.append(
-                    Problem(
-                        "mismatch",
-                        "differs from the entry the coordinator recorded",
-                        source=str(file_path),
-                        line=merchant.lines[entry.seq] if entry.seq < len(merchant.lines) else None,
-                        seq=entry.seq,
-                    )
-                )
-                break
+            )
     return verdict
+
+
+def _claimed_party(file: LedgerFile) -> str | None:
+    if file.entries:
+        return file.entries[0].party
+    return file.head.party if file.head is not None else None
+
+
+def _fingerprint(key: str | None) -> str:
+    if not key:
+        return "(none)"
+    try:
+        return key_fingerprint(key)
+    except ValueError:
+        return repr(key[:16])
+
+
+def _compare_with_recorded(merchant: LedgerFile, recorded: list[Entry]) -> list[Problem]:
+    """A merchant's own file must hold exactly the entries the coordinator recorded."""
+    source = str(merchant.path)
+    for entry in recorded:
+        if entry.seq >= len(merchant.entries):
+            return [
+                Problem(
+                    "truncated",
+                    f"the coordinator recorded entry seq {entry.seq} but this file ends after "
+                    f"{len(merchant.entries)} entries: entries were removed",
+                    source=source,
+                    seq=entry.seq,
+                )
+            ]
+        if merchant.entries[entry.seq].hash != entry.hash:
+            return [
+                Problem(
+                    "mismatch",
+                    "differs from the entry the coordinator recorded",
+                    source=source,
+                    line=merchant.lines[entry.seq] if entry.seq < len(merchant.lines) else None,
+                    seq=entry.seq,
+                )
+            ]
+    return []
+
+
+def _merchant_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / MERCHANTS_DIR).glob(f"*/{MERCHANT_LEDGER_FILE}"))
 
 
 def verify_path(path: Path) -> Verdict:
     """Verify a run directory, a federation ledger or a merchant ledger."""
     if path.is_dir():
         federation = path / RUN_LEDGER_DIR / FEDERATION_LEDGER_FILE
-        merchants = {
-            p.parent.name: p
-            for p in sorted((path / MERCHANTS_DIR).glob(f"*/{MERCHANT_LEDGER_FILE}"))
-        }
         if federation.is_file():
-            return verify_federation(federation, merchants)
+            return verify_federation(federation, _merchant_files(path))
         if (path / MERCHANT_LEDGER_FILE).is_file():
             return verify_merchant(path / MERCHANT_LEDGER_FILE)
         raise ConfigError(
@@ -313,9 +471,5 @@ def verify_path(path: Path) -> Verdict:
     first = read_ledger(path)
     role = first.entries[0].body.get("role") if first.entries else None
     if role == "coordinator":
-        merchants_dir = path.parent.parent / MERCHANTS_DIR
-        merchants = {
-            p.parent.name: p for p in sorted(merchants_dir.glob(f"*/{MERCHANT_LEDGER_FILE}"))
-        }
-        return verify_federation(path, merchants)
+        return verify_federation(path, _merchant_files(path.parent.parent))
     return verify_merchant(path)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from common.privacy.accounting import PrivacyEvent, epsilon_of
-from simulations.audit_report import write_report
+from common.privacy.ledger import read_ledger
+from simulations.audit_report import UnverifiedLedger, write_report
 from simulations.cli import main
 from tests.client.test_private_merchant import PLAN, _global, _merchant, data  # noqa: F401
+from tests.common.privacy.test_verify_identity import run_dir  # noqa: F401
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Every field the issue asks a release record to carry, as the HTML names them.
@@ -132,13 +134,132 @@ def test_report_writes_plots_json_and_html_with_every_field(merchant_dir, tmp_pa
         assert phrase in words, phrase
 
 
-def test_report_of_a_tampered_ledger_says_so(merchant_dir, tmp_path):
+def test_report_of_a_tampered_ledger_is_refused(merchant_dir, tmp_path, capsys):
     ledger = merchant_dir / "ledger.jsonl"
     lines = ledger.read_text().splitlines()
     ledger.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
-    report = write_report(ledger, tmp_path / "audit")
-    assert not report["verified"] and "sequence" in report["problems"][0]
-    assert "FAILED" in (tmp_path / "audit" / "report.html").read_text()
+    with pytest.raises(UnverifiedLedger, match="FAILED verification .* sequence"):
+        write_report(ledger, tmp_path / "audit")
+    assert not (tmp_path / "audit").exists()  # no figures anywhere
+    assert main(["audit", "report", str(ledger), "--out", str(tmp_path / "audit")]) == 1
+    captured = capsys.readouterr()
+    assert "line 4 (entry seq 4): sequence" in captured.err
+    assert "ε" not in captured.out and "epsilon =" not in captured.out
+
+
+def _resign(directory, edit):
+    """Rewrite a merchant's ledger and head under its own key, ``edit`` applied to each body."""
+    from common.privacy.ledger import Ledger, head_path, read_ledger
+    from common.privacy.signing import Signer
+
+    entries = read_ledger(directory / "ledger.jsonl").entries
+    (directory / "ledger.jsonl").unlink()
+    head_path(directory / "ledger.jsonl").unlink()
+    ledger = Ledger.open(
+        directory / "ledger.jsonl",
+        signer=Signer.load_or_create(directory / "ledger.key"),
+        party=entries[0].party,
+        genesis={k: v for k, v in entries[0].body.items() if k not in ("party", "public_key")},
+    )
+    for entry in entries[1:]:
+        ledger.append(entry.kind, edit(entry.seq, dict(entry.body)))
+
+
+def test_an_understated_epsilon_resigned_by_its_own_key_fails(merchant_dir, capsys):
+    entries = read_ledger(merchant_dir / "ledger.jsonl").entries
+    counts, round1, round2 = [e for e in entries if e.kind == "reserve"]
+    true = round2.body["epsilon_rdp"]
+    understated = (round1.body["epsilon_rdp"] + true) / 2  # still above round 1: monotone
+    edited = {round2.seq} | {
+        e.seq for e in entries if e.kind == "commit" and e.body["reserve_seq"] == round2.seq
+    }
+
+    def edit(seq, body):
+        if seq in edited:  # round 2's reserve and commit
+            body["epsilon_rdp"] = understated
+        return body
+
+    _resign(merchant_dir, edit)
+    assert main(["audit", "verify", str(merchant_dir), "--json"]) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    first = verdict["problems"][0]
+    assert (first["kind"], first["seq"]) == ("epsilon", round2.seq)
+    assert f"records epsilon_rdp = {understated:.6g}" in first["message"]
+    assert f"the 3 privacy event(s) reserved up to it give {true:.6g}" in first["message"]
+    assert "understated" in first["message"]
+
+
+def test_report_json_carries_heads_and_an_edit_fails_verify(merchant_dir, tmp_path, capsys):
+    out = tmp_path / "audit"
+    report = write_report(merchant_dir, out)
+    entries = read_ledger(merchant_dir / "ledger.jsonl").entries
+    assert report["heads"] == {"shop": {"seq": entries[-1].seq, "hash": entries[-1].hash}}
+    path = out / "report.json"
+    assert main(["audit", "verify", str(path)]) == 0
+    capsys.readouterr()
+
+    saved = json.loads(path.read_text())
+    saved["merchants"]["shop"]["releases"][-1]["epsilon_rdp"] = 0.03
+    path.write_text(json.dumps(saved))
+    assert main(["audit", "verify", str(path)]) == 1
+    assert "digest does not match" in capsys.readouterr().out
+
+    from simulations.audit_report import _digest
+
+    saved["digest"] = _digest(saved)  # an editor who also recomputes the digest
+    path.write_text(json.dumps(saved))
+    assert main(["audit", "verify", str(path), "--json"]) == 1
+    problem = json.loads(capsys.readouterr().out)["problems"][0]
+    assert problem["kind"] == "report"
+    assert (
+        "merchants.shop.releases[2].epsilon_rdp says 0.03, the ledgers give" in (problem["message"])
+    )
+
+
+def test_a_report_written_beside_its_ledger_is_checked_by_verify_of_the_directory(
+    merchant_dir, capsys
+):
+    write_report(merchant_dir, merchant_dir)
+    assert main(["audit", "verify", str(merchant_dir)]) == 0
+    capsys.readouterr()
+    path = merchant_dir / "report.json"
+    saved = json.loads(path.read_text())
+    saved["heads"]["shop"]["seq"] -= 1
+    path.write_text(json.dumps(saved))
+    assert main(["audit", "verify", str(merchant_dir)]) == 1
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "FAILED" in printed and "report: edited after it was written" in printed
+
+
+def test_a_report_of_an_earlier_head_still_verifies_after_the_ledger_grows(merchant_dir, tmp_path):
+    from client.ledger import MerchantLedger
+
+    write_report(merchant_dir, tmp_path / "audit")
+    MerchantLedger(merchant_dir, "shop").non_dp_release(
+        run="run-7", server_round=3, what="evaluation-metrics", metrics={"ndcg@10": 0.2}
+    )
+    from simulations.audit_report import verify_report
+
+    assert verify_report(tmp_path / "audit" / "report.json").ok
+
+
+def test_run_report_takes_the_coordinators_copy_and_refuses_a_shadow_ledger(
+    run_dir,  # noqa: F811
+    tmp_path,
+):
+    from tests.common.privacy.test_verify_identity import _entries, _forge
+
+    report = write_report(run_dir, tmp_path / "audit")
+    zero = report["merchants"]["merchant-00"]["releases"]
+    assert zero[-1]["epsilon_rdp"] == 2.998
+    assert set(report["heads"]) == {"coordinator", "merchant-00", "merchant-01"}
+
+    _forge(_entries(run_dir, "merchant-00"), run_dir / "merchants" / "zzz", scale=0.01)
+    with pytest.raises(UnverifiedLedger, match="zzz/ledger.jsonl: directory: .*'merchant-00'"):
+        write_report(run_dir, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+    assert main(["audit", "verify", str(run_dir)]) == 1
+    assert main(["audit", "verify", str(tmp_path / "audit" / "report.json")]) == 1
 
 
 def test_epsilon_calculator_matches_the_accountants(capsys):
