@@ -67,7 +67,7 @@ from common.constants import (
 )
 from common.errors import ConfigError
 from common.models.prior import ItemPrior
-from common.privacy.accountant import PrivacyBudgetExceeded
+from common.privacy.accountant import PrivacyBudgetExceeded, PrivacyRefused
 from common.privacy.ledger import update_digest
 from common.run_signature import RunRefused
 
@@ -199,6 +199,19 @@ def _reply(
     return Message(content=content, reply_to=message)
 
 
+def _refuse(
+    message: Message, merchant: Merchant, plan: RoundPlan, refusal: PrivacyRefused
+) -> Message:
+    """The explicit refusal reply (its reason reaches the coordinator); nothing was released.
+
+    Only a budget refusal carries the privacy report: after any other refusal
+    (an account that disagrees with the ledger, a state used by another run)
+    the account is not one to report from.
+    """
+    report = merchant.report(plan) if isinstance(refusal, PrivacyBudgetExceeded) else None
+    return _reply(message, merchant, {DP_REFUSED: 1}, privacy=report, refusal=str(refusal))
+
+
 def _process_age() -> float:
     """Seconds since this process started (Linux /proc; -1 elsewhere): its start-up cost."""
     import os
@@ -317,15 +330,9 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
                 run=_run_name(record, context),
                 secagg=bool(record.get(SECAGG_FIELD, False)),
             )
-        except PrivacyBudgetExceeded as refusal:
+        except PrivacyRefused as refusal:
             # An explicit refusal, not an error: nothing was trained or released.
-            return _reply(
-                message,
-                merchant,
-                {DP_REFUSED: 1},
-                privacy=merchant.report(plan),
-                refusal=str(refusal),
-            )
+            return _refuse(message, merchant, plan, refusal)
         metrics: dict[str, float] = {
             WEIGHT_KEY: outcome.num_examples,
             TRAIN_STEPS: outcome.stats.steps,
@@ -394,14 +401,8 @@ def make_client_app(config: RunConfig | None = None, *, mods: Sequence[Mod] = ()
             release = merchant.release_item_counts(
                 plan, run=_run_name(message.content.config_records[CONFIG_KEY], context)
             )
-        except PrivacyBudgetExceeded as refusal:
-            return _reply(
-                message,
-                merchant,
-                {DP_REFUSED: 1},
-                privacy=merchant.report(plan),
-                refusal=str(refusal),
-            )
+        except PrivacyRefused as refusal:
+            return _refuse(message, merchant, plan, refusal)
         merchant.commit(release.reservation, {"counts": release.counts}, metrics={})
         return _reply(
             message,

@@ -9,6 +9,15 @@ With privacy on, the merchant also keeps its privacy account on its own disk
 (:class:`~common.privacy.accountant.PrivacyAccount`): sigma is calibrated once,
 at first contact, for the whole planned training; every release is checked
 against the budget and recorded durably *before* it happens.
+
+The merchant's ledger is the source of truth for what it has spent
+(:mod:`common.privacy.account_check`): before any DP release the account is
+checked against the ledger's reservations, and a missing or edited account is
+refused (:class:`~common.privacy.accountant.AccountDisagrees`), never rebuilt
+silently. A state that already spent privacy on another run refuses a new
+private run before releasing anything
+(:class:`~common.privacy.accountant.StateAlreadyUsed`); a resume of the same
+run goes on. Both refusals are written to the ledger.
 """
 
 from __future__ import annotations
@@ -29,12 +38,22 @@ from common.errors import ConfigError
 from common.evaluation import EvaluationResult, evaluate_model
 from common.models.base import ModelConfig, Recommender, build_model
 from common.models.prior import ItemPrior
+from common.privacy.account_check import (
+    LedgerRelease,
+    account_disagreements,
+    ledger_epsilon,
+    ledger_releases,
+    other_runs,
+)
 from common.privacy.accountant import (
     EVENT_DP_SGD,
     EVENT_ITEM_COUNTS,
+    AccountDisagrees,
     PrivacyAccount,
     PrivacyBudgetExceeded,
     PrivacyPlan,
+    PrivacyRefused,
+    StateAlreadyUsed,
     plan_inputs,
     plan_privacy,
 )
@@ -136,11 +155,16 @@ class Merchant:
         return min(privacy.budget, own) if own is not None else privacy.budget
 
     def account(self, plan: RoundPlan) -> PrivacyAccount:
-        """The durable account; created (sigma calibrated once) at first contact."""
+        """The durable account; created (sigma calibrated once) at first contact.
+
+        Raises :class:`AccountDisagrees` if the ledger shows more spent than
+        the account holds (the file deleted or edited): never a fresh account then.
+        """
         from client.private_training import private_population
 
         path = self.store.privacy_account_path
         account = PrivacyAccount.load(path)
+        self._check_against_ledger(account)
         batch, epochs = plan.train.batch_users, plan.train.local_epochs
         if account is None:
             account = PrivacyAccount(
@@ -164,6 +188,53 @@ class Merchant:
                 f"{path}. Keep the original settings, or start a new run with fresh state."
             )
         return account
+
+    def _releases(self) -> list[LedgerRelease]:
+        """The DP releases this merchant's ledger reserved (committed, aborted or open)."""
+        return ledger_releases(self.ledger.ledger.entries)
+
+    def _check_against_ledger(self, account: PrivacyAccount | None) -> None:
+        """Raise :class:`AccountDisagrees` if ``account`` counts less than the ledger shows."""
+        releases = self._releases()
+        problems = account_disagreements(account, releases)
+        if not problems:
+            return
+        path = self.store.privacy_account_path
+        raise AccountDisagrees(
+            f"Merchant {self.name}: the privacy account {path} disagrees with the privacy "
+            f"ledger {self.ledger.path}: {'; '.join(problems)}. The ledger shows epsilon "
+            f"{ledger_epsilon(releases):.4f} already spent; refusing to train or release. "
+            f"Restore {path.name} from a backup of this state (the ledger is the record of "
+            "what was spent), or use a fresh --state for a new private run."
+        )
+
+    def _check_run(self, run: str) -> None:
+        """Raise :class:`StateAlreadyUsed` if this state spent privacy on another run."""
+        releases = self._releases()
+        others = other_runs(releases, run=run)
+        if not others:
+            return
+        named = ", ".join(repr(o) for o in others)
+        raise StateAlreadyUsed(
+            f"Merchant {self.name}: this state already spent epsilon "
+            f"{ledger_epsilon(releases):.4f} on run {named} (one private training per state "
+            f"until lifetime accounts land); refusing run {run!r} before any release. Use a "
+            "fresh --state for a new private run."
+        )
+
+    def _open_account(
+        self, plan: RoundPlan, *, run: str, server_round: int, kind: str
+    ) -> PrivacyAccount:
+        """The account for a release of ``run``, checked; a refusal is ledgered, then raised."""
+        try:
+            self._check_run(run)
+            return self.account(plan)
+        except PrivacyRefused as refusal:
+            self.ledger.refusal(
+                {"run": run, "round": server_round, "merchant": self.name, "release": kind},
+                reason=str(refusal),
+            )
+            raise
 
     def report(self, plan: RoundPlan) -> PrivacyReport:
         return PrivacyReport.of(self.account(plan), budget=self.budget(plan.privacy))
@@ -221,7 +292,7 @@ class Merchant:
         """Noisy item counts (one Gaussian release), recorded before they are returned."""
         from common.privacy.counts import noisy_item_counts
 
-        account = self.account(plan)
+        account = self._open_account(plan, run=run, server_round=0, kind=EVENT_ITEM_COUNTS)
         privacy_plan = account.plan
         if account.has(EVENT_ITEM_COUNTS):
             raise ConfigError(
@@ -336,7 +407,7 @@ class Merchant:
     ) -> TrainOutcome:
         from client.private_training import train_private
 
-        account = self.account(plan)
+        account = self._open_account(plan, run=run, server_round=server_round, kind=EVENT_DP_SGD)
         privacy_plan: PrivacyPlan = account.plan
         event = PrivacyEvent(
             noise_multiplier=privacy_plan.noise_multiplier,

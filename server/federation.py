@@ -417,6 +417,7 @@ def collect_item_prior(
     if ledger is not None:
         ledger.record(replies, server_round=0, phase="query")
     total, variance, refused = None, 0.0, set()
+    reasons: list[str] = []  # "merchant: why", for the failure message
     for reply in replies:
         name = _merchant_of(reply)
         if names is not None:
@@ -426,6 +427,7 @@ def collect_item_prior(
         if reason:
             logger.warning("item counts: %s refused: %s", name, reason)
             refused.add(name)
+            reasons.append(f"{name} refused: {reason}")
             continue
         counts = reply.content.array_records[ITEM_COUNTS_KEY]["counts"].numpy()
         total = counts.astype(np.float64) if total is None else total + counts
@@ -435,7 +437,8 @@ def collect_item_prior(
     if total is None:
         raise FederationError(
             "No merchant released item counts "
-            f"({len(failed)} failed, {len(refused)} refused); the private run cannot start."
+            f"({len(failed)} failed, {len(refused)} refused); the private run cannot start"
+            + "".join(f"\n  {why}" for why in [*reasons, *failed])
         )
     from common.privacy.counts import trained_items
 

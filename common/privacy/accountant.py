@@ -30,8 +30,24 @@ EVENT_ITEM_COUNTS = "item-counts"
 EVENT_DP_SGD = "dp-sgd"
 
 
-class PrivacyBudgetExceeded(ConfigError):
+class PrivacyRefused(ConfigError):
+    """A merchant refuses a DP release before computing it; nothing was released.
+
+    The ClientApp answers with an explicit refusal (its reason reaches the
+    coordinator's log and failure messages), not an error.
+    """
+
+
+class PrivacyBudgetExceeded(PrivacyRefused):
     """A release would take a merchant past its epsilon budget; nothing was released."""
+
+
+class AccountDisagrees(PrivacyRefused):
+    """The privacy account counts less than the merchant's ledger shows spent (missing, edited)."""
+
+
+class StateAlreadyUsed(PrivacyRefused):
+    """The state already spent privacy on another run; one private training per state."""
 
 
 @dataclass(frozen=True)
