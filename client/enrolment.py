@@ -10,7 +10,8 @@ catalog: at the start of a run the coordinator sends it, and
 :func:`encode_for_catalog` maps the merchant's item keys to shared indices
 (unknown keys are counted, reported locally and skipped), then writes the
 training data the :class:`~client.merchant.Merchant` reads. Every file is
-written atomically, so a failure leaves the previous state intact.
+written atomically, so a failure leaves the previous state intact; a full disk
+is reported in one line, and the next join, once space is freed, enrols afresh.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from common.data.dataset import build_user_item_data
 from common.data.loaders import load_events
 from common.data.schema import ITEM_ID, TIMESTAMP, USER_ID, Interactions
 from common.errors import ConfigError
-from common.fileio import atomic_write_bytes, atomic_write_text
+from common.fileio import DiskFullError, atomic_write_bytes, atomic_write_text, is_disk_full
 from common.naming import check_name
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,42 @@ def enrol(state: Path, *, data: Path, fmt: str, name: str) -> Enrolment:
             source_sha256=source,
             changed=False,
         )
+    try:
+        return _write_enrolment(
+            state, events, data=data, fmt=fmt, name=name, source=source, previous=info
+        )
+    except DiskFullError as exc:
+        raise DiskFullError(exc.path, retry=_RETRY) from exc
+    except OSError as exc:
+        if is_disk_full(exc):  # a write outside common.fileio (directory, key permissions)
+            raise DiskFullError(Path(exc.filename or state), retry=_RETRY) from exc
+        raise
+
+
+_RETRY = "run `fedrec merchant join` again"
+
+
+def _write_enrolment(
+    state: Path,
+    events: Interactions,
+    *,
+    data: Path,
+    fmt: str,
+    name: str,
+    source: str,
+    previous: dict[str, object] | None,
+) -> Enrolment:
+    """Key, pseudonymised log, then description: each atomic, the description last.
+
+    The description's source digest is what marks a log as enrolled. Replacing a
+    log first clears that digest (keeping the merchant's name), so a join that
+    fails part-way, e.g. on a full disk, is redone in full by the next one.
+    """
     state.mkdir(parents=True, exist_ok=True)
+    if previous is not None:  # a new event log: encoded data must be rebuilt at the next run
+        pending = {**previous, "source_sha256": None}
+        atomic_write_text(state / MERCHANT_INFO_FILE, json.dumps(pending, indent=2))
+        (state / MERCHANT_CATALOG_DIGEST_FILE).unlink(missing_ok=True)
     key = load_or_create_key(state / MERCHANT_PSEUDONYM_KEY_FILE)
     pseudonyms = pseudonymise(key, events.user_id)
     frame = pd.DataFrame(
@@ -138,8 +174,6 @@ def enrol(state: Path, *, data: Path, fmt: str, name: str) -> Enrolment:
             indent=2,
         ),
     )
-    if info is not None:  # a new event log: encoded data must be rebuilt at the next run
-        (state / MERCHANT_CATALOG_DIGEST_FILE).unlink(missing_ok=True)
     return enrolment
 
 
