@@ -46,7 +46,7 @@ from common.data.dataset import (
 )
 from common.data.partition import PartitionConfig, partition_events
 from common.data.schema import Interactions
-from common.errors import ConfigError, DataError, DataProblem
+from common.errors import ConfigError, DataError, DataProblem, FedrecError
 from common.evaluation import EvaluationResult
 from common.flower_env import set_flower_environment
 from simulations.run_dir import staged_run_dir
@@ -60,6 +60,68 @@ class _DropRunSimulationDeprecation(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "run_simulation` function is deprecated" not in record.getMessage()
+
+
+RAY_PROBE_SECONDS = 5.0
+
+
+class SimulationBackendError(FedrecError):
+    """Ray, the Simulation Engine's backend, could not start or stopped."""
+
+
+def check_ray_address(address: str, *, timeout: float = RAY_PROBE_SECONDS) -> None:
+    """Refuse within ``timeout`` when a ``HOST:PORT`` Ray address does not accept connections.
+
+    ``ray.init`` itself retries an unreachable address for minutes, while the
+    ServerApp waits its round-timeout for nodes that never come.
+    """
+    import socket
+
+    if not address or address == "auto" or "://" in address:
+        return  # "auto" and ray:// client addresses are Ray's own to resolve
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"ray-address must be HOST:PORT (e.g. 127.0.0.1:6379) or 'auto', got {address!r}."
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConfigError(
+            f"Cannot reach the Ray cluster at ray-address {address} ({reason}, within "
+            f"{timeout:g} s). Start it there (`ray start --head --port {port}`), fix the "
+            "address, or leave ray-address empty to start Ray on this machine."
+        ) from exc
+
+
+def _start_ray(init_args: dict[str, Any]) -> None:
+    """Start (or connect to) Ray the way Flower's RayBackend does, before any thread exists.
+
+    A failure here is reported with its cause at once; inside ``run_simulation``
+    it would leave the ServerApp waiting a whole round-timeout first.
+    """
+    import sys
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    pythonpath = os.pathsep.join(sys.path)  # as flwr's RayBackend.init_ray
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    try:
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    except Exception as exc:  # Ray raises many kinds (RuntimeError, ConnectionError, ...)
+        text = str(exc).strip()
+        cause = text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+        raise SimulationBackendError(
+            f"Ray could not start, so the simulation cannot run: {type(exc).__name__}: {cause}. "
+            "Rerun with --verbose for Ray's log; check free memory and /tmp space, or point "
+            "ray-address at a running cluster."
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -421,10 +483,12 @@ def _run_flower(
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": init_args,
     }
+    check_ray_address(spec.ray_address)
     flower_logger = logging.getLogger("flwr")
     quiet = _DropRunSimulationDeprecation()
     flower_logger.addFilter(quiet)
     try:
+        _start_ray({"include_dashboard": False, **init_args})
         run_simulation(
             server_app=make_server_app(run, on_round=on_round),
             client_app=make_client_app(run, mods=mods),
@@ -434,3 +498,12 @@ def _run_flower(
         )
     finally:
         flower_logger.removeFilter(quiet)
+        _stop_ray()
+
+
+def _stop_ray() -> None:
+    """Shut Ray down if the run left it up (Flower's backend stops it only once it was built)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

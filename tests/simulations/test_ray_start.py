@@ -1,0 +1,84 @@
+"""Ray failing to start ends `fedrec simulate` at once, with its cause (no Ray started here)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from common.config import RunConfig
+from common.data.partition import PartitionConfig
+from common.errors import ConfigError, FedrecError
+from simulations import runner
+from simulations.runner import (
+    DataSource,
+    SimulationBackendError,
+    SimulationSpec,
+    check_ray_address,
+    simulate,
+)
+from simulations.synthetic import SyntheticSpec
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends
+
+
+def test_a_closed_ray_address_is_refused_with_the_address_and_the_fix() -> None:
+    port = _closed_port()
+    with pytest.raises(ConfigError) as caught:
+        check_ray_address(f"127.0.0.1:{port}", timeout=2.0)
+    assert str(caught.value) == (
+        f"Cannot reach the Ray cluster at ray-address 127.0.0.1:{port} (Connection refused, "
+        f"within 2 s). Start it there (`ray start --head --port {port}`), fix the address, or "
+        "leave ray-address empty to start Ray on this machine."
+    )
+
+
+@pytest.mark.parametrize("address", ["localhost", "host:port", "host:0", ":6379"])
+def test_a_malformed_ray_address_is_refused(address: str) -> None:
+    with pytest.raises(ConfigError, match="ray-address must be HOST:PORT"):
+        check_ray_address(address)
+
+
+@pytest.mark.parametrize("address", ["", "auto", "ray://head:10001"])
+def test_addresses_ray_resolves_itself_are_not_probed(address: str) -> None:
+    check_ray_address(address)  # returns without a connection attempt
+
+
+def test_simulate_with_a_closed_ray_address_fails_before_training(tmp_path: Path) -> None:
+    # Prepare
+    port = _closed_port()
+    spec = SimulationSpec(
+        run=RunConfig(),
+        source=DataSource(synthetic=SyntheticSpec(num_merchants=2, num_users=40, num_items=20)),
+        partition=PartitionConfig(scheme="natural", num_parties=2),
+        run_dir=tmp_path / "run",
+        ray_address=f"127.0.0.1:{port}",
+    )
+    # Execute
+    with pytest.raises(ConfigError, match="Cannot reach the Ray cluster at ray-address 127"):
+        simulate(spec)
+    # Assert: nothing written
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run.incomplete").exists()
+
+
+def test_ray_init_failure_becomes_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    def broken_init(**kwargs: object) -> None:
+        raise RuntimeError("Failed to start the GCS server.\nlong Ray log follows")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", broken_init)
+    with pytest.raises(SimulationBackendError) as caught:
+        runner._start_ray({"num_cpus": 1})
+    assert isinstance(caught.value, FedrecError)
+    assert str(caught.value).startswith(
+        "Ray could not start, so the simulation cannot run: RuntimeError: Failed to start the "
+        "GCS server. Rerun with --verbose"
+    )
