@@ -154,8 +154,8 @@ def check_epsilons(
                 if value < top - slack:
                     problem(
                         index,
-                        f"cumulative {name} falls from {top:.6g} (entry seq {top_seq}) to "
-                        f"{value:.6g}: epsilon spent can never decrease",
+                        f"{entry.party}'s cumulative {name} falls from {top:.6g} (entry seq "
+                        f"{top_seq}) to {value:.6g}: epsilon spent can never decrease",
                     )
             if name not in highest or value > highest[name][0]:
                 highest[name] = (value, entry.seq)
@@ -200,7 +200,11 @@ def _compare(
     slack = rel_tol * max(1.0, abs(expected))
     what = f"the {count} privacy event(s) reserved up to it give {expected:.6g} by Opacus"
     if recorded < expected - slack:
-        problem(index, f"records {name} = {recorded:.6g} but {what}: the spend is understated")
+        problem(
+            index,
+            f"{entry.party}'s entry records {name} = {recorded:.6g} but {what}: the spend is "
+            "understated",
+        )
     elif recorded > expected + slack:
         out.notes.append(
             f"{entry.party}: entry seq {entry.seq} records {name} = {recorded:.6g}, more than "

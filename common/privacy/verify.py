@@ -357,43 +357,17 @@ def verify_federation(
     for file_path in sorted(merchant_files):
         merchant = read_ledger(file_path)
         party = _claimed_party(merchant)
+        start = len(verdict.problems)
         check = _verify_file(merchant, verdict, replay)
-        source = str(file_path)
         if party is None:
             continue  # check_chain named the missing genesis
         claimed.setdefault(party, []).append(file_path)
-        if directory_names and file_path.parent.name != party:
-            verdict.problems.append(
-                Problem(
-                    "directory",
-                    f"this file is in directory {file_path.parent.name!r} but its ledger "
-                    f"belongs to party {party!r}",
-                    source=source,
-                )
-            )
-        if party not in chains:
-            verdict.problems.append(
-                Problem(
-                    "unknown-party",
-                    f"party {party!r} is not one the coordinator recorded (it recorded: "
-                    f"{', '.join(sorted(chains)) or 'none'}); its entries are not accepted",
-                    source=source,
-                )
-            )
-            continue
-        expected = keys.get(party)
-        if check.public_key != expected:
-            verdict.problems.append(
-                Problem(
-                    "key",
-                    f"party {party!r} is signed here by key {_fingerprint(check.public_key)}, "
-                    f"but the genesis the coordinator recorded for {party!r} names key "
-                    f"{_fingerprint(expected)}: a ledger made with another key",
-                    source=source,
-                )
-            )
-            continue
-        verdict.problems += _compare_with_recorded(merchant, chains[party])
+        # Who signed a file comes before what it says: its identity problems go first.
+        verdict.problems[start:start] = _identity_problems(
+            merchant, party, check, chains, keys, directory_names=directory_names
+        )
+        if party in chains and check.public_key == keys.get(party):
+            verdict.problems += _compare_with_recorded(merchant, chains[party])
     for party, paths in sorted(claimed.items()):
         if len(paths) > 1:
             verdict.problems.append(
@@ -406,6 +380,49 @@ def verify_federation(
                 )
             )
     return verdict
+
+
+def _identity_problems(
+    merchant: LedgerFile,
+    party: str,
+    check: ChainCheck,
+    chains: dict[str, list[Entry]],
+    keys: dict[str, str | None],
+    *,
+    directory_names: bool,
+) -> list[Problem]:
+    """A merchant file speaks for a party the coordinator recorded, under that party's key."""
+    source = str(merchant.path)
+    problems: list[Problem] = []
+    if directory_names and merchant.path.parent.name != party:
+        problems.append(
+            Problem(
+                "directory",
+                f"this file is in directory {merchant.path.parent.name!r} but its ledger "
+                f"belongs to party {party!r}",
+                source=source,
+            )
+        )
+    if party not in chains:
+        problems.append(
+            Problem(
+                "unknown-party",
+                f"party {party!r} is not one the coordinator recorded (it recorded: "
+                f"{', '.join(sorted(chains)) or 'none'}); its entries are not accepted",
+                source=source,
+            )
+        )
+    elif check.public_key != keys.get(party):
+        problems.append(
+            Problem(
+                "key",
+                f"party {party!r} is signed here by key {_fingerprint(check.public_key)}, "
+                f"but the genesis the coordinator recorded for {party!r} names key "
+                f"{_fingerprint(keys.get(party))}: a ledger made with another key",
+                source=source,
+            )
+        )
+    return problems
 
 
 def _claimed_party(file: LedgerFile) -> str | None:

@@ -163,7 +163,7 @@ def test_cumulative_epsilon_that_falls_fails(tmp_path):
     assert not verdict.ok
     first = verdict.first
     assert first is not None and (first.kind, first.seq, first.line) == ("epsilon", 5, 6)
-    assert "falls from 2 (entry seq 3) to 1.5" in first.message
+    assert "shop's cumulative epsilon_rdp falls from 2 (entry seq 3) to 1.5" in first.message
 
 
 def test_a_well_signed_chain_whose_epsilon_falls_fails(tmp_path):
