@@ -489,16 +489,34 @@ def _run_flower(
     flower_logger.addFilter(quiet)
     try:
         _start_ray({"include_dashboard": False, **init_args})
-        run_simulation(
-            server_app=make_server_app(run, on_round=on_round),
-            client_app=make_client_app(run, mods=mods),
-            num_supernodes=num_merchants,
-            backend_config=backend_config,  # type: ignore[arg-type]
-            verbose_logging=spec.verbose,
-        )
+        try:
+            run_simulation(
+                server_app=make_server_app(run, on_round=on_round),
+                client_app=make_client_app(run, mods=mods),
+                num_supernodes=num_merchants,
+                backend_config=backend_config,  # type: ignore[arg-type]
+                verbose_logging=spec.verbose,
+            )
+        except RuntimeError as exc:
+            if str(exc) != _ENGINE_FAILED:
+                raise
+            root = _root_cause(exc)
+            raise SimulationBackendError(
+                f"The Simulation Engine stopped: {type(root).__name__}: {str(root).rstrip('.')}. "
+                "Rerun with --verbose for Flower's and Ray's log."
+            ) from exc
     finally:
         flower_logger.removeFilter(quiet)
         _stop_ray()
+
+
+_ENGINE_FAILED = "An error was encountered. Ending simulation."  # flwr's run_simulation
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _stop_ray() -> None:

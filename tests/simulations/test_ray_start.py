@@ -82,3 +82,35 @@ def test_ray_init_failure_becomes_one_clear_error(monkeypatch: pytest.MonkeyPatc
         "Ray could not start, so the simulation cannot run: RuntimeError: Failed to start the "
         "GCS server. Rerun with --verbose"
     )
+
+
+def test_a_crashed_simulation_engine_reports_its_root_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flwr.simulation
+    import ray
+
+    def crashed(**kwargs: object) -> None:
+        try:
+            try:
+                raise OSError("actor pool could not be created")
+            except OSError as inner:
+                raise RuntimeError("Simulation Runtime crashed.") from inner
+        except RuntimeError as middle:
+            raise RuntimeError("An error was encountered. Ending simulation.") from middle
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", crashed)
+    monkeypatch.setattr(runner, "_start_ray", lambda init_args: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    spec = SimulationSpec(
+        run=RunConfig(),
+        source=DataSource(),
+        partition=PartitionConfig(scheme="natural", num_parties=2),
+        run_dir=tmp_path / "run",
+    )
+    with pytest.raises(SimulationBackendError) as caught:
+        runner._run_flower(RunConfig(), num_merchants=2, spec=spec, on_round=None, mods=())
+    assert str(caught.value) == (
+        "The Simulation Engine stopped: OSError: actor pool could not be created. Rerun with "
+        "--verbose for Flower's and Ray's log."
+    )
