@@ -84,7 +84,8 @@ def add_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 def _verify(args: argparse.Namespace) -> int:
     from common.privacy.verify import verify_path
-    from simulations.audit_report import REPORT_FILE, verify_report
+    from simulations.audit_report import REPORT_FILE
+    from simulations.audit_report_check import verify_report
 
     path: Path = args.ledger
     if path.is_file() and path.suffix == ".json":

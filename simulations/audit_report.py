@@ -13,9 +13,9 @@ entries are authoritative; a merchant's own file may only extend them (entries
 the coordinator never received, e.g. a reservation left open by a crash, are
 included: they can only add epsilon). ``report.json`` carries the ledger heads
 (seq and hash per party) it was built from and a digest of its content;
-:func:`verify_report` re-renders the figures from the ledgers cut at those
-heads and names the first figure that differs, so an edited report fails
-``fedrec audit verify``.
+:mod:`simulations.audit_report_check` re-renders the figures from the ledgers
+cut at those heads and names the first figure that differs, so an edited
+report fails ``fedrec audit verify``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from common.privacy.ledger import (
     NON_DP_RELEASE,
     REFUSAL,
     Entry,
-    Problem,
     read_ledger,
 )
 from common.privacy.verify import Verdict, verify_path
@@ -87,21 +86,21 @@ class MerchantSummary:
         return self.releases[-1] if self.releases else None
 
 
-def _ledger_file(path: Path) -> Path:
+def ledger_file(path: Path) -> Path:
     if path.is_dir():
         federation = path / RUN_LEDGER_DIR / FEDERATION_LEDGER_FILE
         return federation if federation.is_file() else path / MERCHANT_LEDGER_FILE
     return path
 
 
-def _entries_by_merchant(path: Path) -> tuple[dict[str, list[Entry]], dict[str, dict[str, Any]]]:
+def verified_chains(path: Path) -> tuple[dict[str, list[Entry]], dict[str, dict[str, Any]]]:
     """Each merchant's verified chain, and the heads (seq, hash per party) it ends at.
 
     In a run directory the coordinator's copy is authoritative: a merchant's own
     file must begin with exactly the entries the coordinator recorded (it may
     add newer ones); one that disagrees raises :class:`UnverifiedLedger`.
     """
-    read = read_ledger(_ledger_file(path))
+    read = read_ledger(ledger_file(path))
     if read.entries and read.entries[0].body.get("role") != COORDINATOR:
         party = read.entries[0].party
         return {party: read.entries}, {party: _head(read.entries)}
@@ -386,12 +385,12 @@ def _html(verdict: Verdict, summaries: dict[str, MerchantSummary], plots: dict[s
     )
 
 
-def _digest(report: dict[str, Any]) -> str:
+def report_digest(report: dict[str, Any]) -> str:
     content = {k: v for k, v in report.items() if k != "digest"}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _merchants(summaries: dict[str, MerchantSummary]) -> dict[str, Any]:
+def rendered_merchants(summaries: dict[str, MerchantSummary]) -> dict[str, Any]:
     rendered = {name: asdict(s) | {"statement": statement(s)} for name, s in summaries.items()}
     return dict(json.loads(json.dumps(rendered)))  # as report.json holds it
 
@@ -413,20 +412,20 @@ def write_report(path: Path, out: Path, *, console: Console | None = None) -> di
     verdict = verify_path(path)
     if not verdict.ok:
         raise _refuse(verdict)
-    chains, heads = _entries_by_merchant(path)
+    chains, heads = verified_chains(path)
     summaries = summarize(chains)
     out.mkdir(parents=True, exist_ok=True)
     plots = _plot(summaries, out)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
-        "ledger": str(_ledger_file(path).resolve()),
+        "ledger": str(ledger_file(path).resolve()),
         "verified": True,
         "heads": heads,
         "problems": [],
         "notes": verdict.notes,
-        "merchants": _merchants(summaries),
+        "merchants": rendered_merchants(summaries),
     }
-    report["digest"] = _digest(report)
+    report["digest"] = report_digest(report)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "report.html").write_text(_html(verdict, summaries, plots), encoding="utf-8")
     if console is not None:
@@ -435,82 +434,3 @@ def write_report(path: Path, out: Path, *, console: Console | None = None) -> di
             console.print(f"\n[bold]{summary.name}[/bold]: {statement(summary)}")
         console.print(f"\nWrote {out / 'report.html'}, {out / REPORT_FILE} and plots.")
     return report
-
-
-def _first_difference(said: Any, fresh: Any, where: str = "merchants") -> str | None:
-    if isinstance(said, dict) and isinstance(fresh, dict):
-        for key in sorted(set(said) | set(fresh), key=str):
-            if key not in said or key not in fresh:
-                return f"{where}.{key} is {'missing' if key not in said else 'not in the ledgers'}"
-            found = _first_difference(said[key], fresh[key], f"{where}.{key}")
-            if found:
-                return found
-        return None
-    if isinstance(said, list) and isinstance(fresh, list):
-        if len(said) != len(fresh):
-            return f"{where} lists {len(said)} item(s), the ledgers give {len(fresh)}"
-        for index, (a, b) in enumerate(zip(said, fresh, strict=True)):
-            found = _first_difference(a, b, f"{where}[{index}]")
-            if found:
-                return found
-        return None
-    if said != fresh:
-        return f"{where} says {said!r}, the ledgers give {fresh!r}"
-    return None
-
-
-def _report_ledger(report_path: Path, report: dict[str, Any]) -> Path:
-    """The ledger beside the report (written into a run directory), else the one it names."""
-    here = report_path.parent
-    if (here / RUN_LEDGER_DIR / FEDERATION_LEDGER_FILE).is_file() or (
-        here / MERCHANT_LEDGER_FILE
-    ).is_file():
-        return here
-    return Path(str(report.get("ledger", "")))
-
-
-def verify_report(report_path: Path) -> Verdict:
-    """Check ``report.json`` against its ledgers: digest, heads, and every figure re-rendered."""
-    verdict = Verdict(path=report_path)
-    source = str(report_path)
-
-    def fail(message: str) -> Verdict:
-        verdict.problems.append(Problem("report", message, source=source))
-        return verdict
-
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        heads = {str(k): (int(v["seq"]), str(v["hash"])) for k, v in report["heads"].items()}
-        said = report["merchants"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        return fail(f"not a readable audit report with ledger heads ({exc})")
-    if report.get("digest") != _digest(report):
-        return fail("edited after it was written: its digest does not match its content")
-    ledger = _report_ledger(report_path, report)
-    if not ledger.exists():
-        return fail(f"the ledger it was built from, {ledger}, is not there")
-    checked = verify_path(ledger)
-    verdict.parties, verdict.notes = checked.parties, checked.notes
-    if not checked.ok:
-        verdict.problems += checked.problems
-        return verdict
-    chains, fresh_heads = _entries_by_merchant(ledger)
-    if set(heads) != set(fresh_heads):
-        return fail(
-            f"built from the heads of {', '.join(sorted(heads))}, but the ledgers hold "
-            f"{', '.join(sorted(fresh_heads))}: a party was left out or added; re-run "
-            "`fedrec audit report`"
-        )
-    for party, (seq, digest) in sorted(heads.items()):
-        chain = read_ledger(_ledger_file(ledger)).entries if party == COORDINATOR else chains[party]
-        if not 0 <= seq < len(chain) or chain[seq].hash != digest:
-            return fail(
-                f"built from {party}'s entry seq {seq} hash {digest}, which the ledgers do not "
-                "hold: the report, or the ledger, was replaced"
-            )
-        if party != COORDINATOR:
-            chains[party] = chain[: seq + 1]
-    difference = _first_difference(said, _merchants(summarize(chains)))
-    if difference:
-        return fail(f"differs from the verified ledgers: {difference}")
-    return verdict

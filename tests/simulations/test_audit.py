@@ -204,9 +204,9 @@ def test_report_json_carries_heads_and_an_edit_fails_verify(merchant_dir, tmp_pa
     assert main(["audit", "verify", str(path)]) == 1
     assert "digest does not match" in capsys.readouterr().out
 
-    from simulations.audit_report import _digest
+    from simulations.audit_report import report_digest
 
-    saved["digest"] = _digest(saved)  # an editor who also recomputes the digest
+    saved["digest"] = report_digest(saved)  # an editor who also recomputes the digest
     path.write_text(json.dumps(saved))
     assert main(["audit", "verify", str(path), "--json"]) == 1
     problem = json.loads(capsys.readouterr().out)["problems"][0]
@@ -238,7 +238,7 @@ def test_a_report_of_an_earlier_head_still_verifies_after_the_ledger_grows(merch
     MerchantLedger(merchant_dir, "shop").non_dp_release(
         run="run-7", server_round=3, what="evaluation-metrics", metrics={"ndcg@10": 0.2}
     )
-    from simulations.audit_report import verify_report
+    from simulations.audit_report_check import verify_report
 
     assert verify_report(tmp_path / "audit" / "report.json").ok
 
