@@ -229,6 +229,9 @@ def test_a_rolled_back_ledger_fails_against_the_countersigned_head(tmp_path):
         f"rolled back: the coordinator countersigned shop-a's seq 7 hash {digest}"
     )
     assert "ends after 7 entries" in first.message
+    from simulations.cli import main
+
+    assert main(["audit", "verify", str(ledger.directory)]) == 1  # `fedrec audit verify STATE`
 
 
 def test_a_rolled_back_then_regrown_ledger_fails_too(tmp_path):
