@@ -224,10 +224,15 @@ def statement(summary: MerchantSummary) -> str:
         f"Flower {versions.get('flwr')}, fedrec {versions.get('fedrec')}.",
     ]
     if summary.refusals:
+        reasons: dict[str, list[str]] = {}  # the recorded reason -> rounds (budget, account, ...)
+        for r in summary.refusals:
+            reasons.setdefault(str(r.get("reason", "no reason recorded")), []).append(
+                str(r["round"])
+            )
         parts.append(
-            "It refused round(s) "
-            + ", ".join(str(r["round"]) for r in summary.refusals)
-            + " because they would have exceeded its budget; nothing was released for them."
+            "It refused "
+            + "; ".join(f"round(s) {', '.join(rounds)} ({why})" for why, rounds in reasons.items())
+            + "; nothing was released for them."
         )
     parts += _refused_runs_sentence(summary)
     if summary.aborted:

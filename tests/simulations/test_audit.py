@@ -284,5 +284,5 @@ def test_a_run_refused_before_execution_is_stated_apart_from_budget_refusals(mer
     (summary,) = summarize({"m": entries}).values()
     assert [r["round"] for r in summary.refusals] == [3]  # the budget refusal only
     text = statement(summary)
-    assert "It refused round(s) 3 because" in text
+    assert "It refused round(s) 3 (" in text and "above the budget" in text
     assert "refused 1 run(s) before executing anything of them: evil (Flower run 42): " in text
