@@ -149,7 +149,8 @@ def check_run(
         policy = load_policy(state / "policy.json")
     except FedrecError as exc:
         raise RunRefused(f"this merchant's policy is unreadable ({exc})") from exc
-    problems = policy.violations(run, spent=_spent(state) if run.privacy.enabled else 0.0)
+    lifetime = run.privacy.enabled and policy.epsilon_max is not None
+    problems = policy.violations(run, spent=_spent(state) if lifetime else 0.0)
     if problems:
         raise RunRefused("; ".join(problems))
     return signed
