@@ -18,7 +18,7 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -65,14 +65,15 @@ class _Layout:
         return csv.QUOTE_MINIMAL if self.quoting else csv.QUOTE_NONE
 
 
+RATING: Final = "rating"  # a csv column read as the event value, in place of ``value``
+
+_CSV_COLUMNS = {name: name for name in ALL_COLUMNS} | {RATING: VALUE}
 _ML_NAMES = ("user", "item", "rating", "timestamp")
 _ML_LATEST_NAMES = ("userId", "movieId", "rating", "timestamp")
 _ML_SCHEMA = (USER_ID, ITEM_ID, VALUE, TIMESTAMP)
 _ML = dict(zip(_ML_NAMES, _ML_SCHEMA, strict=True))
 _LAYOUTS: dict[str, _Layout] = {
-    "csv": _Layout(
-        ",", "','", True, {c: c for c in ALL_COLUMNS}, REQUIRED_COLUMNS, None, True, None
-    ),
+    "csv": _Layout(",", "','", True, _CSV_COLUMNS, REQUIRED_COLUMNS, None, True, None),
     "movielens-100k": _Layout("\t", "tabs", False, _ML, _ML_NAMES, _ML_NAMES),
     "movielens-1m": _Layout(_FOLDED, "'::'", False, _ML, _ML_NAMES, _ML_NAMES),
     "movielens-latest": _Layout(
@@ -80,6 +81,7 @@ _LAYOUTS: dict[str, _Layout] = {
     ),
 }
 _SCHEMA_HELP = f"columns {','.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})"
+_CSV_HELP = f"{_SCHEMA_HELP[:-1]}, or {RATING} in place of {VALUE})"
 
 
 def load_events(path: str | os.PathLike[str], *, fmt: str = "csv") -> Interactions:
@@ -186,6 +188,7 @@ def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
     for index, name in enumerate(header):
         wanted.setdefault(layout.columns.get(name.strip(), ""), index)
     wanted.pop("", None)
+    _check_synonyms(header, layout, log)
     header_is_utf8 = _is_utf8(_first_line(data)) or first == 1
     fast = _fast_rows(data, layout, header, first) if header_is_utf8 else None
     if fast is not None:
@@ -205,9 +208,12 @@ def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
     if log:
         _hint_format(data, fmt, log)
         log.hint(f"--format {fmt} expects {_expects(layout)}")
-    return build_interactions(
+    events = build_interactions(
         columns, lines, log, iso_timestamps=layout.iso_timestamps, event_type=layout.event_type
     )
+    if log and fmt == "csv" and RATING in (name.strip() for name in header):
+        log.hint(f"the {RATING!r} column is read as the event {VALUE}")
+    return events
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -224,7 +230,7 @@ def _expects(layout: _Layout) -> str:
         count = len(layout.fixed_header)
         return f"no header, {count} fields per line separated by {layout.shown_delimiter}: {names}"
     if layout.event_type is None:
-        return f"a header line and {_SCHEMA_HELP}"
+        return f"a header line and {_CSV_HELP}"
     return f"the header line {','.join(layout.required)}"
 
 
@@ -240,6 +246,25 @@ def _header(data: bytes, layout: _Layout, log: ProblemLog) -> tuple[str, ...]:
     if not complete and all(name.lstrip("+-").isdigit() for name in names):
         log.hint("the first line must be a header naming the columns")
     return header
+
+
+def _check_synonyms(header: tuple[str, ...], layout: _Layout, log: ProblemLog) -> None:
+    """Log two header names that fill the same column, such as ``value`` and ``rating``."""
+    first: dict[str, int] = {}  # file column name -> its first 1-based position
+    for index, name in enumerate(header):
+        first.setdefault(name.strip(), index + 1)
+    found: dict[str, list[str]] = {}  # schema column -> the file columns that fill it
+    for name, place in first.items():
+        column = layout.columns.get(name)
+        if column is not None:
+            found.setdefault(column, []).append(f"{name!r} (column {place})")
+    for column, names in found.items():
+        if len(names) > 1:
+            log.line(
+                1,
+                f"columns {' and '.join(names)} both give the event {column} "
+                "(expected only one of them; drop or rename the other)",
+            )
 
 
 def _fast_rows(

@@ -97,6 +97,17 @@ def test_csv_all_optional_columns_extra_column_whitespace_and_quotes(tmp_path: P
     np.testing.assert_array_equal(events.value, np.array([1.0, 2.5], dtype=np.float32))
 
 
+def test_csv_rating_column_gives_the_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "user_id,item_id,rating,timestamp\nu1,i1,4,100\nu2,i2,2.5,200\n")
+
+    events = load_events(path, fmt="csv")
+
+    assert events.value is not None and events.value.dtype == np.float32
+    np.testing.assert_array_equal(events.value, np.array([4.0, 2.5], dtype=np.float32))
+    np.testing.assert_array_equal(events.timestamp, [100, 200])
+    assert events.event_type is None
+
+
 def test_csv_iso_timestamps_become_utc_seconds(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -430,6 +441,29 @@ def test_11_bad_values(tmp_path: Path) -> None:
     assert lines[5].startswith("value 'inf' is not a finite")
     assert lines[6].startswith("empty value (expected a finite number")
     assert lines[7].startswith("value '1e300' is not a finite float32 number")
+
+
+def test_11_bad_rating_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "user_id,item_id,timestamp,rating\nu,i,1,4\nu,i,2,five\nu,i,3,\n")
+
+    error = load_error(path)
+    lines = by_line(error)
+
+    assert set(lines) == {3, 4}
+    assert lines[3].startswith("value 'five' is not a finite float32 number (expected")
+    assert lines[4].startswith("empty value (expected a finite number")
+    assert "the 'rating' column is read as the event value" in error.hint
+
+
+def test_11_value_and_rating_together_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "user_id,item_id,value,timestamp,rating\nu,i,4,1,5\n")
+
+    error = load_error(path)
+
+    assert by_line(error) == {
+        1: "columns 'value' (column 3) and 'rating' (column 5) both give the event value "
+        "(expected only one of them; drop or rename the other)"
+    }
 
 
 def test_11_parquet_nan_value_reported_by_row(tmp_path: Path) -> None:
