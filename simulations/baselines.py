@@ -1,8 +1,10 @@
-"""Baselines on the same split: popularity, and the same model trained centrally.
+"""Baselines on the same split: popularity, the same model trained centrally, EASE^R.
 
 They are always reported beside the federated result so its numbers read as
 ratios. The centralised model pools every merchant's training data (users
-stay distinct) and trains for as many passes as the federation did.
+stay distinct) and trains for as many passes as the federation did, without
+DP and with the non-private defaults. The ratios divide by EASE^R
+(:mod:`simulations.reference`), a tuned strong model, when the catalog allows it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import numpy.typing as npt
 import torch
 
 from client.training import train_local
-from common.config import RunConfig
+from common.config import RunConfig, parse_run_config, to_run_config
 from common.data.dataset import UserItemData
+from common.errors import ConfigError
 from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
 from common.models.base import build_model
+from common.privacy.config import PRIVATE_DEFAULTS, PrivacyConfig
 from common.seeding import numpy_rng, torch_generator
+from simulations.reference import EASE_METHOD, EaseResult, check_ease_size, evaluate_ease
 
 
 def popularity_scores(data: UserItemData) -> npt.NDArray[np.float64]:
@@ -36,8 +41,28 @@ def evaluate_popularity(pooled: UserItemData, *, k: int, seed: int) -> Evaluatio
     )
 
 
+def non_private_run(run: RunConfig) -> RunConfig:
+    """``run`` with privacy off, and DP-SGD's tuned defaults back at the non-private ones.
+
+    ``--epsilon`` puts :data:`PRIVATE_DEFAULTS` beneath the explicit settings
+    (user and interaction units); a setting still equal to its DP-tuned value
+    is taken as one of those and reset. An explicit setting that happens to
+    equal it is reset too: the reference is what fedrec trains without DP.
+    """
+    if not run.privacy.enabled:
+        return run
+    undone: dict[str, object] = {}
+    if run.privacy.merchant_dp:
+        current, plain = to_run_config(run), to_run_config(RunConfig())
+        undone = {k: plain[k] for k, v in PRIVATE_DEFAULTS.items() if current[k] == v}
+    return parse_run_config(undone, base=dataclasses.replace(run, privacy=PrivacyConfig()))
+
+
 def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResult:
-    """Train the federation's model on pooled data for rounds x local epochs passes."""
+    """Train the federation's model on pooled data for rounds x local epochs passes.
+
+    Callers pass :func:`non_private_run` of a DP run: this trains without DP.
+    """
     model = build_model(
         config.model,
         num_users=pooled.num_users,
@@ -92,3 +117,12 @@ def evaluate_dp_popularity(
         k=run.federation.top_k,
         rng=numpy_rng(run.federation.seed, "evaluate", "dp-popularity"),
     )
+
+
+def strong_reference(pooled: UserItemData, *, k: int, seed: int) -> EaseResult | str:
+    """EASE^R tuned on a validation split of the training data, or why it was skipped."""
+    try:
+        check_ease_size(pooled.num_items)
+    except ConfigError as refused:
+        return f"{EASE_METHOD} skipped: {refused}"
+    return evaluate_ease(pooled, k=k, seed=seed)

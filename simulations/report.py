@@ -1,4 +1,9 @@
-"""Readable results: federated vs centralised vs popularity, overall and per merchant."""
+"""Readable results: federated vs the baselines, overall and per merchant.
+
+Ratios divide by the strong reference: EASE^R tuned on a validation split of
+the training data (:mod:`simulations.reference`), or, when the catalog was too
+large for it, the fedrec recipe trained on pooled data, labelled as such.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from rich.table import Table
 
 from common.constants import AUC, EVAL_USERS, hr_at, ndcg_at, recall_at, sampled_hr_at
 
-METHODS = ("federated", "centralised", "popularity", "dp-popularity")
+METHODS = ("federated", "reference", "centralised", "popularity", "dp-popularity")
+SHORT_NAMES = {"reference": "EASE^R", "centralised": "fedrec pooled"}
 
 
 def _fmt(value: float) -> str:
@@ -25,16 +31,45 @@ def _ratio(a: float, b: float) -> str:
 
 
 def _label(method: str, results: dict[str, Any]) -> str:
+    plain = {
+        "reference": f"EASE^R, pooled (λ={results.get('reference', {}).get('lambda', 0):g})",
+        "centralised": "fedrec recipe, pooled",
+    }
     privacy = results.get("privacy", {})
     if privacy.get("unit", "off") == "off":
-        return method
+        return plain.get(method, method)
     eps = f"eps={privacy['target_epsilon']:g}"
     return {
         "federated": f"federated (DP, {eps})",
         "dp-popularity": f"popularity (DP, {eps})",
-        "centralised": "centralised (no DP)",
         "popularity": "popularity (no DP)",
-    }.get(method, method)
+    }.get(method, f"{plain.get(method, method)} (no DP)")
+
+
+def _reference(results: dict[str, Any]) -> str | None:
+    """The method the ratios divide by: EASE^R when it ran, else the pooled fedrec model."""
+    if "overall" in results.get("reference", {}):
+        return "reference"
+    return "centralised" if "centralised" in results else None
+
+
+def _render_reference(results: dict[str, Any], *, console: Console) -> None:
+    reference = results.get("reference")
+    if not reference:
+        return
+    if "skipped" in reference:
+        console.print(
+            f"[bold yellow]{reference['skipped']}[/bold yellow] Ratios divide by the fedrec "
+            "recipe trained on pooled data instead (a weaker reference)."
+        )
+        return
+    table = ", ".join(f"λ={lam}: {_fmt(v)}" for lam, v in reference.get("validation", {}).items())
+    console.print(
+        f"Reference: EASE^R (closed form) on pooled data, λ={reference['lambda']:g} "
+        "chosen on a validation split carved from the training data (each user's last "
+        f"training item), {reference['seconds']:.1f} s"
+        + (f"; validation {reference['validation_metric']}: {table}." if table else ".")
+    )
 
 
 def _render_client_level(privacy: dict[str, Any], *, console: Console) -> None:
@@ -156,27 +191,28 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
 
 def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -> None:
     k = int(results["top_k"])
-    methods = [m for m in METHODS if m in results]
+    methods = [m for m in METHODS if "overall" in results.get(m, {})]
     columns = [ndcg_at(k), hr_at(k), recall_at(k), sampled_hr_at(k), AUC]
     overall = Table(title=f"Leave-last-out, full ranking over the catalog (K={k})")
     overall.add_column("model", no_wrap=True)
     headers = [f"NDCG@{k}", f"HR@{k}", f"Recall@{k}", f"HR@{k} (99 neg.)", "AUC"]
     for header in headers:
         overall.add_column(header, justify="right")
-    if "centralised" in results:
-        overall.add_column("NDCG / central", justify="right")
+    reference = _reference(results)
+    if reference:
+        overall.add_column(f"NDCG / {SHORT_NAMES[reference]}", justify="right")
     if "popularity" in results:
         overall.add_column("NDCG / popularity", justify="right")
     if "dp-popularity" in results:
         overall.add_column("NDCG / DP popularity", justify="right")
-    ref_c = results.get("centralised", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
+    ref_c = results.get(reference or "", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
     ref_p = results.get("popularity", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
     ref_dp = results.get("dp-popularity", {}).get("overall", {}).get(ndcg_at(k), float("nan"))
     for method in methods:
         row = results[method]["overall"]
         cells = [_fmt(row.get(c, float("nan"))) for c in columns]
         ndcg = row.get(ndcg_at(k), float("nan"))  # absent when no user could be evaluated
-        if "centralised" in results:
+        if reference:
             cells.append(_ratio(ndcg, ref_c))
         if "popularity" in results:
             cells.append(_ratio(ndcg, ref_p))
@@ -184,6 +220,7 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
             cells.append(_ratio(ndcg, ref_dp))
         overall.add_row(_label(method, results), *cells)
     console.print(overall)
+    _render_reference(results, console=console)
     fed_ndcg = results["federated"]["overall"].get(ndcg_at(k), float("nan"))
     if not results["federated"]["overall"].get(EVAL_USERS, 1):
         console.print(
@@ -201,7 +238,7 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
     per.add_column("merchant", no_wrap=True)
     per.add_column("users", justify="right")
     for method in methods:
-        per.add_column(method, justify="right")
+        per.add_column(SHORT_NAMES.get(method, method), justify="right")
     merchants = sorted(results["federated"]["per_merchant"])
     for name in merchants[:50]:
         fed = results["federated"]["per_merchant"][name]

@@ -2,14 +2,15 @@
 
 ``simulate`` loads (or generates) events, splits them into merchants, writes
 each merchant's state directory, runs the same ServerApp and ClientApp that a
-deployment runs, then evaluates the popularity and centralised baselines on
-the same split and writes one run directory:
+deployment runs, then evaluates the baselines (popularity, the same model
+trained on pooled data, and EASE^R, the strong reference) on the same split
+and writes one run directory:
 
     RUN/config.json        resolved settings, data source, versions
     RUN/catalog.json       the federation item catalog
     RUN/global_model.pt    shared parameters only
     RUN/federation.json    per-round, per-merchant history from the coordinator
-    RUN/metrics.json       federated vs centralised vs popularity, overall and per merchant
+    RUN/metrics.json       federated vs the baselines, overall and per merchant
     RUN/merchants/NAME/    each merchant's data and local (user) parameters
 """
 
@@ -36,6 +37,7 @@ from common.constants import (
     RUN_CATALOG_FILE,
     RUN_CONFIG_FILE,
     RUN_METRICS_FILE,
+    ndcg_at,
 )
 from common.data.catalog import ItemCatalog
 from common.data.dataset import (
@@ -372,14 +374,32 @@ def simulate(
         history = json.loads((staging / FEDERATION_FILE).read_text(encoding="utf-8"))
         results: dict[str, Any] = {"federated": asdict(_federated_comparison(history))}
         if spec.baselines:
-            from simulations.baselines import evaluate_popularity, train_centralised
+            from simulations.baselines import (
+                evaluate_popularity,
+                non_private_run,
+                strong_reference,
+                train_centralised,
+            )
+            from simulations.reference import CENTRALISED, EASE_METHOD, REFERENCE
 
             pooled, offsets = concat_user_item_data([merchants[n] for n in names])
             popularity = evaluate_popularity(
                 pooled, k=run.federation.top_k, seed=run.federation.seed
             )
-            centralised = train_centralised(pooled, run)
-            labelled = [("centralised", centralised), ("popularity", popularity)]
+            centralised = train_centralised(pooled, non_private_run(run))
+            labelled = [(CENTRALISED, centralised), ("popularity", popularity)]
+            ease = strong_reference(pooled, k=run.federation.top_k, seed=run.federation.seed)
+            if isinstance(ease, str):  # the catalog is too large: the pooled model stands in
+                results[REFERENCE] = {"method": CENTRALISED, "skipped": ease}
+            else:
+                results[REFERENCE] = {
+                    "method": EASE_METHOD,
+                    "lambda": ease.lam,
+                    "validation_metric": ndcg_at(run.federation.top_k),
+                    "validation": {f"{lam:g}": v for lam, v in ease.validation.items()},
+                    "seconds": ease.seconds,
+                }
+                labelled.append((REFERENCE, ease.evaluation))
             if run.privacy.merchant_dp:
                 from simulations.baselines import evaluate_dp_popularity
 
@@ -394,11 +414,10 @@ def simulate(
             for label, result in labelled:
                 overall = dict(result.means)
                 overall[EVAL_USERS] = float(result.num_users)
-                results[label] = asdict(
-                    Comparison(
-                        overall=overall, per_merchant=_split_by_merchant(result, offsets, names)
-                    )
+                comparison = Comparison(
+                    overall=overall, per_merchant=_split_by_merchant(result, offsets, names)
                 )
+                results[label] = {**results.get(label, {}), **asdict(comparison)}
         finished = time.perf_counter()
         results["timing"] = {
             "prepare_seconds": prepared - started,

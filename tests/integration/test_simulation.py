@@ -112,10 +112,15 @@ def test_two_rounds_with_three_merchants_and_sane_metrics(finished_run):
     per = federated["per_merchant"].values()
     weighted = sum(m["ndcg@10"] * m["eval-users"] for m in per) / test_users
     assert federated["overall"]["ndcg@10"] == pytest.approx(weighted)
-    for method in ("federated", "centralised", "popularity"):
+    for method in ("federated", "reference", "centralised", "popularity"):
         overall = results[method]["overall"]
         assert 0.0 <= overall["ndcg@10"] <= overall["hr@10"] <= 1.0
         assert 0.0 < overall["auc"] < 1.0
+    reference = results["reference"]  # EASE^R, its λ chosen on the validation split
+    assert reference["method"] == "EASE^R"
+    assert reference["validation"][f"{reference['lambda']:g}"] == max(
+        reference["validation"].values()
+    )
     # Training moved the model: its loss fell from round 1 to round 2 at every merchant.
     for name, metrics in rounds[1].train.items():
         assert metrics["train-loss"] < rounds[0].train[name]["train-loss"]

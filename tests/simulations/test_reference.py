@@ -160,3 +160,24 @@ def test_ease_refuses_a_catalog_above_the_limit() -> None:
 
     with pytest.raises(ConfigError, match=r"20001 items, above the limit of 20000"):
         evaluate_ease(huge, k=10, seed=0)
+
+
+def test_the_pooled_fedrec_model_of_a_dp_run_trains_with_the_non_private_defaults() -> None:
+    from common.config import RunConfig, parse_run_config
+    from simulations.baselines import non_private_run
+    from simulations.experiment import run_settings
+
+    privacy = {"target-epsilon": 3.0, "privacy-unit": "user"}
+    dp = parse_run_config(run_settings({"local-epochs": 3}, privacy))  # as `--epsilon 3`
+    assert dp.model.embedding_dim == 16 and dp.train.learning_rate == 0.1
+
+    plain = non_private_run(dp)
+
+    default = RunConfig()
+    assert not plain.privacy.enabled
+    assert plain.model.embedding_dim == default.model.embedding_dim
+    assert plain.train.learning_rate == default.train.learning_rate
+    assert plain.train.batch_users == default.train.batch_users
+    assert plain.federation.num_rounds == default.federation.num_rounds
+    assert plain.train.local_epochs == 3  # explicit, so kept
+    assert non_private_run(default) is default

@@ -94,3 +94,50 @@ def test_a_narrow_terminal_wraps_privacy_values_but_never_elides_them() -> None:
 def test_warns_when_the_dp_model_is_below_dp_popularity() -> None:
     text = _render(_results(federated=0.015, dp_popularity=0.02))
     assert "The DP model is below DP popularity here" in text
+
+
+def _with_references(results: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    def method(ndcg: float) -> dict[str, Any]:
+        return {"overall": _metrics(ndcg), "per_merchant": {n: _metrics(ndcg) for n in NAMES}}
+
+    return {**results, "centralised": method(0.04), "reference": {**reference, **method(0.1)}}
+
+
+EASE = {
+    "method": "EASE^R",
+    "lambda": 300.0,
+    "validation_metric": "ndcg@10",
+    "validation": {"100": 0.0912, "300": 0.0951},
+    "seconds": 1.5,
+}
+
+
+def _ratio_cells(text: str, label: str) -> list[str]:
+    row = next(line for line in text.splitlines() if line.lstrip("│ ").startswith(label))
+    return [cell for cell in row.split() if cell.endswith("x")]
+
+
+def test_ratios_divide_by_ease_and_say_so() -> None:
+    results = _with_references(_results(federated=0.08, dp_popularity=0.02), EASE)
+
+    text = _render(results, width=220)
+
+    assert "NDCG / EASE^R" in text and "NDCG / fedrec pooled" not in text
+    assert _ratio_cells(text, "federated")[0] == "0.80x"  # 0.08 / 0.1
+    assert _ratio_cells(text, "fedrec recipe, pooled (no DP)")[0] == "0.40x"  # 0.04 / 0.1
+    assert _ratio_cells(text, "EASE^R, pooled (λ=300) (no DP)")[0] == "1.00x"
+    assert "λ=300 chosen on a validation split carved from the training data" in text
+    assert "λ=100: 0.0912, λ=300: 0.0951" in text
+
+
+def test_a_skipped_ease_is_said_and_the_pooled_model_is_the_labelled_reference() -> None:
+    skipped = {"method": "centralised", "skipped": "EASE^R skipped: the catalog is too big."}
+    results = _with_references(_results(federated=0.08, dp_popularity=0.02), {})
+    results["reference"] = skipped
+
+    text = _render(results, width=220)
+
+    assert "NDCG / fedrec pooled" in text and "NDCG / EASE^R" not in text
+    assert "EASE^R skipped: the catalog is too big." in text
+    assert _ratio_cells(text, "federated")[0] == "2.00x"  # 0.08 / 0.04
+    assert "EASE^R, pooled" not in text
