@@ -253,6 +253,7 @@ def federated_row(
     label: str,
     partition: PartitionConfig,
     dataset: Dataset,
+    path: Path,
     events: Interactions,
     pooled: UserItemData,
     run: RunConfig,
@@ -262,7 +263,7 @@ def federated_row(
 
     spec = SimulationSpec(
         run=run,
-        source=DataSource(path=str(DATA_ROOT / dataset.file), fmt=dataset.fmt),
+        source=DataSource(path=str(path), fmt=dataset.fmt),
         partition=partition,
         run_dir=scratch / f"{dataset.name}-{partition.scheme}-{partition.num_parties}",
         overwrite=True,
@@ -352,7 +353,7 @@ def summarise(rows: list[Row]) -> list[dict[str, Any]]:
 
 
 def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    path = DATA_ROOT / dataset.file
+    path = args.data_root / dataset.file
     print(f"{dataset.name}: loading {path}", flush=True)
     events = load_events(path, fmt=dataset.fmt)
     catalog = ItemCatalog.from_keys(events.item_id)
@@ -379,7 +380,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
     ]
     for label, partition in FEDERATIONS:
         federate = functools.partial(
-            federated_row, label, partition, dataset, events, pooled, fed_run, scratch
+            federated_row, label, partition, dataset, path, events, pooled, fed_run, scratch
         )
         steps.append((partition.scheme, federate))
     rows = []
@@ -494,6 +495,19 @@ def markdown(report: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+def _check_data(root: Path, names: list[str]) -> None:
+    """Exit non-zero naming the unknown dataset, the missing folder or the missing files."""
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        sys.exit(f"unknown dataset(s) {', '.join(unknown)} (expected {', '.join(DATASETS)})")
+    if not root.is_dir():
+        sys.exit(f"data folder {root} is missing (expected the shared real datasets there)")
+    missing = [root / DATASETS[n].file for n in names]
+    missing = [path for path in missing if not path.is_file()]
+    if missing:
+        sys.exit(f"missing data file(s): {', '.join(map(str, missing))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -509,28 +523,20 @@ def main() -> None:
         help="only these steps: popularity,ease,ials,centralised,iid,dirichlet (default all)",
     )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT, help=f"default: {DATA_ROOT}")
     parser.add_argument(
         "--render", action="store_true", help="rewrite real_data.md from real_data.json only"
     )
     args = parser.parse_args()
+    out_json = args.out_dir / "real_data.json"
     if args.render:
-        if not (args.out_dir / "real_data.json").is_file():
+        if not out_json.is_file():
             sys.exit(f"no real_data.json in {args.out_dir} to render; run the benchmark first")
-        report = json.loads((args.out_dir / "real_data.json").read_text())
-        (args.out_dir / "real_data.md").write_text(markdown(report))
+        (args.out_dir / "real_data.md").write_text(markdown(json.loads(out_json.read_text())))
         return
     args.methods = {m for m in args.methods.split(",") if m}
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown:
-        sys.exit(f"unknown dataset(s) {', '.join(unknown)} (expected {', '.join(DATASETS)})")
-    if not DATA_ROOT.is_dir():
-        sys.exit(f"data folder {DATA_ROOT} is missing (expected the shared real datasets there)")
-    missing = [str(DATA_ROOT / DATASETS[n].file) for n in names]
-    missing = [path for path in missing if not Path(path).is_file()]
-    if missing:
-        sys.exit(f"missing data file(s): {', '.join(missing)}")
-    out_json = args.out_dir / "real_data.json"
+    _check_data(args.data_root, names)
     report: dict[str, Any] = {"benchmark": "real_data", "k": K, "seed": SEED, "datasets": {}}
     if out_json.is_file():
         report["datasets"] = json.loads(out_json.read_text())["datasets"]
