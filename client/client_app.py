@@ -51,6 +51,7 @@ from common.constants import (
     EVAL_USERS,
     ITEM_COUNTS_KEY,
     ITEM_PRIOR_KEY,
+    LEDGER_ACK,
     LEDGER_ENTRIES_FIELD,
     LEDGER_HAVE,
     LEDGER_KEY,
@@ -96,8 +97,10 @@ def _resolve_merchant(config: RunConfig, context: Context) -> Merchant:
             f"partition-id {partition} has no merchant directory in {root} "
             f"({len(merchants)} found); run as many SuperNodes as merchants."
         )
+    name = merchants[partition]
+    keys = Path(config.merchant_keys_dir) / name if config.merchant_keys_dir else None
     return Merchant(
-        MerchantStore(root / merchants[partition]), config.model, seed=config.federation.seed
+        MerchantStore(root / name, key_dir=keys), config.model, seed=config.federation.seed
     )
 
 
@@ -192,8 +195,12 @@ def _reply(
     for key, fields_ in (extra or {}).items():
         content[key] = ConfigRecord(fields_)  # type: ignore[arg-type]
     if LEDGER_KEY in message.content.config_records:  # the coordinator keeps a ledger
-        have = message.content.config_records[LEDGER_KEY].get(LEDGER_HAVE, -1)
-        lines = merchant.ledger.lines_after(int(have) if isinstance(have, (int, float)) else -1)
+        told = message.content.config_records[LEDGER_KEY]
+        have, ack = told.get(LEDGER_HAVE, -1), told.get(LEDGER_ACK, "")
+        lines = merchant.ledger.lines_after(
+            int(have) if isinstance(have, (int, float)) else -1,
+            ack=ack if isinstance(ack, str) else "",
+        )
         if lines:
             content[LEDGER_KEY] = ConfigRecord({LEDGER_ENTRIES_FIELD: lines})  # type: ignore[dict-item]
     return Message(content=content, reply_to=message)

@@ -16,19 +16,23 @@ merchant writes:
 Beside the ledger it keeps ``ledger.countersigned.json``: the newest of its
 entries the coordinator said it holds (``ledger-have`` in an instruction; the
 coordinator records those entries in its signed ledger and countersigns them
-each round). ``fedrec audit verify`` fails a ledger that no longer holds that
-entry: it was rolled back to an older snapshot.
+each round), with the coordinator's signature of that statement
+(``ledger-ack``, :mod:`common.privacy.held_ack`). ``fedrec audit verify``
+fails a ledger that no longer holds that entry: it was rolled back to an
+older snapshot.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from common.constants import MERCHANT_LEDGER_FILE, MERCHANT_LEDGER_KEY_FILE
 from common.fileio import atomic_write_text
+from common.privacy.held_ack import HeldAck
 from common.privacy.ledger import (
     ABORT,
     COMMIT,
@@ -44,13 +48,16 @@ from common.privacy.ledger import (
 from common.privacy.records import library_versions
 from common.privacy.signing import Signer
 
+logger = logging.getLogger(__name__)
+
 
 class MerchantLedger:
     """One merchant's ledger, opened on first use."""
 
-    def __init__(self, directory: Path, party: str) -> None:
+    def __init__(self, directory: Path, party: str, *, key_path: Path | None = None) -> None:
         self.directory = directory
         self.party = party
+        self.key_path = key_path or directory / MERCHANT_LEDGER_KEY_FILE
         self._ledger: Ledger | None = None
         self._countersigned: int | None = None  # seq in ledger.countersigned.json, read once
 
@@ -61,7 +68,7 @@ class MerchantLedger:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            signer = Signer.load_or_create(self.directory / MERCHANT_LEDGER_KEY_FILE)
+            signer = Signer.load_or_create(self.key_path)
             self._ledger = Ledger.open(
                 self.path,
                 signer=signer,
@@ -138,17 +145,43 @@ class MerchantLedger:
             }
         return self.ledger.append(NON_DP_RELEASE, body)
 
-    def lines_after(self, seq: int) -> list[str]:
+    def lines_after(self, seq: int, *, ack: str = "") -> list[str]:
         """Entries newer than ``seq``, one canonical JSON line each (what a reply carries).
 
-        ``seq`` is the newest entry the coordinator holds: it is kept as
-        countersigned (:meth:`countersigned`) before the reply is built.
+        ``seq`` is the newest entry the coordinator holds (``ack``: its signed statement of
+        it): it is kept as countersigned (:meth:`countersigned`) before the reply is built.
         """
-        self.countersigned(seq)
+        self.countersigned(seq, ack=ack)
         return [canonical(e.to_json()).decode("utf-8") for e in self.ledger.after(seq)]
 
-    def countersigned(self, seq: int) -> None:
-        """Keep entry ``seq`` (the coordinator holds it) beside the ledger, if it is newer."""
+    def _held(self, ack: str, seq: int) -> HeldAck | None:
+        """The coordinator's acknowledgement of entry ``seq``, if it is that and it verifies."""
+        if not ack:
+            return None
+        try:
+            held = HeldAck.from_json(ack)
+        except ValueError as exc:
+            logger.warning("ledger-ack from the coordinator is unreadable (%s); not kept", exc)
+            return None
+        entries = self.ledger.entries
+        if (
+            held.party != self.party
+            or held.seq != seq
+            or held.hash != entries[seq].hash
+            or not held.valid()
+        ):
+            logger.warning(
+                "ledger-ack from the coordinator does not acknowledge %s's entry seq %d as this "
+                "ledger holds it, or its signature fails; kept unsigned",
+                self.party,
+                seq,
+            )
+            return None
+        return held
+
+    def countersigned(self, seq: int, *, ack: str = "") -> None:
+        """Keep entry ``seq`` (the coordinator holds it) beside the ledger, if it is newer,
+        with the coordinator's signature when ``ack`` carries a valid one."""
         entries = self.ledger.entries
         if self._countersigned is None:
             try:
@@ -166,5 +199,12 @@ class MerchantLedger:
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "meaning": "the coordinator holds this party's entries through seq (ledger-have)",
         }
+        held = self._held(ack, seq)
+        if held is not None:
+            record["coordinator"] = {
+                "run": held.run,
+                "public_key": held.public_key,
+                "sig": held.sig,
+            }
         atomic_write_text(countersigned_path(self.path), json.dumps(record, indent=2))
         self._countersigned = seq

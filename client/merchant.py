@@ -135,7 +135,7 @@ class Merchant:
         self.model_config = model_config
         self.seed = seed
         self._data: UserItemData | None = None
-        self.ledger = MerchantLedger(store.directory, store.name)
+        self.ledger = MerchantLedger(store.directory, store.name, key_path=store.ledger_key_path)
         self._names: tuple[list[str], list[str]] | None = None
 
     @property

@@ -16,6 +16,7 @@ import torch
 from common.constants import (
     MERCHANT_DATA_FILE,
     MERCHANT_INFO_FILE,
+    MERCHANT_LEDGER_KEY_FILE,
     MERCHANT_NOISE_KEY_FILE,
     MERCHANT_POLICY_FILE,
     MERCHANT_PRIVACY_FILE,
@@ -32,6 +33,13 @@ class MerchantStore:
     """Paths of one merchant's state directory."""
 
     directory: Path
+    # Where the ledger's signing key lives: the state directory itself (a deployed merchant's
+    # own disk), or a directory outside a simulation's published run directory.
+    key_dir: Path | None = None
+
+    @property
+    def ledger_key_path(self) -> Path:
+        return (self.key_dir or self.directory) / MERCHANT_LEDGER_KEY_FILE
 
     @property
     def name(self) -> str:

@@ -166,6 +166,9 @@ class RunConfig:
     catalog: str = ""  # deployment: the federation catalog file the coordinator sends merchants
     resume: bool = False  # continue from output_dir's checkpoint instead of starting afresh
     coordinator_key: str = ""  # the coordinator's ledger key (default: output_dir/coordinator.key)
+    # Simulations: each merchant's ledger key in DIR/NAME/ (default: beside its ledger). A
+    # simulation keeps every party's key outside its run directory (simulations/keys.py).
+    merchant_keys_dir: str = ""
     run_signature: str = ""  # deployment: the operator's signature (common/run_signature.py)
 
     def __post_init__(self) -> None:
@@ -248,6 +251,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "catalog": ("", "catalog"),
     "resume": ("", "resume"),
     "coordinator-key": ("", "coordinator_key"),
+    "merchant-keys-dir": ("", "merchant_keys_dir"),
     "run-signature": ("", "run_signature"),
 }
 _SECTIONS = {

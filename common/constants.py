@@ -88,6 +88,7 @@ LEDGER_KEY: Final = "ledger"  # ConfigRecord in replies: the merchant's new sign
 LEDGER_ENTRIES_FIELD: Final = "entries"
 LEDGER_HAVE: Final = "ledger-have"  # in instructions: newest seq the coordinator holds (-1: none)
 LEDGER_HEAD: Final = "ledger-head"  # in instructions: the coordinator's countersigned head
+LEDGER_ACK: Final = "ledger-ack"  # in instructions: the signed ledger-have (privacy/held_ack.py)
 
 # --- Deployment: a merchant's state directory (``fedrec merchant join --state``) ----
 MERCHANT_EVENTS_FILE: Final = "events.parquet"  # the event log, user IDs pseudonymised

@@ -99,10 +99,9 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from server.superlink import run_coordinator
-
     from common.privacy.signing import key_fingerprint
     from server.operator_key import operator_public_key_path, operator_signer
+    from server.superlink import run_coordinator
 
     directory = CoordinatorDir(args.dir)
     directory.settings()  # not a coordinator directory: say so before writing anything

@@ -3,14 +3,18 @@
 The coordinator keeps its own signed, hash-chained ledger
 (:class:`common.privacy.ledger.Ledger`, party ``coordinator``) in the run
 directory. Every instruction tells a merchant the newest of its entries the
-coordinator already holds (``ledger-have``); the merchant's reply carries the
-newer ones. The coordinator checks them on arrival (contiguous, chained,
-signed by the key in the merchant's genesis entry, and a committed update's
-hash equal to the hash of the arrays actually received), records them
+coordinator already holds (``ledger-have``), signed (``ledger-ack``,
+:mod:`common.privacy.held_ack`: the merchant keeps it against rollback); the
+merchant's reply carries the newer ones. The coordinator checks them on
+arrival (contiguous, chained, signed by the key in the merchant's genesis
+entry, and a committed update's hash equal to the hash of the arrays
+actually received), records them
 verbatim (``merchant-entries``), and after each round records every merchant's
 head (``round-head``): its countersignature. An update the coordinator left out
 of the model (non-finite, too large, a bad weight: :mod:`server.update_bounds`)
-is recorded with its reason (``update-rejected``). ``close`` ends a run.
+is recorded with its reason (``update-rejected``), and under client-level DP
+each noised aggregate the coordinator computed (``client-dp-release``), with
+its noise, its sizes and the cumulative epsilon. ``close`` ends a run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from common.constants import (
     COORDINATOR_KEY_FILE,
     FEDERATION_LEDGER_FILE,
     ITEM_COUNTS_KEY,
+    LEDGER_ACK,
     LEDGER_ENTRIES_FIELD,
     LEDGER_HAVE,
     LEDGER_HEAD,
@@ -32,7 +37,9 @@ from common.constants import (
     MERCHANT_KEY,
     MERCHANT_NAME_FIELD,
 )
+from common.privacy.held_ack import HeldAck
 from common.privacy.ledger import (
+    CLIENT_DP_RELEASE,
     CLOSE,
     COMMIT,
     GENESIS,
@@ -70,6 +77,7 @@ class FederationLedger:
     def __init__(self, directory: Path, *, run: str, key_path: Path | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         signer = Signer.load_or_create(key_path or directory / COORDINATOR_KEY_FILE)
+        self.signer = signer
         self.ledger = Ledger.open(
             directory / FEDERATION_LEDGER_FILE,
             signer=signer,
@@ -91,16 +99,27 @@ class FederationLedger:
         name = self.node_of.get(node)
         return len(self.chains.get(name, [])) - 1 if name is not None else -1
 
+    def ack(self, node: int) -> str:
+        """The signed statement of what ``have`` says ("" when nothing is held)."""
+        name = self.node_of.get(node)
+        chain = self.chains.get(name, []) if name is not None else []
+        if name is None or not chain:
+            return ""
+        held = HeldAck(party=name, seq=chain[-1].seq, hash=chain[-1].hash, run=self.run)
+        return held.signed(self.signer).to_text()
+
     def instruct(self, messages: list[Message]) -> list[Message]:
-        """Tell each merchant what the coordinator holds and the newest countersigned head."""
+        """Tell each merchant what the coordinator holds (signed) and its newest head."""
         from flwr.app import ConfigRecord, RecordDict
 
         head = self.ledger.head
         for message in messages:
+            node = message.metadata.dst_node_id
             content = RecordDict(dict(message.content.items()))  # Flower shares one per round
             content[LEDGER_KEY] = ConfigRecord(
                 {  # type: ignore[arg-type]
-                    LEDGER_HAVE: self.have(message.metadata.dst_node_id),
+                    LEDGER_HAVE: self.have(node),
+                    LEDGER_ACK: self.ack(node),
                     LEDGER_HEAD: f"{head.seq}:{head.hash}",
                 }
             )
@@ -183,6 +202,36 @@ class FederationLedger:
                 "reason": reason,
             },
         )
+
+    def client_release(self, *, server_round: int, spent: dict[str, Any], published: bool) -> Entry:
+        """A noised aggregate computed under client-level DP (``spent``: ``ClientDP.spent``).
+
+        Recorded whether or not it became the global model: the noise was drawn and the
+        accountant composed it either way.
+        """
+        return self.ledger.append(
+            CLIENT_DP_RELEASE,
+            {
+                "run": self.run,
+                "round": server_round,
+                "published": published,
+                "noise_multiplier": spent["noise_multiplier"],
+                "clipping_norm": spent["clipping_norm"],
+                "sample_size": spent["sampled_per_round"],
+                "population_size": spent["population"],
+                "releases": spent["releases"],
+                "epsilon": spent["epsilon"],
+                "delta": spent["delta"],
+                "unit": spent["unit"],
+                "accountant": spent["accountant"],
+                "sampling": "none: every client counted in every release (no amplification)",
+                "adjacency": "add or remove one client",
+            },
+        )
+
+    def client_releases(self) -> list[dict[str, Any]]:
+        """This run's recorded client-level DP releases, in order."""
+        return [e.body for e in self.ledger.find(CLIENT_DP_RELEASE, run=self.run)]
 
     def countersign(self, server_round: int) -> Entry:
         heads = {

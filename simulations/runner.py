@@ -12,6 +12,9 @@ and writes one run directory:
     RUN/federation.json    per-round, per-merchant history from the coordinator
     RUN/metrics.json       federated vs the baselines, overall and per merchant
     RUN/merchants/NAME/    each merchant's data and local (user) parameters
+
+Every party's ledger signing key lives outside RUN and is deleted when the run
+ends (:mod:`simulations.party_keys`): the published directory cannot be re-signed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from common.data.schema import Interactions
 from common.errors import ConfigError, DataError, DataProblem, FedrecError
 from common.evaluation import EvaluationResult
 from common.flower_env import set_flower_environment
+from simulations.party_keys import ephemeral_party_keys
 from simulations.run_dir import staged_run_dir
 from simulations.synthetic import SyntheticSpec, generate_federation
 
@@ -349,7 +353,10 @@ def simulate(
         events = spec.source.load()  # bad input fails here, before any directory exists
     check_evaluable(events, source=spec.source.name())
     started = time.perf_counter()
-    with staged_run_dir(spec.run_dir, overwrite=spec.overwrite) as staging:
+    with (
+        staged_run_dir(spec.run_dir, overwrite=spec.overwrite) as staging,
+        ephemeral_party_keys(spec.run_dir) as keys,
+    ):
         catalog, merchants = prepare_merchants(
             events,
             spec.partition,
@@ -365,6 +372,8 @@ def simulate(
             spec.run,
             merchants_dir=str(staging / MERCHANTS_DIR),
             output_dir=str(staging),
+            coordinator_key=spec.run.coordinator_key or str(keys.coordinator),
+            merchant_keys_dir=spec.run.merchant_keys_dir or str(keys.merchants),
             num_items=len(catalog),
             federation=replace(spec.run.federation, min_nodes=len(names)),
         )

@@ -56,6 +56,7 @@ REPAIR = "repair"  # a torn last line, cut off and kept here
 MERCHANT_ENTRIES = "merchant-entries"  # coordinator: a merchant's entries as received
 ROUND_HEAD = "round-head"  # coordinator: countersigned merchant heads after a round
 CLOSE = "close"  # coordinator: the run ended
+CLIENT_DP_RELEASE = "client-dp-release"  # coordinator: a noised aggregate (client-level DP)
 
 FIELDS = ("seq", "prev", "kind", "party", "at", "body", "sig")
 

@@ -19,7 +19,9 @@ What is checked, for every ledger file:
 
 Along every merchant chain, cumulative epsilon never decreases and each
 recorded figure equals what its reserved events give
-(:mod:`common.privacy.epsilon_check`).
+(:mod:`common.privacy.epsilon_check`); along the federation ledger, each
+client-level DP release is counted and its epsilon recomputed
+(:mod:`common.privacy.client_release_check`).
 
 Across files: the coordinator's copies of each merchant's entries form a
 valid chain under the merchant's key, every countersigned round head names
@@ -34,11 +36,17 @@ file and the party.
 
 Rollback: a merchant keeps, beside its ledger, the newest of its entries the
 coordinator acknowledged holding (``ledger.countersigned.json``, written by
-:mod:`client.ledger`; the coordinator records those entries in its signed
+:mod:`client.ledger`, with the coordinator's signature of that statement,
+:mod:`common.privacy.held_ack`, checked against the operator key the
+merchant pinned; the coordinator records those entries in its signed
 ledger and countersigns them at the round's end). A ledger shorter than that
 entry, or holding another entry at its seq, was rolled back to an older
 snapshot. A snapshot that rolls that file back too is caught only against the
 coordinator's copy (verify the run directory).
+
+A run directory must not hold the private key of any party whose ledger it
+carries (:mod:`common.privacy.exposed_keys`): with the key, anyone holding
+the directory could re-sign it.
 
 Limit, stated plainly: a party holding its own key can rewrite its whole
 ledger and head consistently; only copies held by others (the federation
@@ -56,10 +64,14 @@ from common.constants import (
     FEDERATION_LEDGER_FILE,
     MERCHANT_LEDGER_FILE,
     MERCHANTS_DIR,
+    OPERATOR_PUBLIC_KEY_FILE,
     RUN_LEDGER_DIR,
 )
 from common.errors import ConfigError
+from common.privacy.client_release_check import check_client_releases
 from common.privacy.epsilon_check import EpsilonReplay, check_epsilons
+from common.privacy.exposed_keys import exposed_keys
+from common.privacy.held_ack import HeldAck
 from common.privacy.ledger import (
     ABORT,
     CLOSE,
@@ -96,6 +108,7 @@ class Verdict:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     parties: dict[str, int] = field(default_factory=dict)  # party -> entries verified
+    keys: dict[str, str] = field(default_factory=dict)  # party -> public key of its genesis
 
     @property
     def ok(self) -> bool:
@@ -220,6 +233,8 @@ def _verify_file(
     problems += check_countersigned(file, check)
     verdict.problems += sorted(problems, key=lambda p: (p.line or 10**9, p.seq or 0))
     verdict.parties[check.party or str(file.path)] = len(file.entries)
+    if check.party and check.public_key:
+        verdict.keys.setdefault(check.party, check.public_key)
     verdict.notes += _incomplete_reservations(file.entries, check.party or str(file.path))
     return check
 
@@ -247,6 +262,10 @@ def check_countersigned(file: LedgerFile, check: ChainCheck) -> list[Problem]:
                 source=source,
             )
         ]
+    if "coordinator" in obj:
+        problem = _ack_problem(obj, file.path.parent, party=party, seq=seq, digest=digest)
+        if problem:
+            return [Problem("countersigned", problem, source=source)]
     if seq >= len(file.entries) or file.entries[seq].hash != digest:
         return [
             Problem(
@@ -263,6 +282,31 @@ def check_countersigned(file: LedgerFile, check: ChainCheck) -> list[Problem]:
             )
         ]
     return []
+
+
+def _ack_problem(obj: dict, directory: Path, *, party: str, seq: int, digest: str) -> str:
+    """What is wrong with the coordinator's signature on a countersigned head ("" if nothing)."""
+    try:
+        signed = dict(obj["coordinator"])
+        held = HeldAck(
+            party, seq, digest, str(signed["run"]), str(signed["public_key"]), str(signed["sig"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the coordinator's signature block is malformed ({exc})"
+    if not held.valid():
+        return (
+            f"the coordinator's signature of {party}'s seq {seq} does not verify: the file was "
+            "edited after the coordinator signed it"
+        )
+    pinned = directory / OPERATOR_PUBLIC_KEY_FILE
+    if pinned.is_file():
+        words = pinned.read_text(encoding="ascii", errors="replace").split()
+        if not words or words[0] != held.public_key:
+            return (
+                f"signed by key {_fingerprint(held.public_key)}, not by the operator key this "
+                f"merchant pinned ({pinned}): not its coordinator's acknowledgement"
+            )
+    return ""
 
 
 def _incomplete_reservations(entries: list[Entry], party: str) -> list[str]:
@@ -309,7 +353,8 @@ def verify_federation(
     verdict = Verdict(path=path)
     replay = EpsilonReplay()
     fed = read_ledger(path)
-    _verify_file(fed, verdict)
+    if not _verify_file(fed, verdict).problems:
+        verdict.problems += check_client_releases(fed.entries, source=str(path), lines=fed.lines)
     chains = _recorded_chains(fed, verdict)
     keys: dict[str, str | None] = {}
     for name, chain in sorted(chains.items()):
@@ -330,6 +375,8 @@ def verify_federation(
             verdict.problems += epsilons.problems
             verdict.notes += epsilons.notes
         keys[name] = check.public_key
+        if check.public_key:
+            verdict.keys.setdefault(name, check.public_key)
     for entry in fed.entries:
         if entry.kind != ROUND_HEAD:
             continue
@@ -476,7 +523,9 @@ def verify_path(path: Path) -> Verdict:
     if path.is_dir():
         federation = path / RUN_LEDGER_DIR / FEDERATION_LEDGER_FILE
         if federation.is_file():
-            return verify_federation(federation, _merchant_files(path))
+            verdict = verify_federation(federation, _merchant_files(path))
+            verdict.problems += exposed_keys(path, verdict.keys)
+            return verdict
         if (path / MERCHANT_LEDGER_FILE).is_file():
             return verify_merchant(path / MERCHANT_LEDGER_FILE)
         raise ConfigError(

@@ -199,6 +199,19 @@ def test_the_run_ledger_verifies_and_records_every_release_and_refusal(private_r
     assert all(not body["problems"] for body in received)  # hashes of updates matched
 
 
+def test_the_run_directory_holds_no_signing_key_and_the_keys_are_gone(private_run):
+    run_dir = private_run[0]
+    pems = [p for p in run_dir.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    assert pems == []  # nobody given the directory can re-sign its ledgers
+    assert not any(".keys-" in p.name for p in run_dir.parent.iterdir())  # removed at the end
+    fed = read_ledger(run_dir / "ledger" / "federation.jsonl").entries
+    coordinator = fed[0].body["public_key"]  # yet every ledger verifies under its genesis key
+    for name in ("merchant-00", "merchant-01", "merchant-02"):
+        # each merchant holds the coordinator's signed acknowledgement of its head
+        kept = json.loads((run_dir / "merchants" / name / "ledger.countersigned.json").read_text())
+        assert kept["coordinator"]["public_key"] == coordinator and kept["seq"] > 0
+
+
 def test_a_cut_merchant_ledger_is_caught_by_the_federation_copy(private_run, tmp_path):
     import shutil
 

@@ -37,3 +37,19 @@ def test_a_failed_run_that_wrote_a_ledger_is_kept_as_incomplete(tmp_path):
     assert not (tmp_path / "run").exists()
     kept = tmp_path / "run.incomplete" / "ledger" / "federation.jsonl"
     assert kept.read_text() == "{}\n"
+
+
+def test_party_keys_live_beside_the_run_directory_and_vanish_even_on_failure(tmp_path):
+    import stat
+
+    from common.privacy.signing import Signer
+    from simulations.party_keys import ephemeral_party_keys
+
+    run = tmp_path / "runs" / "demo"
+    with pytest.raises(RuntimeError), ephemeral_party_keys(run) as keys:
+        assert keys.root.parent == run.parent and not keys.root.is_relative_to(run)
+        assert stat.S_IMODE(keys.root.stat().st_mode) == 0o700
+        Signer.load_or_create(keys.coordinator)
+        Signer.load_or_create(keys.merchants / "merchant-00" / "ledger.key")
+        raise RuntimeError("the run failed")
+    assert list(run.parent.iterdir()) == []

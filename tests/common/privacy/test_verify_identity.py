@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from client.ledger import MerchantLedger
+from common.privacy.held_ack import HeldAck
 from common.privacy.ledger import (
     CLOSE,
     COMMIT,
@@ -60,13 +61,13 @@ def _forge(entries: list[Entry], directory: Path, *, scale: float) -> Ledger:
     return forged
 
 
-@pytest.fixture
-def run_dir(tmp_path) -> Path:
-    run = tmp_path / "run"
-    merchants = {p: _merchant(run / "merchants" / p, p) for p in PARTIES}
+def _run(run: Path, signers: dict[str, Signer] | None = None) -> Path:
+    """Two merchants' ledgers and the coordinator's copy of them, closed after one round."""
+    signers = signers or {}
+    merchants = {p: _merchant(run / "merchants" / p, p, signer=signers.get(p)) for p in PARTIES}
     fed = Ledger.open(
         run / "ledger" / "federation.jsonl",
-        signer=Signer.generate(),
+        signer=signers.get("coordinator") or Signer.generate(),
         party="coordinator",
         genesis={"role": "coordinator", "run": "r"},
     )
@@ -85,8 +86,37 @@ def run_dir(tmp_path) -> Path:
     heads = {n: {"seq": m.head.seq, "hash": m.head.hash} for n, m in merchants.items()}
     fed.append(ROUND_HEAD, {"run": "r", "round": 1, "heads": heads})
     fed.append(CLOSE, {"run": "r", "rounds": 1, "stopped_early": ""})
+    return run
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = _run(tmp_path / "run")
     assert verify_path(run).ok
     return run
+
+
+def test_a_run_directory_holding_a_partys_signing_key_fails(tmp_path):
+    """An old simulation's layout: keys beside the ledgers they sign, in the published run."""
+    run = tmp_path / "run"
+    inside = {
+        "coordinator": Signer.load_or_create(run / "coordinator.key"),
+        "merchant-01": Signer.load_or_create(run / "merchants" / "merchant-01" / "ledger.key"),
+    }
+    elsewhere = Signer.load_or_create(tmp_path / "unrelated.key")  # signs nothing here
+    (run / "unrelated.key").write_bytes((tmp_path / "unrelated.key").read_bytes())
+    _run(run, inside)
+    verdict = verify_path(run)
+    assert [(p.kind, p.source) for p in verdict.problems] == [
+        ("exposed-key", str(run / "coordinator.key")),
+        ("exposed-key", str(run / "merchants" / "merchant-01" / "ledger.key")),
+    ]
+    assert "party 'merchant-01'" in verdict.problems[1].message
+    assert key_fingerprint(inside["merchant-01"].public_key) in verdict.problems[1].message
+    assert elsewhere.public_key not in {p.message for p in verdict.problems}
+    (run / "coordinator.key").unlink()
+    (run / "merchants" / "merchant-01" / "ledger.key").unlink()
+    assert verify_path(run).ok  # the same ledgers, their keys kept elsewhere
 
 
 def _entries(run: Path, party: str) -> list[Entry]:
@@ -251,3 +281,46 @@ def test_a_rolled_back_then_regrown_ledger_fails_too(tmp_path):
 def test_a_genesis_only_ledger_has_no_epsilon_to_check(tmp_path):
     ledger = Ledger.open(tmp_path / "l.jsonl", signer=Signer.generate(), party="p")
     assert ledger.entries[0].kind == GENESIS and verify_merchant(ledger.path).ok
+
+
+def _ack(ledger: MerchantLedger, seq: int, signer: Signer) -> str:
+    entry = ledger.ledger.entries[seq]
+    return HeldAck(party="shop-a", seq=seq, hash=entry.hash, run="r").signed(signer).to_text()
+
+
+def test_the_countersigned_head_carries_the_coordinators_signature_checked_by_verify(tmp_path):
+    import json
+
+    coordinator = Signer.generate()
+    ledger = _merchant_ledger(tmp_path / "shop-a")
+    (ledger.directory / "operator.pub").write_text(coordinator.public_key + "\n")
+    ledger.lines_after(4, ack=_ack(ledger, 4, coordinator))
+    path = countersigned_path(ledger.path)
+    kept = json.loads(path.read_text())
+    assert kept["coordinator"]["public_key"] == coordinator.public_key
+    assert verify_merchant(ledger.path).ok
+
+    kept["seq"], kept["hash"] = 2, ledger.ledger.entries[2].hash  # lowered by hand
+    path.write_text(json.dumps(kept))
+    first = verify_merchant(ledger.path).first
+    assert first is not None and first.kind == "countersigned"
+    assert "does not verify: the file was edited" in first.message
+
+    impostor = Signer.generate()  # a genuine signature, by a key the merchant never pinned
+    path.unlink()
+    fresh = MerchantLedger(ledger.directory, "shop-a")
+    fresh.lines_after(5, ack=_ack(fresh, 5, impostor))
+    first = verify_merchant(ledger.path).first
+    assert first is not None and first.kind == "countersigned"
+    assert "not by the operator key this merchant pinned" in first.message
+
+
+def test_an_acknowledgement_of_another_entry_is_not_kept_as_signed(tmp_path):
+    import json
+
+    coordinator = Signer.generate()
+    ledger = _merchant_ledger(tmp_path / "shop-a")
+    ledger.lines_after(4, ack=_ack(ledger, 3, coordinator))  # signs seq 3, says have=4
+    kept = json.loads(countersigned_path(ledger.path).read_text())
+    assert kept["seq"] == 4 and "coordinator" not in kept
+    assert verify_merchant(ledger.path).ok
