@@ -2,9 +2,10 @@
 
 One file, ``RUN/checkpoint.npz``, replaced atomically after every round: the
 global shared parameters, the strategy's own state (FedAdam's moments), the
-item prior, which merchants are out of budget, the per-round history and the
-run's settings. A restarted coordinator given ``resume=true`` continues with
-the next round; a resume under different settings is refused.
+item prior, which merchants are out of budget, the per-round history, the
+run's settings and, under client-level DP, the coordinator's privacy account.
+A restarted coordinator given ``resume=true`` continues with the next round;
+a resume under different settings is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Checkpoint:
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     exhausted: list[str] = field(default_factory=list)  # merchants out of budget (by name)
     stopped_early: str = ""
+    # Client-level DP: the plan and Flower's accountant state (server.client_privacy.ClientDP).
+    client_privacy: dict[str, Any] = field(default_factory=dict)
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -60,6 +63,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "privacy": checkpoint.privacy,
         "exhausted": checkpoint.exhausted,
         "stopped_early": checkpoint.stopped_early,
+        "client_privacy": checkpoint.client_privacy,
         "strategy_parts": sorted(checkpoint.strategy),
     }
     arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
@@ -100,6 +104,7 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         privacy=dict(meta["privacy"]),
         exhausted=list(meta["exhausted"]),
         stopped_early=str(meta["stopped_early"]),
+        client_privacy=dict(meta.get("client_privacy") or {}),
     )
 
 
@@ -139,9 +144,7 @@ def check_resumable(checkpoint: Checkpoint, config: dict[str, Any], *, path: Pat
         k for k in set(wanted) | set(saved) if k not in ignore and wanted.get(k) != saved.get(k)
     )
     if changed:
-        details = ", ".join(
-            f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed[:5]
-        )
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed[:5])
         raise ConfigError(
             f"{path} was written by a run with other settings ({details}); a resumed run must "
             "use the same settings. Resubmit with the original ones, or start a new run."

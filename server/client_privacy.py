@@ -8,6 +8,14 @@ Google's dp-accounting). Flower's accountant supports this wrapper only with
 ``no-amplification`` accounting: epsilon is computed as if every device took
 part in every round, so the sampling of devices is not used to lower it
 (a correct, conservative bound). sigma is calibrated once from the target.
+
+A run that is resumed keeps its plan and its account: the checkpoint holds
+:meth:`ClientDP.state` (sigma, clip, sample and population sizes, and the
+accountant's own ``state_dict``), and :func:`build_client_dp` given it
+restores the accountant instead of starting a fresh one, so epsilon after a
+resume equals the uninterrupted run's. Each noised release is also written
+to the federation ledger (``client-dp-release``), where ``fedrec audit
+verify`` recomputes it (:mod:`common.privacy.client_release_check`).
 """
 
 from __future__ import annotations
@@ -109,14 +117,87 @@ class ClientDP:
             "accountant": CLIENT_ACCOUNTANT,
         }
 
+    def count_recorded(self, recorded: list[dict[str, Any]]) -> int:
+        """Compose the ledger's releases this account does not hold yet; how many it added.
+
+        ``recorded``: the run's ``client-dp-release`` bodies, in order. A coordinator that
+        stopped after writing a release but before its checkpoint resumes from the earlier
+        checkpoint; the release still happened, so it is counted here.
+        """
+        from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
+
+        accountant = self.strategy.accountant
+        extra = recorded[accountant.num_releases :]
+        for body in extra:
+            accountant.compose(
+                GaussianPrivacyEvent(
+                    noise_multiplier=float(body["noise_multiplier"]),
+                    sample_size=int(body["sample_size"]),
+                    population_size=int(body["population_size"]),
+                )
+            )
+        return len(extra)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps to resume this plan and its account exactly."""
+        return {
+            "noise_multiplier": self.noise_multiplier,
+            "clipping_norm": self.clipping_norm,
+            "sampled": self.sampled,
+            "population": self.population,
+            "accountant": self.strategy.accountant.state_dict(),
+        }
+
 
 def build_client_dp(
-    inner: FedAvg, privacy: PrivacyConfig, *, rounds: int, sampled: int, population: int
+    inner: FedAvg,
+    privacy: PrivacyConfig,
+    *,
+    rounds: int,
+    sampled: int,
+    population: int,
+    restore: dict[str, Any] | None = None,
 ) -> ClientDP:
+    """The plan for a new run, or (``restore``: a checkpoint's :meth:`ClientDP.state`) the plan
+    and the account of the run being resumed, whatever nodes are connected now."""
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
-    sigma = calibrate_client_noise(privacy, rounds=rounds, sampled=sampled, population=population)
+    if restore is not None and not restore:
+        raise ConfigError(
+            "The checkpoint holds no client-level privacy account (it was written before "
+            "fedrec checkpointed one): resuming would count epsilon from zero again. Start a "
+            "new run; the releases already made stay in the federation ledger."
+        )
+    if restore:
+        try:
+            sigma = float(restore["noise_multiplier"])
+            sampled, population = int(restore["sampled"]), int(restore["population"])
+            clip = float(restore["clipping_norm"])
+            state = dict(restore["accountant"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"The checkpoint's client-level DP state is incomplete ({exc!r} missing or "
+                "malformed): the run cannot resume with its privacy account. Start a new run."
+            ) from exc
+        if clip != privacy.client_clip:
+            raise ConfigError(
+                f"The checkpoint clipped client updates to {clip:g} but client-clip is now "
+                f"{privacy.client_clip:g}: resume with the original client-clip."
+            )
+    else:
+        sigma = calibrate_client_noise(
+            privacy, rounds=rounds, sampled=sampled, population=population
+        )
+        state = {}
     accountant = _accountant(privacy, population=population, max_epsilon=privacy.budget)
+    if state:
+        try:
+            accountant.load_state_dict(state)
+        except ValueError as exc:
+            raise ConfigError(
+                f"The checkpoint's client-level privacy account does not load ({exc}): "
+                "resume with the original privacy settings, or start a new run."
+            ) from exc
     strategy = DifferentialPrivacyServerSideFixedClipping(
         inner,
         noise_multiplier=sigma,

@@ -515,6 +515,14 @@ def run_federation(
     exhausted: set[str] = set()  # merchants out of budget, by name (node ids change on restart)
     if options.resume is not None:
         exhausted = _resume(result, options.resume, strategy)
+        if client_dp is not None:  # its account was restored with it (build_client_dp)
+            if ledger is not None and (late := client_dp.count_recorded(ledger.client_releases())):
+                logger.warning(
+                    "client-level DP: %d release(s) recorded in the ledger after the checkpoint "
+                    "are counted in the account",
+                    late,
+                )
+            result.client_privacy = client_dp.spent()
     ready: set[int] = set()  # deployment: nodes that confirmed the catalog
     catalog_refused: set[int] = set()  # nodes that answered the catalog with an error
     if options.catalog is not None:
@@ -684,6 +692,7 @@ def run_federation(
                 result.arrays = outcome.arrays
         else:
             moments = _strategy_moments(strategy)
+            released = client_dp.spent()["releases"] if client_dp is not None else 0
             aggregated, _ = strategy.aggregate_train(server_round, updates)
             if aggregated is None:
                 record.aggregated = False
@@ -696,6 +705,12 @@ def run_federation(
                 result.arrays = aggregated
             if client_dp is not None:
                 result.client_privacy = client_dp.spent()
+                if ledger is not None and result.client_privacy["releases"] > released:
+                    ledger.client_release(
+                        server_round=server_round,
+                        spent=result.client_privacy,
+                        published=record.aggregated,
+                    )
 
         last = server_round == federation.num_rounds or bool(result.stopped_early)
         every = federation.evaluate_every
@@ -740,6 +755,7 @@ def run_federation(
                     privacy=result.privacy,
                     exhausted=sorted(exhausted),
                     stopped_early=result.stopped_early,
+                    client_privacy=client_dp.state() if client_dp is not None else {},
                 ),
             )
         if on_round is not None:

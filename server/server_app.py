@@ -158,6 +158,7 @@ def make_server_app(
                 rounds=run.federation.num_rounds,
                 sampled=train_sample_size(run.federation, num_nodes=len(nodes)),
                 population=len(nodes),
+                restore=options.resume.client_privacy if options.resume else None,
             )
             strategy = client_dp.strategy
             logger.info(

@@ -48,6 +48,7 @@ from common.privacy.ledger import (
     read_ledger,
 )
 from common.privacy.verify import Verdict, verify_path
+from simulations.audit_client_level import client_level
 
 REPORT_FILE = "report.json"
 REPORT_FORMAT = "fedrec-audit-report/1"
@@ -127,6 +128,14 @@ def verified_chains(path: Path) -> tuple[dict[str, list[Entry]], dict[str, dict[
     if read.entries:
         heads[COORDINATOR] = _head(read.entries)
     return chains, heads
+
+
+def coordinator_entries(path: Path) -> list[Entry]:
+    """The federation ledger's entries ([] when ``path`` is one merchant's ledger)."""
+    read = read_ledger(ledger_file(path))
+    if read.entries and read.entries[0].body.get("role") == COORDINATOR:
+        return read.entries
+    return []
 
 
 def _head(entries: list[Entry]) -> dict[str, Any]:
@@ -338,7 +347,12 @@ def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: 
     console.print(table)
 
 
-def _html(verdict: Verdict, summaries: dict[str, MerchantSummary], plots: dict[str, Path]) -> str:
+def _html(
+    verdict: Verdict,
+    summaries: dict[str, MerchantSummary],
+    plots: dict[str, Path],
+    coordinator: dict[str, Any] | None = None,
+) -> str:
     def img(path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
@@ -350,6 +364,11 @@ def _html(verdict: Verdict, summaries: dict[str, MerchantSummary], plots: dict[s
         "steps_total", "unit", "adjacency", "sampling", "accountant", "secagg", "update_sha256",
     ]  # fmt: skip
     sections = []
+    if coordinator is not None:
+        sections.append(
+            "<h2>coordinator (client-level DP)</h2>"
+            f"<p class='statement'>{esc(coordinator['statement'])}</p>"
+        )
     for name, summary in summaries.items():
         rows = "".join(
             "<tr>" + "".join(f"<td>{esc(_fmt(r.get(f)))}</td>" for f in fields) + "</tr>"
@@ -419,6 +438,7 @@ def write_report(path: Path, out: Path, *, console: Console | None = None) -> di
         raise _refuse(verdict)
     chains, heads = verified_chains(path)
     summaries = summarize(chains)
+    coordinator = client_level(coordinator_entries(path))
     out.mkdir(parents=True, exist_ok=True)
     plots = _plot(summaries, out)
     report: dict[str, Any] = {
@@ -429,12 +449,16 @@ def write_report(path: Path, out: Path, *, console: Console | None = None) -> di
         "problems": [],
         "notes": verdict.notes,
         "merchants": rendered_merchants(summaries),
+        "client_level": json.loads(json.dumps(coordinator)),
     }
     report["digest"] = report_digest(report)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (out / "report.html").write_text(_html(verdict, summaries, plots), encoding="utf-8")
+    page = _html(verdict, summaries, plots, coordinator)
+    (out / "report.html").write_text(page, encoding="utf-8")
     if console is not None:
         _terminal(verdict, summaries, console)
+        if coordinator is not None:
+            console.print(f"\n[bold]coordinator[/bold]: {coordinator['statement']}")
         for summary in summaries.values():
             console.print(f"\n[bold]{summary.name}[/bold]: {statement(summary)}")
         console.print(f"\nWrote {out / 'report.html'}, {out / REPORT_FILE} and plots.")

@@ -19,8 +19,10 @@ from typing import Any
 from common.constants import FEDERATION_LEDGER_FILE, MERCHANT_LEDGER_FILE, RUN_LEDGER_DIR
 from common.privacy.ledger import Problem, read_ledger
 from common.privacy.verify import Verdict, verify_path
+from simulations.audit_client_level import client_level
 from simulations.audit_report import (
     COORDINATOR,
+    coordinator_entries,
     ledger_file,
     rendered_merchants,
     report_digest,
@@ -103,6 +105,13 @@ def verify_report(report_path: Path) -> Verdict:
         if party != COORDINATOR:
             chains[party] = chain[: seq + 1]
     difference = _first_difference(said, rendered_merchants(summarize(chains)))
+    if difference:
+        return fail(f"differs from the verified ledgers: {difference}")
+    coordinator = coordinator_entries(ledger)
+    if COORDINATOR in heads:
+        coordinator = coordinator[: heads[COORDINATOR][0] + 1]
+    fresh = json.loads(json.dumps(client_level(coordinator)))
+    difference = _first_difference(report.get("client_level"), fresh, "client_level")
     if difference:
         return fail(f"differs from the verified ledgers: {difference}")
     return verdict
