@@ -5,6 +5,10 @@ A user's example is their training interactions (at most
 ``num_negatives`` uniformly sampled items per positive. A batch of users is
 flattened into rows, with ``row_slot`` saying which user of the batch a row
 belongs to, so per-user losses are a segment sum.
+
+For a history model (:mod:`common.models.history`) a user's example is
+instead ``positions_per_user`` positions of their time-ordered items, each
+predicted from the items before it (:class:`SequenceBatch`).
 """
 
 from __future__ import annotations
@@ -141,4 +145,49 @@ def build_interaction_batch(
         row_items=torch.as_tensor(row_items, dtype=torch.int64),
         labels=torch.as_tensor(labels),
         row_weight=torch.full((len(slot),), 1.0 / rows_each, dtype=torch.float32),
+    )
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Sampled target positions of a batch of users (history models), one row per user."""
+
+    users: torch.Tensor  # (B,) local user indices
+    ends: torch.Tensor  # (B, M) target positions in each user's history; -1 = none
+
+    @property
+    def size(self) -> int:
+        return int(self.users.numel())
+
+    @property
+    def row_slot(self) -> torch.Tensor:
+        """Every shared module is called with the batch's users as leading dimension."""
+        return torch.arange(self.size, dtype=torch.int64)
+
+    @property
+    def row_items(self) -> torch.Tensor:
+        """The valid target positions (their count is the batch's examples)."""
+        return self.ends[self.ends > 0]
+
+
+def build_sequence_batch(
+    lengths: npt.NDArray[np.int64],
+    users: npt.NDArray[np.int64],
+    *,
+    positions: int,
+    rng: np.random.Generator,
+) -> SequenceBatch:
+    """Up to ``positions`` target positions per user, uniform over 1..length-1 (with
+    replacement); no more per user than the batch's longest history has targets.
+
+    ``lengths``: each user's history length. A user with fewer than two items
+    has nothing to predict from and gets no position (-1).
+    """
+    length = lengths[users]  # (B,)
+    width = max(1, min(positions, int(length.max(initial=1)) - 1))
+    draws = rng.random((len(users), width))  # (B, M)
+    ends = 1 + np.floor(draws * np.maximum(length - 1, 1)[:, None]).astype(np.int64)
+    ends[length < 2] = -1
+    return SequenceBatch(
+        users=torch.as_tensor(users, dtype=torch.int64), ends=torch.as_tensor(ends)
     )

@@ -326,6 +326,7 @@ class Merchant:
             num_items=data.num_items,
             generator=torch_generator(self.seed, "user-init", self.name),
         )
+        model.bind(data)  # a history model scores users from their own items, kept here
         expected = {n: tuple(p.shape) for n, p in model.shared_parameters().items()}
         received = {n: tuple(a.shape) for n, a in shared.items()}
         if expected != received:

@@ -30,11 +30,13 @@ import numpy.typing as npt
 import torch
 
 from client.clipping import ClipResult, PerUserClipper
-from client.examples import UserBatch, build_interaction_batch, build_user_batch
-from client.training import TrainStats, per_user_loss
+from client.examples import build_interaction_batch
+from client.training import Batch, TrainStats, make_batch, per_user_loss
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
+from common.errors import ConfigError
 from common.models.base import Recommender
+from common.models.history import HistoryModel
 from common.privacy.accountant import PrivacyPlan
 
 
@@ -92,7 +94,7 @@ class PrivateStep:
         self.local_optimizer = torch.optim.Adam(local, lr=config.learning_rate) if local else None
         self.clipper = PerUserClipper(model, max_norm=plan.max_grad_norm)
 
-    def __call__(self, batch: UserBatch) -> ClipResult | None:
+    def __call__(self, batch: Batch) -> ClipResult | None:
         """Take the step; ``None`` when the sample was empty (a noise-only step, still counted)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.local_optimizer is not None:
@@ -137,7 +139,7 @@ def train_private(
     examples = steps = clipped = sampled = 0
     for indices in sampler:
         chosen = population[np.asarray(indices, dtype=np.int64)]
-        batch = _batch(data, chosen, config, plan, rng, item_pool)
+        batch = _batch(model, data, chosen, config, plan, rng, item_pool)
         result = step(batch)
         if result is not None:
             losses.append(float(result.per_user_loss.mean()))
@@ -156,14 +158,20 @@ def train_private(
 
 
 def _batch(
+    model: Recommender,
     data: UserItemData,
     chosen: npt.NDArray[np.int64],
     config: TrainConfig,
     plan: PrivacyPlan,
     rng: np.random.Generator,
     item_pool: npt.NDArray[np.int64] | None,
-) -> UserBatch:
+) -> Batch:
     if plan.unit == "interaction":
+        if isinstance(model, HistoryModel):
+            raise ConfigError(
+                "privacy-unit=interaction is not supported with model=history: its examples "
+                "are users' sequences. Use privacy-unit=user, or model=mf."
+            )
         return build_interaction_batch(
             data,
             chosen,
@@ -172,12 +180,4 @@ def _batch(
             rng=rng,
             item_pool=item_pool,
         )
-    return build_user_batch(
-        data,
-        chosen,
-        max_interactions_per_user=config.max_interactions_per_user,
-        num_negatives=config.num_negatives,
-        explicit=config.loss == "mse",
-        rng=rng,
-        item_pool=item_pool,
-    )
+    return make_batch(model, data, chosen, config, rng=rng, item_pool=item_pool)

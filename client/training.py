@@ -18,10 +18,11 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from client.examples import UserBatch, build_user_batch
+from client.examples import SequenceBatch, UserBatch, build_sequence_batch, build_user_batch
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
 from common.models.base import Recommender
+from common.models.history import HistoryModel
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,44 @@ class TrainStats:
     clipped_fraction: float = 0.0  # DP only: share of sampled examples whose norm exceeded C
 
 
-def per_user_loss(model: Recommender, batch: UserBatch, config: TrainConfig) -> torch.Tensor:
+Batch = UserBatch | SequenceBatch
+
+
+def make_batch(
+    model: Recommender,
+    data: UserItemData,
+    users: npt.NDArray[np.int64],
+    config: TrainConfig,
+    *,
+    rng: np.random.Generator,
+    item_pool: npt.NDArray[np.int64] | None = None,
+) -> Batch:
+    """The examples of ``users`` in the form ``model`` trains on."""
+    if isinstance(model, HistoryModel):
+        return build_sequence_batch(
+            model.lengths.numpy(), users, positions=config.positions_per_user, rng=rng
+        )
+    return build_user_batch(
+        data,
+        users,
+        max_interactions_per_user=config.max_interactions_per_user,
+        num_negatives=config.num_negatives,
+        explicit=config.loss == "mse",
+        rng=rng,
+        item_pool=item_pool,
+    )
+
+
+def per_user_loss(model: Recommender, batch: Batch, config: TrainConfig) -> torch.Tensor:
     """Loss of each user in the batch, shape (B,): mean over their rows plus L2 on touched rows."""
+    if isinstance(batch, SequenceBatch):
+        assert isinstance(model, HistoryModel)
+        per_user = model.sequence_loss(batch.users, batch.ends)  # next-item softmax, (B,)
+        if config.weight_decay > 0:
+            per_user = per_user + config.weight_decay * model.user_embedding(batch.users).pow(
+                2
+            ).sum(-1)
+        return per_user
     users = batch.users[batch.row_slot]  # (n_rows,)
     logits = model.score(users, batch.row_items)  # (n_rows,)
     if config.loss == "bce":
@@ -79,7 +116,7 @@ class NonPrivateStep:
         params = list(model.parameters()) if parameters is None else parameters
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
 
-    def __call__(self, batch: UserBatch) -> float:
+    def __call__(self, batch: Batch) -> float:
         loss = per_user_loss(self.model, batch, self.config).mean()
         if self.config.proximal_mu > 0 and self.reference is not None:
             shared = self.model.shared_parameters()
@@ -108,14 +145,7 @@ def train_local(
     for users in sample_user_batches(
         active, batch_users=config.batch_users, epochs=config.local_epochs, rng=rng
     ):
-        batch = build_user_batch(
-            data,
-            users,
-            max_interactions_per_user=config.max_interactions_per_user,
-            num_negatives=config.num_negatives,
-            explicit=config.loss == "mse",
-            rng=rng,
-        )
+        batch = make_batch(model, data, users, config, rng=rng)
         losses.append(step(batch))
         examples += int(batch.row_items.numel())
         steps += 1
@@ -158,15 +188,7 @@ def fit_local(
         for users in sample_user_batches(
             active, batch_users=config.batch_users, epochs=epochs, rng=rng
         ):
-            batch = build_user_batch(
-                data,
-                users,
-                max_interactions_per_user=config.max_interactions_per_user,
-                num_negatives=config.num_negatives,
-                explicit=config.loss == "mse",
-                rng=rng,
-            )
-            step(batch)
+            step(make_batch(model, data, users, config, rng=rng))
             steps += 1
     finally:
         for p, flag in zip(shared, flags, strict=True):

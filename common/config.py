@@ -34,9 +34,12 @@ class TrainConfig:
     loss: str = "bce"
     proximal_mu: float = 0.0
     user_epochs: int = 3  # user-only passes: before each round's training, and on a new model
+    positions_per_user: int = 32  # history models: target positions sampled per user and step
 
     def __post_init__(self) -> None:
         problems = []
+        if self.positions_per_user < 1:
+            problems.append(f"positions-per-user must be >= 1, got {self.positions_per_user}")
         if self.user_epochs < 0:
             problems.append(f"user-epochs must be >= 0, got {self.user_epochs}")
         if self.local_epochs < 1:
@@ -206,6 +209,10 @@ _KEYS: dict[str, tuple[str, str]] = {
     "model": ("model", "kind"),
     "embedding-dim": ("model", "embedding_dim"),
     "mlp-layers": ("model", "mlp_layers"),
+    "positions-per-user": ("train", "positions_per_user"),
+    "history-window": ("model", "history_window"),
+    "history-decay": ("model", "history_decay"),
+    "history-max": ("model", "history_max"),
     "local-epochs": ("train", "local_epochs"),
     "batch-users": ("train", "batch_users"),
     "learning-rate": ("train", "learning_rate"),

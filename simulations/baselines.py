@@ -69,6 +69,7 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
         num_items=pooled.num_items,
         generator=torch_generator(config.federation.seed, "centralised-init"),
     )
+    model.bind(pooled)
     passes = config.federation.num_rounds * config.train.local_epochs
     train_local(
         model,

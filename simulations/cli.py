@@ -58,7 +58,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data.add_argument("--items", type=int, default=1500, help="synthetic items (default 1500)")
     fl = p.add_argument_group("federation")
     fl.add_argument("--rounds", type=int, help="server rounds (default 20)")
-    fl.add_argument("--model", choices=("mf", "neumf"), help="recommender (default mf)")
+    fl.add_argument("--model", choices=("mf", "neumf", "history"), help="recommender (default mf)")
     fl.add_argument("--strategy", choices=("fedavg", "fedadam", "fedprox"), help="default fedavg")
     fl.add_argument("--local-epochs", type=int, help="passes over local users per round (2)")
     fl.add_argument("--loss", choices=("bce", "mse"), help="bce: implicit (default); mse: ratings")

@@ -132,6 +132,7 @@ def personalisation_table(
                 num_items=data.num_items,
                 generator=torch.Generator().manual_seed(seed),
             )
+            model.bind(data)
             model.load_shared(global_model.shared)
             if local is not None:
                 model.load_local(local)

@@ -97,6 +97,7 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
             num_items=data.num_items,
             generator=torch.Generator().manual_seed(0),
         )
+        model.bind(data)
         model.load_shared(shared)
         model.load_local(local)
         model.eval()

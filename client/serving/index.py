@@ -170,6 +170,12 @@ class ServingIndex:
                 "the global model of the federation this merchant trained with."
             )
         run = global_model.run
+        if run.model.kind == "history":
+            raise RunDirError(
+                f"{global_model.directory} holds a model=history recommender; fedrec serve "
+                "serves model=mf and model=neumf only (history serving is not built yet). "
+                "Use `fedrec recommend` for batch recommendations."
+            )
         model = build_model(
             run.model,
             num_users=data.num_users,

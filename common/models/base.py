@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
 from common.errors import ConfigError
 
-MODEL_KINDS = ("mf", "neumf")
+if TYPE_CHECKING:
+    from common.data.dataset import UserItemData
+
+MODEL_KINDS = ("mf", "neumf", "history")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ class ModelConfig:
     embedding_dim: int = 32
     mlp_layers: tuple[int, ...] = field(default=(64, 32, 16))
     init_std: float = 0.1
+    # history model (common/models/history.py): recent items, their decay, items kept per user
+    history_window: int = 10
+    history_decay: float = 0.7
+    history_max: int = 200
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -40,6 +47,13 @@ class ModelConfig:
             raise ConfigError(f"mlp-layers must be positive widths, got {self.mlp_layers}.")
         if self.init_std <= 0:
             raise ConfigError(f"init-std must be > 0, got {self.init_std}.")
+        if self.history_window < 1 or self.history_max < 1:
+            raise ConfigError(
+                f"history-window and history-max must be >= 1, got {self.history_window} and "
+                f"{self.history_max}."
+            )
+        if not 0 < self.history_decay <= 1:
+            raise ConfigError(f"history-decay must be in (0, 1], got {self.history_decay}.")
 
 
 class Recommender(nn.Module, ABC):
@@ -73,6 +87,15 @@ class Recommender(nn.Module, ABC):
             pair_items = items.repeat(len(users))  # (n * chunk,)
             rows.append(self.score(pair_users, pair_items).view(len(users), len(items)))
         return torch.cat(rows, dim=1)
+
+    def bind(self, data: UserItemData) -> None:
+        """Give the model this party's data, if it scores from it (history models); else no-op.
+
+        Called wherever a model is built for one party's users, before training or scoring.
+        """
+
+    def initialised(self) -> None:
+        """Adjust the generic initialisation of :func:`build_model` (no-op by default)."""
 
     @abstractmethod
     def user_vectors(self) -> list[nn.Embedding]:
@@ -124,12 +147,15 @@ def build_model(
     config: ModelConfig, *, num_users: int, num_items: int, generator: torch.Generator
 ) -> Recommender:
     """Construct and initialise a model from an explicit random generator."""
+    from common.models.history import HistoryModel
     from common.models.mf import MatrixFactorization
     from common.models.neumf import NeuMF
 
     model: Recommender
     if config.kind == "mf":
         model = MatrixFactorization(config, num_users=num_users, num_items=num_items)
+    elif config.kind == "history":
+        model = HistoryModel(config, num_users=num_users, num_items=num_items)
     else:
         model = NeuMF(config, num_users=num_users, num_items=num_items)
     with torch.no_grad():
@@ -143,4 +169,5 @@ def build_model(
                 bound = (6.0 / sum(module.weight.shape)) ** 0.5
                 module.weight.uniform_(-bound, bound, generator=generator)
                 module.bias.zero_()
+    model.initialised()
     return model

@@ -11,7 +11,7 @@ from torch import nn
 
 from client import clipping
 from client.clipping import CLIP_EPSILON, PerUserClipper
-from client.examples import UserBatch, build_user_batch
+from client.examples import UserBatch, build_sequence_batch, build_user_batch
 from client.training import per_user_loss
 from common.config import TrainConfig
 from common.data.catalog import ItemCatalog
@@ -289,3 +289,37 @@ def test_unsupported_shared_modules_are_all_named():
 def test_clipping_norm_must_be_positive_and_finite(max_norm):
     with pytest.raises(ValueError, match="clipping norm should be a positive finite value"):
         PerUserClipper(_model("mf"), max_norm=max_norm)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+@pytest.mark.parametrize("max_norm", [1e-3, "median", 1e6])
+def test_history_model_next_item_softmax_matches_per_user_oracle(weight_decay, max_norm):
+    """The full-catalog next-item loss: each user's loss is still one term of the batch loss."""
+    rows = [
+        (f"u{u}", f"i{(u + 2 * j) % NUM_ITEMS}", j)
+        for u, n in enumerate(ITEMS_PER_USER)
+        for j in range(n + 1)
+    ]
+    data = build_user_item_data(
+        make_events(rows), ItemCatalog.from_keys([f"i{j}" for j in range(NUM_ITEMS)])
+    )
+    model = build_model(
+        ModelConfig(kind="history", embedding_dim=4, history_window=3),
+        num_users=data.num_users,
+        num_items=NUM_ITEMS,
+        generator=torch.Generator().manual_seed(0),
+    )
+    model.bind(data)
+    _randomise_biases(model)
+    with torch.no_grad():  # non-zero user residuals: their (local) gradient shows up too
+        model.user_embedding.weight.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(2))
+    batch = build_sequence_batch(
+        model.lengths.numpy(), np.arange(data.num_users), positions=3, rng=np.random.default_rng(0)
+    )
+    assert bool((batch.ends == -1).any()) and bool((batch.ends > 0).any())  # a 1-item user
+    config = TrainConfig(weight_decay=weight_decay)
+    if max_norm == "median":
+        loss_fn = lambda: per_user_loss(model, batch, config)  # noqa: E731
+        _, norms, _ = _oracle(model, loss_fn, batch.size, 1e6)
+        max_norm = float(norms[norms > 0].median())
+    _check_against_oracle(model, batch, config, max_norm)
