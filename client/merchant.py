@@ -386,7 +386,11 @@ class Merchant:
             rng=numpy_rng(self.seed, "fit-users", self.name, server_round),
         )
         stats = train_local(
-            model, self.data, plan.train, rng=numpy_rng(self.seed, "train", self.name, server_round)
+            model,
+            self.data,
+            plan.train,
+            rng=numpy_rng(self.seed, "train", self.name, server_round),
+            steps=plan.privacy.local_steps,
         )
         self.store.save_local(model.local_parameters())
         return TrainOutcome(

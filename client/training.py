@@ -128,30 +128,47 @@ class NonPrivateStep:
         return float(loss.detach())
 
 
+def sample_step_batches(
+    users: npt.NDArray[np.int64], *, batch_users: int, steps: int, rng: np.random.Generator
+) -> Iterator[npt.NDArray[np.int64]]:
+    """``steps`` batches, each of distinct users drawn afresh: a fixed amount of local work
+    per round whatever the merchant's size."""
+    size = min(batch_users, len(users))
+    for _ in range(steps if size else 0):
+        yield rng.choice(users, size=size, replace=False)
+
+
 def train_local(
     model: Recommender,
     data: UserItemData,
     config: TrainConfig,
     *,
     rng: np.random.Generator,
+    steps: int = 0,
 ) -> TrainStats:
-    """Train ``model`` on ``data`` for ``config.local_epochs`` passes over its users."""
+    """Train ``model`` on ``data``: ``steps`` batches when > 0 (``local-steps``), else
+    ``config.local_epochs`` passes over its users."""
     started = time.perf_counter()
     active = np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
     reference = {n: p.detach().clone() for n, p in model.shared_parameters().items()}
     step = NonPrivateStep(model, config, reference=reference)
     model.train()
-    losses, examples, steps = [], 0, 0
-    for users in sample_user_batches(
-        active, batch_users=config.batch_users, epochs=config.local_epochs, rng=rng
-    ):
+    losses, examples, taken = [], 0, 0
+    batches = (
+        sample_step_batches(active, batch_users=config.batch_users, steps=steps, rng=rng)
+        if steps > 0
+        else sample_user_batches(
+            active, batch_users=config.batch_users, epochs=config.local_epochs, rng=rng
+        )
+    )
+    for users in batches:
         batch = make_batch(model, data, users, config, rng=rng)
         losses.append(step(batch))
         examples += int(batch.row_items.numel())
-        steps += 1
+        taken += 1
     return TrainStats(
         loss=float(np.mean(losses)) if losses else float("nan"),
-        steps=steps,
+        steps=taken,
         users=len(active),
         examples=examples,
         seconds=time.perf_counter() - started,

@@ -135,7 +135,7 @@ def adam_path_bound(steps: int, *, betas: tuple[float, float] = ADAM_BETAS) -> f
 def max_local_steps(train: TrainConfig, privacy: PrivacyConfig, *, max_examples: int) -> int:
     """``T``: the most local steps a merchant of at most ``max_examples`` takes in a round."""
     dp_sgd = privacy.merchant_dp or (privacy.unit == "client" and privacy.device_epsilon > 0)
-    if dp_sgd and privacy.local_steps > 0:
+    if privacy.local_steps > 0:  # DP-SGD and plain training alike take exactly this many
         return privacy.local_steps
     plain = train.local_epochs * math.ceil(max_examples / train.batch_users)
     if not dp_sgd:

@@ -59,7 +59,8 @@ def non_private_run(run: RunConfig) -> RunConfig:
 
 
 def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResult:
-    """Train the federation's model on pooled data for rounds x local epochs passes.
+    """Train the federation's model on pooled data: rounds x local-steps steps, or rounds x
+    local-epochs passes.
 
     Callers pass :func:`non_private_run` of a DP run: this trains without DP.
     """
@@ -76,6 +77,8 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
         pooled,
         dataclasses.replace(config.train, local_epochs=passes),
         rng=numpy_rng(config.federation.seed, "train", "centralised"),
+        # local-steps per round: one party holding all the data takes rounds x local-steps
+        steps=config.federation.num_rounds * config.privacy.local_steps,
     )
     with torch.no_grad():
         return evaluate_model(

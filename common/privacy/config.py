@@ -65,7 +65,7 @@ class PrivacyConfig:
     accountant: str = "rdp"
     count_share: float = 0.1  # share of epsilon spent on DP item counts; 0 = no item prior
     item_threshold: float = 3.0  # train items whose noisy count >= this x the count noise std
-    local_steps: int = 0  # DP steps per round; 0 = local-epochs / q
+    local_steps: int = 0  # local steps per round (DP-SGD or plain); 0 = from local-epochs
     client_clip: float = 1.0  # client unit: L2 bound on each client's model update
     device_epsilon: float = 0.0  # client unit: on-device record-level DP-SGD epsilon; 0 = none
 

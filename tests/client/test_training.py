@@ -46,3 +46,19 @@ def test_same_seed_same_model():
         return model.item_embedding.weight.detach()
 
     torch.testing.assert_close(run(), run())
+
+
+def test_local_steps_fix_the_work_per_round_whatever_the_merchant_size():
+    from client.training import sample_step_batches
+
+    users = np.arange(10, dtype=np.int64)
+    batches = list(sample_step_batches(users, batch_users=4, steps=7, rng=np.random.default_rng(0)))
+    assert len(batches) == 7 and all(len(set(b.tolist())) == 4 for b in batches)
+    small = list(
+        sample_step_batches(users[:2], batch_users=4, steps=3, rng=np.random.default_rng(0))
+    )
+    assert [sorted(b.tolist()) for b in small] == [[0, 1]] * 3  # a batch is at most everyone
+    assert (
+        list(sample_step_batches(users[:0], batch_users=4, steps=3, rng=np.random.default_rng(0)))
+        == []
+    )

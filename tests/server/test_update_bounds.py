@@ -81,12 +81,13 @@ def test_local_steps_come_from_the_settings_and_the_largest_merchant() -> None:
     # DP-SGD: ceil(local-epochs / q) with q = batch / N: ceil(2 x 1000 / 64) = 32 (31.25 up).
     assert max_local_steps(train, USER_DP, max_examples=1000) == 32
     assert max_local_steps(train, USER_DP, max_examples=10) == 2  # q = 1: one step per epoch
-    # local-steps fixes T exactly for DP-SGD (whatever the merchant's size) ...
+    # local-steps fixes T exactly (whatever the merchant's size), for DP-SGD ...
     fixed = dataclasses.replace(USER_DP, local_steps=7)
     assert max_local_steps(train, fixed, max_examples=10**8) == 7
-    # ... but not for client-level DP without on-device DP-SGD: that is plain local training.
+    # ... and for plain local training, which then takes exactly that many steps too
+    assert max_local_steps(train, PrivacyConfig(local_steps=7), max_examples=10**8) == 7
     client = PrivacyConfig(unit="client", target_epsilon=3.0, local_steps=7)
-    assert max_local_steps(train, client, max_examples=1000) == 32
+    assert max_local_steps(train, client, max_examples=1000) == 7
     device = dataclasses.replace(client, device_epsilon=1.0)
     assert max_local_steps(train, device, max_examples=1000) == 7
 
