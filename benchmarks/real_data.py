@@ -255,23 +255,37 @@ def ials_row(pooled: UserItemData, grid: dict[str, tuple[float, ...]]) -> Row:
     )
 
 
-def centralised_row(pooled: UserItemData, run: RunConfig) -> Row:
+def centralised_row(pooled: UserItemData, run: RunConfig, *, recipe: str = "") -> Row:
     from simulations.baselines import train_centralised
 
     result, seconds = _timed(lambda: train_centralised(pooled, run))
-    return Row.of("fedrec centralised", result, seconds, params=_settings(run))
+    return Row.of(_named("fedrec centralised", recipe), result, seconds, params=_settings(run))
+
+
+def _named(method: str, recipe: str) -> str:
+    """``method``, or ``method [recipe]`` for rows run with ``--set`` settings."""
+    return f"{method} [{recipe}]" if recipe else method
 
 
 def _settings(run: RunConfig) -> dict[str, Any]:
-    return {
+    settings = {
         "model": run.model.kind,
         "embedding_dim": run.model.embedding_dim,
         "rounds": run.federation.num_rounds,
         "local_epochs": run.train.local_epochs,
-        "loss": run.train.loss,
+        "batch_users": run.train.batch_users,
+        "loss": "next-item softmax" if run.model.kind == "history" else run.train.loss,
         "learning_rate": run.train.learning_rate,
+        "weight_decay": run.train.weight_decay,
         "strategy": run.federation.strategy,
     }
+    if run.model.kind == "history":
+        settings |= {
+            "positions_per_user": run.train.positions_per_user,
+            "history_window": run.model.history_window,
+            "history_decay": run.model.history_decay,
+        }
+    return settings
 
 
 def federated_row(
@@ -332,6 +346,7 @@ def _federated_per_user(
             num_items=data.num_items,
             generator=torch.Generator().manual_seed(SEED),
         )
+        model.bind(data)
         model.load_shared(global_model.shared)
         model.load_local(local)
         result = evaluate_model(
@@ -388,7 +403,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
         f"{pooled.num_train} training pairs, {len(pooled.test_users)} test users",
         flush=True,
     )
-    run = dataclasses.replace(parse_run_config({}), num_items=len(catalog))
+    run = dataclasses.replace(parse_run_config(args.settings), num_items=len(catalog))
     fed_run = run
     rounds = QUICK_ROUNDS if args.quick else args.rounds
     if rounds:
@@ -401,11 +416,19 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
         ("popularity", lambda: popularity_row(pooled)),
         ("ease", lambda: ease_row(pooled, QUICK_EASE_GRID if args.quick else args.ease_grid)),
         ("ials", lambda: ials_row(pooled, QUICK_IALS_GRID if args.quick else IALS_GRID)),
-        ("centralised", lambda: centralised_row(pooled, run)),
+        ("centralised", lambda: centralised_row(pooled, run, recipe=args.recipe)),
     ]
     for label, partition in FEDERATIONS:
         federate = functools.partial(
-            federated_row, label, partition, dataset, path, events, pooled, fed_run, scratch
+            federated_row,
+            _named(label, args.recipe),
+            partition,
+            dataset,
+            path,
+            events,
+            pooled,
+            fed_run,
+            scratch,
         )
         steps.append((partition.scheme, federate))
     rows = []
@@ -565,6 +588,15 @@ def main() -> None:
     parser.add_argument(
         "--render", action="store_true", help="rewrite real_data.md from real_data.json only"
     )
+    parser.add_argument(
+        "--set",
+        dest="pairs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run setting for the fedrec rows (repeatable); their rows are named by --recipe",
+    )
+    parser.add_argument("--recipe", default="", help="name of the --set settings, shown per row")
     args = parser.parse_args()
     out_json = args.out_dir / "real_data.json"
     if args.render:
@@ -573,6 +605,9 @@ def main() -> None:
         (args.out_dir / "real_data.md").write_text(markdown(json.loads(out_json.read_text())))
         return
     args.methods = {m for m in args.methods.split(",") if m}
+    if args.pairs and not args.recipe:
+        parser.error("--set needs --recipe NAME: rows with other settings must say so")
+    args.settings = dict(pair.split("=", 1) for pair in args.pairs)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     _check_data(args.data_root, names)
     report: dict[str, Any] = {"benchmark": "real_data", "k": K, "seed": SEED, "datasets": {}}
@@ -580,7 +615,12 @@ def main() -> None:
         report["datasets"] = json.loads(out_json.read_text())["datasets"]
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            report["datasets"][name] = run_dataset(DATASETS[name], args, Path(scratch))
+            fresh = run_dataset(DATASETS[name], args, Path(scratch))
+            earlier = report["datasets"].get(name, {}).get("methods", [])
+            redone = {m["method"] for m in fresh["methods"]}
+            # Rows not rerun this time stay (a recipe's rows sit beside the defaults').
+            fresh["methods"] = [m for m in earlier if m["method"] not in redone] + fresh["methods"]
+            report["datasets"][name] = fresh
             report |= {
                 "ratio_se": "paired delta method over the same test users",
                 "versions": _versions(),
