@@ -58,9 +58,11 @@ def non_private_run(run: RunConfig) -> RunConfig:
     return parse_run_config(undone, base=dataclasses.replace(run, privacy=PrivacyConfig()))
 
 
-def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResult:
-    """Train the federation's model on pooled data: rounds x local-steps steps, or rounds x
-    local-epochs passes.
+def train_centralised(
+    pooled: UserItemData, config: RunConfig, *, parties: int = 1
+) -> EvaluationResult:
+    """Train the federation's model on pooled data: as many steps as the ``parties`` of the
+    federation took together (rounds x local-steps each), or rounds x local-epochs passes.
 
     Callers pass :func:`non_private_run` of a DP run: this trains without DP.
     """
@@ -77,8 +79,8 @@ def train_centralised(pooled: UserItemData, config: RunConfig) -> EvaluationResu
         pooled,
         dataclasses.replace(config.train, local_epochs=passes),
         rng=numpy_rng(config.federation.seed, "train", "centralised"),
-        # local-steps per round: one party holding all the data takes rounds x local-steps
-        steps=config.federation.num_rounds * config.privacy.local_steps,
+        # local-steps per round: the pooled model takes the steps of every party together
+        steps=config.federation.num_rounds * config.privacy.local_steps * parties,
     )
     with torch.no_grad():
         return evaluate_model(

@@ -156,7 +156,12 @@ def _simulate(args: argparse.Namespace) -> int:
     console.print(
         f"fedrec simulate: {run.model.kind.upper()} dim {run.model.embedding_dim}, "
         f"{run.federation.strategy}, {run.federation.num_rounds} rounds x "
-        f"{run.train.local_epochs} local epochs, partition {scheme}; data: "
+        + (
+            f"{run.privacy.local_steps} local steps"
+            if run.privacy.local_steps
+            else f"{run.train.local_epochs} local epochs"
+        )
+        + f", partition {scheme}; data: "
         f"{args.data or 'synthetic federation'}"
     )
     console.print(

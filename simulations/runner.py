@@ -395,7 +395,7 @@ def simulate(
             popularity = evaluate_popularity(
                 pooled, k=run.federation.top_k, seed=run.federation.seed
             )
-            centralised = train_centralised(pooled, non_private_run(run))
+            centralised = train_centralised(pooled, non_private_run(run), parties=len(names))
             labelled = [(CENTRALISED, centralised), ("popularity", popularity)]
             ease = strong_reference(pooled, k=run.federation.top_k, seed=run.federation.seed)
             if isinstance(ease, str):  # the catalog is too large: the pooled model stands in
