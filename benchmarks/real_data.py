@@ -273,7 +273,11 @@ def _settings(run: RunConfig) -> dict[str, Any]:
         "model": run.model.kind,
         "embedding_dim": run.model.embedding_dim,
         "rounds": run.federation.num_rounds,
-        "local_epochs": run.train.local_epochs,
+        **(
+            {"local_steps": run.privacy.local_steps}
+            if run.privacy.local_steps
+            else {"local_epochs": run.train.local_epochs}
+        ),
         "batch_users": run.train.batch_users,
         "loss": "next-item softmax" if run.model.kind == "history" else run.train.loss,
         "learning_rate": run.train.learning_rate,
