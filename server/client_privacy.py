@@ -103,6 +103,11 @@ class ClientDP:
     population: int  # devices in the federation
     strategy: Any  # DifferentialPrivacyServerSideFixedClipping around FedAvg
 
+    @property
+    def releases(self) -> int:
+        """Noised aggregates composed so far (no epsilon computed)."""
+        return int(self.strategy.accountant.num_releases)
+
     def spent(self) -> dict[str, Any]:
         spent = self.strategy.privacy_spent()
         return {
@@ -127,7 +132,7 @@ class ClientDP:
         from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
         accountant = self.strategy.accountant
-        extra = recorded[accountant.num_releases :]
+        extra = recorded[self.releases :]
         for body in extra:
             accountant.compose(
                 GaussianPrivacyEvent(

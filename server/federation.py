@@ -692,7 +692,7 @@ def run_federation(
                 result.arrays = outcome.arrays
         else:
             moments = _strategy_moments(strategy)
-            released = client_dp.spent()["releases"] if client_dp is not None else 0
+            released = client_dp.releases if client_dp is not None else 0
             aggregated, _ = strategy.aggregate_train(server_round, updates)
             if aggregated is None:
                 record.aggregated = False

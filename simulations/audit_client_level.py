@@ -20,8 +20,9 @@ def _fmt(value: Any) -> str:
 
 def client_level(entries: list[Entry]) -> dict[str, Any] | None:
     """The coordinator's client-level releases in ``entries`` (its ledger), or ``None``."""
-    releases = [dict(e.body) | {"seq": e.seq, "at": e.at} for e in entries]
-    releases = [r for r, e in zip(releases, entries, strict=True) if e.kind == CLIENT_DP_RELEASE]
+    releases = [
+        dict(e.body) | {"seq": e.seq, "at": e.at} for e in entries if e.kind == CLIENT_DP_RELEASE
+    ]
     if not releases:
         return None
     return {"releases": releases, "statement": client_statement(releases)}
