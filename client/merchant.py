@@ -31,7 +31,7 @@ import torch
 
 from client.ledger import MerchantLedger
 from client.state import MerchantStore
-from client.training import TrainConfig, TrainStats, fit_local, train_local
+from client.training import OptimizerCarry, TrainConfig, TrainStats, fit_local, train_local
 from common.config import RoundPlan
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
@@ -385,14 +385,20 @@ class Merchant:
             epochs=plan.train.user_epochs,
             rng=numpy_rng(self.seed, "fit-users", self.name, server_round),
         )
+        carry = (
+            OptimizerCarry(self.store.load_optimizer()) if plan.train.keep_optimizer_state else None
+        )
         stats = train_local(
             model,
             self.data,
             plan.train,
             rng=numpy_rng(self.seed, "train", self.name, server_round),
             steps=plan.privacy.local_steps,
+            carry=carry,
         )
         self.store.save_local(model.local_parameters())
+        if carry is not None and carry.state is not None:
+            self.store.save_optimizer(carry.state)
         return TrainOutcome(
             shared={n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()},
             stats=stats,

@@ -18,6 +18,7 @@ from common.constants import (
     MERCHANT_INFO_FILE,
     MERCHANT_LEDGER_KEY_FILE,
     MERCHANT_NOISE_KEY_FILE,
+    MERCHANT_OPTIMIZER_FILE,
     MERCHANT_POLICY_FILE,
     MERCHANT_PRIVACY_FILE,
     MERCHANT_STATE_FILE,
@@ -120,3 +121,18 @@ class MerchantStore:
         buffer = io.BytesIO()
         torch.save({n: t.detach().clone() for n, t in tensors.items()}, buffer)
         atomic_write_bytes(self.directory / MERCHANT_STATE_FILE, buffer.getvalue())
+
+    def load_optimizer(self) -> dict[str, object] | None:
+        """Adam's state from the last round (``keep-optimizer-state``), if any."""
+        path = self.directory / MERCHANT_OPTIMIZER_FILE
+        if not path.is_file():
+            return None
+        state: dict[str, object] = torch.load(path, weights_only=True)
+        return state
+
+    def save_optimizer(self, state: dict[str, object]) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.directory / MERCHANT_OPTIMIZER_FILE, buffer.getvalue())

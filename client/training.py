@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,18 @@ class TrainStats:
 
 
 Batch = UserBatch | SequenceBatch
+
+
+@dataclass
+class OptimizerCarry:
+    """Adam's state carried from one round to the next (``keep-optimizer-state``).
+
+    :func:`train_local` starts from ``state`` (when it fits the model) and leaves
+    its final state here. The state is a function of this party's own updates; it
+    stays with the party and is never released.
+    """
+
+    state: dict[str, object] | None = None
 
 
 def make_batch(
@@ -109,12 +122,17 @@ class NonPrivateStep:
         *,
         reference: dict[str, torch.Tensor] | None = None,
         parameters: list[torch.Tensor] | None = None,
+        state: dict[str, object] | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.reference = reference
-        params = list(model.parameters()) if parameters is None else parameters
+        params: list[torch.Tensor] = list(model.parameters()) if parameters is None else parameters
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+        if state is not None and _fits(state, params):
+            self.optimizer.load_state_dict(state)
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.learning_rate  # this round's rate, not the stored one
 
     def __call__(self, batch: Batch) -> float:
         loss = per_user_loss(self.model, batch, self.config).mean()
@@ -126,6 +144,24 @@ class NonPrivateStep:
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+
+def _fits(state: dict[str, Any], params: list[torch.Tensor]) -> bool:
+    """Whether a stored Adam state belongs to these parameters (same count and shapes)."""
+    per_param = state.get("state")
+    groups = state.get("param_groups")
+    if not isinstance(per_param, dict) or not isinstance(groups, list) or len(groups) != 1:
+        return False
+    if len(groups[0].get("params", ())) != len(params):
+        return False
+    for index, moments in per_param.items():
+        if not 0 <= int(index) < len(params):
+            return False
+        for name in ("exp_avg", "exp_avg_sq"):
+            moment = moments.get(name)
+            if not isinstance(moment, torch.Tensor) or moment.shape != params[int(index)].shape:
+                return False
+    return True
 
 
 def sample_step_batches(
@@ -145,13 +181,17 @@ def train_local(
     *,
     rng: np.random.Generator,
     steps: int = 0,
+    carry: OptimizerCarry | None = None,
 ) -> TrainStats:
     """Train ``model`` on ``data``: ``steps`` batches when > 0 (``local-steps``), else
-    ``config.local_epochs`` passes over its users."""
+    ``config.local_epochs`` passes over its users. With ``carry``, Adam resumes from the
+    state it holds (when that fits this model) and leaves its new state there."""
     started = time.perf_counter()
     active = np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
     reference = {n: p.detach().clone() for n, p in model.shared_parameters().items()}
-    step = NonPrivateStep(model, config, reference=reference)
+    step = NonPrivateStep(
+        model, config, reference=reference, state=None if carry is None else carry.state
+    )
     model.train()
     losses, examples, taken = [], 0, 0
     batches = (
@@ -166,6 +206,8 @@ def train_local(
         losses.append(step(batch))
         examples += int(batch.row_items.numel())
         taken += 1
+    if carry is not None:
+        carry.state = step.optimizer.state_dict()
     return TrainStats(
         loss=float(np.mean(losses)) if losses else float("nan"),
         steps=taken,

@@ -18,7 +18,7 @@ from common.models.base import ModelConfig
 from common.privacy.config import PrivacyConfig
 
 LOSSES = ("bce", "mse")
-STRATEGIES = ("fedavg", "fedadam", "fedprox")
+STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class TrainConfig:
     proximal_mu: float = 0.0
     user_epochs: int = 3  # user-only passes: before each round's training, and on a new model
     positions_per_user: int = 32  # history models: target positions sampled per user and step
+    # Keep each party's Adam moments (on its own disk) from one round to the next, instead
+    # of starting them afresh on every global model.
+    keep_optimizer_state: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +74,10 @@ class FederationConfig:
     num_rounds: int = 20
     strategy: str = "fedavg"
     server_learning_rate: float = 0.1  # FedAdam's eta
+    # FedAvgM: global += fedavgm-learning-rate x velocity, velocity = momentum x velocity + mean
+    # update (Flower's FedAvgM; 1.0 and 0.0 are plain FedAvg).
+    fedavgm_learning_rate: float = 1.0
+    fedavgm_momentum: float = 0.0
     min_nodes: int = 2
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0  # cross-device: evaluate on a sample of the clients
@@ -98,6 +105,12 @@ class FederationConfig:
             )
         if not self.server_learning_rate > 0:
             problems.append(f"server-learning-rate must be > 0, got {self.server_learning_rate}")
+        if not 0 < self.fedavgm_learning_rate < float("inf"):
+            problems.append(
+                f"fedavgm-learning-rate must be > 0 and finite, got {self.fedavgm_learning_rate}"
+            )
+        if not 0 <= self.fedavgm_momentum < 1:
+            problems.append(f"fedavgm-momentum must be in [0, 1), got {self.fedavgm_momentum}")
         if self.min_nodes < 1:
             problems.append(f"min-nodes must be >= 1, got {self.min_nodes}")
         if not 0 < self.fraction_train <= 1:
@@ -180,6 +193,14 @@ class RunConfig:
                 "proximal-mu > 0 (FedProx) is not supported with differential privacy: the "
                 "proximal term is not part of the clipped, noised step. Set proximal-mu=0."
             )
+        dp_sgd = self.privacy.merchant_dp or (
+            self.privacy.unit == "client" and self.privacy.device_epsilon > 0
+        )
+        if dp_sgd and self.train.keep_optimizer_state:
+            raise ConfigError(
+                "keep-optimizer-state=true applies to non-private local training only: DP-SGD "
+                "starts its optimizer afresh each round. Set keep-optimizer-state=false."
+            )
         if self.privacy.unit == "client" and self.federation.strategy != "fedavg":
             raise ConfigError(
                 f"privacy-unit=client needs strategy=fedavg (Flower's client-level DP wrapper "
@@ -191,10 +212,10 @@ class RunConfig:
                 "clips each update at the coordinator, which SecAgg+ hides. Use user-level DP "
                 "(privacy-unit=user: clipped and noised at each merchant) with secagg."
             )
-        if self.secagg.enabled and self.federation.strategy == "fedadam":
+        if self.secagg.enabled and self.federation.strategy in ("fedadam", "fedavgm"):
             raise ConfigError(
                 "secagg=true supports strategy=fedavg or fedprox (the mean of the merchants' "
-                "deltas is applied directly); got strategy=fedadam."
+                f"deltas is applied directly); got strategy={self.federation.strategy}."
             )
         if self.secagg.enabled and self.compression.enabled:
             raise ConfigError(
@@ -222,9 +243,12 @@ _KEYS: dict[str, tuple[str, str]] = {
     "loss": ("train", "loss"),
     "proximal-mu": ("train", "proximal_mu"),
     "user-epochs": ("train", "user_epochs"),
+    "keep-optimizer-state": ("train", "keep_optimizer_state"),
     "num-server-rounds": ("federation", "num_rounds"),
     "strategy": ("federation", "strategy"),
     "server-learning-rate": ("federation", "server_learning_rate"),
+    "fedavgm-learning-rate": ("federation", "fedavgm_learning_rate"),
+    "fedavgm-momentum": ("federation", "fedavgm_momentum"),
     "min-nodes": ("federation", "min_nodes"),
     "fraction-train": ("federation", "fraction_train"),
     "fraction-evaluate": ("federation", "fraction_evaluate"),

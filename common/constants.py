@@ -70,6 +70,7 @@ MERCHANTS_DIR: Final = "merchants"
 MERCHANT_DATA_FILE: Final = "data.npz"
 MERCHANT_USERS_FILE: Final = "users.json"
 MERCHANT_STATE_FILE: Final = "local_state.pt"
+MERCHANT_OPTIMIZER_FILE: Final = "optimizer_state.pt"  # keep-optimizer-state: Adam's moments
 FEDERATION_FILE: Final = "federation.json"
 ITEM_PRIOR_FILE: Final = "item_prior.npz"
 MERCHANT_PRIVACY_FILE: Final = "privacy_account.json"

@@ -28,7 +28,10 @@ from common.models.prior import ItemPrior
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_VERSION = 1
 _META = "meta.json"
-STRATEGY_STATE = ("m_t", "v_t")  # Flower's FedOpt family keeps its moments here
+# The strategy's state a checkpoint keeps: FedOpt's moments (dicts of arrays) and FedAvgM's
+# velocity (a list of arrays, one per shared parameter, kept under "0000", "0001", ...).
+STRATEGY_STATE = ("m_t", "v_t", "momentum_vector")
+_LIST_STATE = ("momentum_vector",)
 
 
 @dataclass
@@ -109,10 +112,12 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
 
 
 def strategy_state(strategy: object) -> dict[str, dict[str, npt.NDArray[Any]]]:
-    """The strategy's mutable state worth keeping (FedAdam's moments), if it has any."""
+    """The strategy's mutable state worth keeping (FedAdam's moments, FedAvgM's velocity)."""
     out = {}
     for name in STRATEGY_STATE:
         value = getattr(strategy, name, None)
+        if isinstance(value, list) and value:
+            value = {f"{i:04d}": v for i, v in enumerate(value)}
         if isinstance(value, dict) and value:
             out[name] = {k: np.asarray(v) for k, v in value.items()}
     return out
@@ -125,7 +130,10 @@ def restore_strategy_state(strategy: object, state: dict[str, dict[str, Any]]) -
                 f"The checkpoint holds strategy state {name!r} that {type(strategy).__name__} "
                 "does not have: resume with the strategy the run started with."
             )
-        setattr(strategy, name, dict(value))
+        if name in _LIST_STATE:
+            setattr(strategy, name, [np.asarray(value[k]) for k in sorted(value)])
+        else:
+            setattr(strategy, name, dict(value))
 
 
 def check_resumable(checkpoint: Checkpoint, config: dict[str, Any], *, path: Path) -> None:

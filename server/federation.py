@@ -260,8 +260,10 @@ def _reject(
 
 
 def _strategy_moments(strategy: FedAvg) -> dict[str, Any]:
-    """The strategy's own state that aggregation changes (FedAdam's moments), to put back."""
-    return {name: getattr(strategy, name) for name in STRATEGY_STATE if hasattr(strategy, name)}
+    """The strategy's own state that aggregation changes, to put back when it is rejected:
+    FedAdam's moments; FedAvgM's velocity and the model it measures the next update from."""
+    names = (*STRATEGY_STATE, "current_arrays")
+    return {name: getattr(strategy, name) for name in names if hasattr(strategy, name)}
 
 
 def _with_prior(messages: Iterable[Message], prior: ItemPrior | None) -> list[Message]:
@@ -698,7 +700,7 @@ def run_federation(
                 record.aggregated = False
             elif problem := check_global({n: a.numpy() for n, a in aggregated.items()}, reference):
                 record.aggregated = False
-                for attribute, value in moments.items():  # FedAdam: its moments go back too
+                for attribute, value in moments.items():  # FedAdam/FedAvgM: their state goes back
                     setattr(strategy, attribute, value)
                 _reject(record, ledger, problem)
             else:

@@ -1,4 +1,4 @@
-"""Build the aggregation strategy: Flower's own FedAvg, FedAdam or FedProx."""
+"""Build the aggregation strategy: Flower's own FedAvg, FedAvgM, FedAdam or FedProx."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
     FedProx needs ``proximal-mu > 0`` in the training settings (the merchants
     apply the proximal term; the strategy only forwards mu).
     """
-    from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+    from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx
 
     min_train = train_sample_floor(config, num_nodes=num_nodes)
     common: dict[str, Any] = {
@@ -51,6 +51,12 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
     }
     if config.strategy == "fedadam":
         return FedAdam(**common, eta=config.server_learning_rate, eta_l=train.learning_rate)
+    if config.strategy == "fedavgm":
+        return FedAvgM(
+            **common,
+            server_learning_rate=config.fedavgm_learning_rate,
+            server_momentum=config.fedavgm_momentum,
+        )
     if config.strategy == "fedprox":
         return FedProx(**common, proximal_mu=train.proximal_mu)
     return FedAvg(**common)

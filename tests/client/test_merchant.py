@@ -57,3 +57,28 @@ def test_evaluate_reports_means_for_held_out_users(merchant):
     assert result.num_users == 2
     assert 0.0 <= result.means["ndcg@2"] <= result.means["hr@2"] <= 1.0
     assert np.isfinite(result.means["auc"])
+
+
+def test_kept_optimizer_state_resumes_adam_where_the_last_round_left_it(merchant):
+    keep = TrainConfig(local_epochs=1, keep_optimizer_state=True)
+    merchant.train(_global(), keep, server_round=1)
+    first = merchant.store.load_optimizer()
+    assert first is not None and first["state"][0]["step"].item() >= 1
+    steps_one = first["state"][0]["step"].item()
+    merchant.train(_global(), keep, server_round=2)
+    second = merchant.store.load_optimizer()
+    assert second["state"][0]["step"].item() == 2 * steps_one  # resumed, not restarted
+    # Without the setting nothing is read or written: the stored state stays as it was.
+    merchant.train(_global(), TrainConfig(local_epochs=1), server_round=3)
+    assert merchant.store.load_optimizer()["state"][0]["step"].item() == 2 * steps_one
+
+
+def test_a_stored_optimizer_state_for_another_model_starts_adam_afresh(merchant):
+    keep = TrainConfig(local_epochs=1, keep_optimizer_state=True)
+    merchant.train(_global(), keep, server_round=1)
+    steps_one = merchant.store.load_optimizer()["state"][0]["step"].item()
+    wrong = merchant.store.load_optimizer()
+    wrong["state"][0]["exp_avg"] = torch.zeros(7, 7)  # not this model's shape
+    merchant.store.save_optimizer(wrong)
+    merchant.train(_global(), keep, server_round=2)
+    assert merchant.store.load_optimizer()["state"][0]["step"].item() == steps_one

@@ -54,3 +54,28 @@ def test_out_of_range_values_are_collected():
 
 def test_defaults_are_valid():
     assert RunConfig().federation.num_rounds == 20
+
+
+def test_fedavgm_and_kept_optimizer_state_parse_validate_and_travel_to_merchants():
+    config = parse_run_config(
+        {
+            "strategy": "fedavgm",
+            "fedavgm-learning-rate": "2",
+            "fedavgm-momentum": 0.5,
+            "keep-optimizer-state": "true",
+        }
+    )
+    assert config.federation.fedavgm_learning_rate == 2.0
+    assert config.federation.fedavgm_momentum == 0.5
+    plan = RoundPlan(train=config.train, privacy=config.privacy, num_rounds=1)
+    assert round_plan_from_record(round_plan_to_record(plan)).train.keep_optimizer_state
+    with pytest.raises(ConfigError, match=r"fedavgm-momentum must be in \[0, 1\), got 1.0"):
+        parse_run_config({"fedavgm-momentum": 1})
+    with pytest.raises(ConfigError, match="fedavgm-learning-rate must be > 0"):
+        parse_run_config({"fedavgm-learning-rate": 0})
+    with pytest.raises(ConfigError, match="keep-optimizer-state=true applies to non-private"):
+        parse_run_config(
+            {"keep-optimizer-state": True, "privacy-unit": "user", "target-epsilon": 3}
+        )
+    with pytest.raises(ConfigError, match="got strategy=fedavgm"):
+        parse_run_config({"strategy": "fedavgm", "secagg": True})

@@ -341,3 +341,32 @@ def test_a_checkpoint_holding_a_non_finite_model_is_not_resumed() -> None:
     strategy = build_strategy(FederationConfig(), TrainConfig(), num_nodes=2)
     with pytest.raises(FederationError, match=r"old after round 3 holds a broken global model"):
         federation._resume(result, checkpoint, strategy)
+
+
+def test_fedavgm_steps_with_its_velocity_and_a_rejected_aggregate_leaves_no_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mean delta per round: 0 on the embedding ((3 x 0.01 - 0.03) / 4), 0.0125 on the bias."""
+    fed = Federation({"a-honest": honest_a, "b-honest": honest_b})
+    settings = {"strategy": "fedavgm", "fedavgm_learning_rate": 2.0, "fedavgm_momentum": 0.5}
+    result, _ = fed.run(tmp_path / "ok", monkeypatch, privacy=PrivacyConfig(), rounds=2, **settings)
+    # round 1: velocity 0.0125, step 2 x 0.0125; round 2: velocity 0.5 x 0.0125 + 0.0125
+    moved = _model(result)["item_bias.weight"] - GLOBAL["item_bias.weight"]
+    np.testing.assert_allclose(moved, 2 * 0.0125 + 2 * 0.01875, rtol=1e-4)
+    kept = load_checkpoint(tmp_path / "ok" / "checkpoint.npz")
+    assert kept is not None and set(kept.strategy) == {"momentum_vector"}
+
+    real_check = federation.check_global
+    calls = iter(["forced", None])
+    monkeypatch.setattr(
+        federation,
+        "check_global",
+        lambda arrays, reference: next(calls) or real_check(arrays, reference),
+    )
+    result, _ = fed.run(
+        tmp_path / "bad", monkeypatch, privacy=PrivacyConfig(), rounds=2, **settings
+    )
+    assert [r.aggregated for r in result.rounds] == [False, True]
+    # Round 2 alone: velocity 0.0125 measured from the unchanged model, as if round 1 never was.
+    moved = _model(result)["item_bias.weight"] - GLOBAL["item_bias.weight"]
+    np.testing.assert_allclose(moved, 2 * 0.0125, rtol=1e-4)

@@ -55,6 +55,27 @@ def test_a_checkpoint_round_trips_model_strategy_prior_and_history(tmp_path):
     assert load_checkpoint(tmp_path / "absent.npz") is None
 
 
+class _AvgM:  # the attribute Flower's FedAvgM keeps its velocity in: a list of arrays
+    def __init__(self) -> None:
+        self.momentum_vector: list[np.ndarray] | None = None
+
+
+def test_fedavgm_velocity_round_trips_in_parameter_order(tmp_path):
+    avgm = _AvgM()
+    avgm.momentum_vector = [np.full(3, float(i)) for i in range(12)]  # order past "9" and "10"
+    saved = Checkpoint(
+        run_name="r",
+        completed_round=1,
+        config={},
+        arrays={"w": np.zeros(3)},
+        strategy=strategy_state(avgm),
+    )
+    save_checkpoint(tmp_path / "checkpoint.npz", saved)
+    fresh = _AvgM()
+    restore_strategy_state(fresh, load_checkpoint(tmp_path / "checkpoint.npz").strategy)
+    assert [float(v[0]) for v in fresh.momentum_vector] == [float(i) for i in range(12)]
+
+
 def test_resuming_under_other_settings_is_refused_and_a_damaged_file_is_named(tmp_path):
     saved = Checkpoint(
         run_name="r",
