@@ -22,6 +22,7 @@ run goes on. Both refusals are written to the ledger.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -368,6 +369,8 @@ class Merchant:
         """
         if isinstance(plan, TrainConfig):
             plan = RoundPlan(train=plan, privacy=PrivacyConfig(), num_rounds=1)
+        # the learning rate on its schedule over rounds
+        plan = dataclasses.replace(plan, train=plan.train.at_round(server_round, plan.num_rounds))
         if plan.privacy.merchant_dp:
             return self._train_private(
                 shared, plan, server_round=server_round, prior=prior, run=run, secagg=secagg

@@ -8,6 +8,7 @@ fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from common.privacy.config import PrivacyConfig
 
 LOSSES = ("bce", "mse")
 STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,25 @@ class TrainConfig:
     # Keep each party's Adam moments (on its own disk) from one round to the next, instead
     # of starting them afresh on every global model.
     keep_optimizer_state: bool = False
+    # The local learning rate over rounds: constant, or cosine from the full rate in round 1
+    # towards 0 after the last round (lr x (1 + cos(pi (round - 1) / rounds)) / 2).
+    learning_rate_schedule: str = "constant"
+
+    def at_round(self, server_round: int, num_rounds: int) -> TrainConfig:
+        """These settings for round ``server_round`` (1-based) of ``num_rounds``."""
+        if self.learning_rate_schedule == "constant":
+            return self
+        progress = min(max(server_round - 1, 0), num_rounds) / max(num_rounds, 1)
+        scale = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return dataclasses.replace(self, learning_rate=self.learning_rate * scale)
 
     def __post_init__(self) -> None:
         problems = []
+        if self.learning_rate_schedule not in SCHEDULES:
+            problems.append(
+                f"learning-rate-schedule must be one of {', '.join(SCHEDULES)}, "
+                f"got {self.learning_rate_schedule!r}"
+            )
         if self.positions_per_user < 1:
             problems.append(f"positions-per-user must be >= 1, got {self.positions_per_user}")
         if self.user_epochs < 0:
@@ -244,6 +262,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "proximal-mu": ("train", "proximal_mu"),
     "user-epochs": ("train", "user_epochs"),
     "keep-optimizer-state": ("train", "keep_optimizer_state"),
+    "learning-rate-schedule": ("train", "learning_rate_schedule"),
     "num-server-rounds": ("federation", "num_rounds"),
     "strategy": ("federation", "strategy"),
     "server-learning-rate": ("federation", "server_learning_rate"),

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from client.training import train_local
+from client.training import OptimizerCarry, train_local
 from common.config import RunConfig, parse_run_config, to_run_config
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
@@ -61,8 +61,10 @@ def non_private_run(run: RunConfig) -> RunConfig:
 def train_centralised(
     pooled: UserItemData, config: RunConfig, *, parties: int = 1
 ) -> EvaluationResult:
-    """Train the federation's model on pooled data: as many steps as the ``parties`` of the
-    federation took together (rounds x local-steps each), or rounds x local-epochs passes.
+    """Train the federation's model on pooled data, round by round as the federation does:
+    each round as many steps as the ``parties`` took together (local-steps each), or
+    local-epochs passes over everyone; the learning rate on the same schedule; one Adam
+    throughout (a single party never restarts it).
 
     Callers pass :func:`non_private_run` of a DP run: this trains without DP.
     """
@@ -73,15 +75,18 @@ def train_centralised(
         generator=torch_generator(config.federation.seed, "centralised-init"),
     )
     model.bind(pooled)
-    passes = config.federation.num_rounds * config.train.local_epochs
-    train_local(
-        model,
-        pooled,
-        dataclasses.replace(config.train, local_epochs=passes),
-        rng=numpy_rng(config.federation.seed, "train", "centralised"),
-        # local-steps per round: the pooled model takes the steps of every party together
-        steps=config.federation.num_rounds * config.privacy.local_steps * parties,
-    )
+    rng = numpy_rng(config.federation.seed, "train", "centralised")
+    carry = OptimizerCarry()
+    rounds = config.federation.num_rounds
+    for server_round in range(1, rounds + 1):
+        train_local(
+            model,
+            pooled,
+            config.train.at_round(server_round, rounds),
+            rng=rng,
+            steps=config.privacy.local_steps * parties,
+            carry=carry,
+        )
     with torch.no_grad():
         return evaluate_model(
             model,

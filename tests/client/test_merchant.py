@@ -82,3 +82,20 @@ def test_a_stored_optimizer_state_for_another_model_starts_adam_afresh(merchant)
     merchant.store.save_optimizer(wrong)
     merchant.train(_global(), keep, server_round=2)
     assert merchant.store.load_optimizer()["state"][0]["step"].item() == steps_one
+
+
+def test_a_merchant_trains_each_round_at_the_scheduled_learning_rate(merchant):
+    from common.config import RoundPlan
+    from common.privacy.config import PrivacyConfig
+
+    train = TrainConfig(
+        local_epochs=1,
+        learning_rate=0.04,
+        learning_rate_schedule="cosine",
+        keep_optimizer_state=True,
+    )
+    plan = RoundPlan(train=train, privacy=PrivacyConfig(), num_rounds=2)
+    merchant.train(_global(), plan, server_round=1)
+    assert merchant.store.load_optimizer()["param_groups"][0]["lr"] == pytest.approx(0.04)
+    merchant.train(_global(), plan, server_round=2)
+    assert merchant.store.load_optimizer()["param_groups"][0]["lr"] == pytest.approx(0.02)

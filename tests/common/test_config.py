@@ -79,3 +79,16 @@ def test_fedavgm_and_kept_optimizer_state_parse_validate_and_travel_to_merchants
         )
     with pytest.raises(ConfigError, match="got strategy=fedavgm"):
         parse_run_config({"strategy": "fedavgm", "secagg": True})
+
+
+def test_a_cosine_schedule_lowers_the_learning_rate_round_by_round():
+    from common.config import TrainConfig
+
+    cosine = TrainConfig(learning_rate=0.01, learning_rate_schedule="cosine")
+    rates = [cosine.at_round(r, 4).learning_rate for r in (1, 2, 3, 4)]
+    assert rates == pytest.approx(
+        [0.01, 0.01 * (1 + 0.5**0.5) / 2, 0.005, 0.01 * (1 - 0.5**0.5) / 2]
+    )
+    assert TrainConfig(learning_rate=0.01).at_round(3, 4).learning_rate == 0.01
+    with pytest.raises(ConfigError, match="learning-rate-schedule must be one of constant, cosine"):
+        parse_run_config({"learning-rate-schedule": "linear"})
