@@ -61,6 +61,7 @@ from common.data.partition import PartitionConfig
 from common.data.schema import Interactions
 from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
 from common.seeding import numpy_rng
+from simulations.experiment import run_settings
 from simulations.reference import LAMBDA_GRID
 
 K = 10
@@ -309,7 +310,10 @@ def federated_row(
         run=run,
         source=DataSource(path=str(path), fmt=dataset.fmt),
         partition=partition,
-        run_dir=scratch / f"{dataset.name}-{partition.scheme}-{partition.num_parties}",
+        run_dir=scratch
+        / "-".join(
+            (dataset.name.split()[0], partition.scheme, str(partition.num_parties), label[-12:])
+        ).replace(" ", "_"),
         overwrite=True,
         baselines=False,
     )
@@ -397,18 +401,48 @@ def summarise(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def training_events(pooled: UserItemData, catalog: ItemCatalog) -> Interactions:
+    """The training pairs as an event log (timestamp = position in the user's history).
+
+    Split leave-last-out again, this gives the validation split: each user's last
+    training item is the target, and no test item is ever read.
+    """
+    counts = np.diff(pooled.train_indptr)
+    users = np.repeat(np.asarray(pooled.user_keys, dtype=object), counts)
+    starts = np.repeat(pooled.train_indptr[:-1], counts)
+    keys = np.asarray(catalog.keys, dtype=object)
+    return Interactions(
+        user_id=users,
+        item_id=keys[pooled.train_items],
+        timestamp=(np.arange(pooled.num_train) - starts).astype(np.int64),
+        value=pooled.train_values.astype(np.float32),
+    )
+
+
 def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     path = args.data_root / dataset.file
     print(f"{dataset.name}: loading {path}", flush=True)
     events = load_events(path, fmt=dataset.fmt)
     catalog = ItemCatalog.from_keys(events.item_id)
     pooled = build_user_item_data(events, catalog)
+    if args.split == "validation":  # tuning: the test items are dropped before anything runs
+        events = training_events(pooled, catalog)
+        catalog = ItemCatalog.from_keys(events.item_id)
+        pooled = build_user_item_data(events, catalog)
+        dataset = dataclasses.replace(
+            dataset,
+            name=f"{dataset.name} (validation)",
+            cite=f"{dataset.cite}; validation split: each user's last training item is the "
+            "target, the test items are dropped",
+        )
     print(
         f"{dataset.name}: {pooled.num_users} users, {pooled.num_items} items, "
         f"{pooled.num_train} training pairs, {len(pooled.test_users)} test users",
         flush=True,
     )
-    run = dataclasses.replace(parse_run_config(args.settings), num_items=len(catalog))
+    # The product's defaults for a real log (common.recipes), under any --set settings.
+    settings = run_settings(args.settings, {}, real_log=True)
+    run = dataclasses.replace(parse_run_config(settings), num_items=len(catalog))
     fed_run = run
     rounds = QUICK_ROUNDS if args.quick else args.rounds
     if rounds:
@@ -602,6 +636,13 @@ def main() -> None:
         help="a run setting for the fedrec rows (repeatable); their rows are named by --recipe",
     )
     parser.add_argument("--recipe", default="", help="name of the --set settings, shown per row")
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="validation: drop the test items and hold out each user's last training item "
+        "(for tuning and ablations; reported as its own section)",
+    )
     args = parser.parse_args()
     out_json = args.out_dir / "real_data.json"
     if args.render:
@@ -621,6 +662,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
             fresh = run_dataset(DATASETS[name], args, Path(scratch))
+            name = fresh["dataset"]
             earlier = report["datasets"].get(name, {}).get("methods", [])
             redone = {m["method"] for m in fresh["methods"]}
             # Rows not rerun this time stay (a recipe's rows sit beside the defaults').

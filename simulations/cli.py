@@ -57,9 +57,20 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data.add_argument("--users", type=int, default=4000, help="synthetic users (default 4000)")
     data.add_argument("--items", type=int, default=1500, help="synthetic items (default 1500)")
     fl = p.add_argument_group("federation")
-    fl.add_argument("--rounds", type=int, help="server rounds (default 20)")
-    fl.add_argument("--model", choices=("mf", "neumf", "history"), help="recommender (default mf)")
-    fl.add_argument("--strategy", choices=("fedavg", "fedadam", "fedprox"), help="default fedavg")
+    fl.add_argument(
+        "--rounds", type=int, help="server rounds (default 20; 12 on a real log, privacy off)"
+    )
+    fl.add_argument(
+        "--model",
+        choices=("mf", "neumf", "history"),
+        help="recommender (default mf; on a real log with privacy off, history with the tuned "
+        "real-log recipe of common/recipes.py)",
+    )
+    fl.add_argument(
+        "--strategy",
+        choices=("fedavg", "fedavgm", "fedadam", "fedprox"),
+        help="default fedavg (fedavgm on a real log, privacy off)",
+    )
     fl.add_argument("--local-epochs", type=int, help="passes over local users per round (2)")
     fl.add_argument("--loss", choices=("bce", "mse"), help="bce: implicit (default); mse: ratings")
     fl.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
@@ -109,6 +120,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from common.config import parse_run_config
     from common.data.partition import PartitionConfig
+    from common.recipes import REAL_LOG_DEFAULTS
     from simulations.experiment import run_settings
     from simulations.report import render_results
     from simulations.run_dir import default_run_dir
@@ -131,7 +143,8 @@ def _simulate(args: argparse.Namespace) -> int:
     elif args.privacy_unit:
         privacy["privacy-unit"] = args.privacy_unit
     raw.update({k: v for k, v in flags.items() if v is not None})
-    run = parse_run_config(run_settings(raw, privacy))  # DP-SGD's tuned defaults beneath
+    # Tuned defaults beneath: DP-SGD's under DP; the real-log recipe on a real log.
+    run = parse_run_config(run_settings(raw, privacy, real_log=bool(args.data)))
     if args.data:
         source = DataSource(path=args.data, fmt=args.format)
     else:
@@ -164,6 +177,12 @@ def _simulate(args: argparse.Namespace) -> int:
         + f", partition {scheme}; data: "
         f"{args.data or 'synthetic federation'}"
     )
+    if args.data and not run.privacy.enabled and run.model.kind == REAL_LOG_DEFAULTS["model"]:
+        console.print(
+            "recipe: real-log defaults (common/recipes.py) beneath your settings: next-item "
+            f"softmax, Adam kept across rounds, {run.train.learning_rate_schedule} learning rate, "
+            f"{run.federation.strategy}"
+        )
     console.print(
         "privacy: "
         + (

@@ -237,9 +237,13 @@ def _privacy(path: Path, table: Mapping[str, Any], where: str) -> dict[str, Any]
     return out
 
 
-def run_settings(run: Mapping[str, Any], privacy: Mapping[str, Any]) -> dict[str, Any]:
-    """Run settings with DP-SGD's tuned defaults beneath explicit ones when DP-SGD is on."""
+def run_settings(
+    run: Mapping[str, Any], privacy: Mapping[str, Any], *, real_log: bool = False
+) -> dict[str, Any]:
+    """Run settings over the tuned defaults that apply: DP-SGD's when DP-SGD is on; the
+    real-log recipe (:mod:`common.recipes`) on a real log with privacy off."""
     from common.privacy.config import PRIVATE_DEFAULTS
+    from common.recipes import with_real_log_defaults
 
     raw = dict(run)
     if privacy.get("target-epsilon") is not None and privacy.get("privacy-unit") in (
@@ -247,6 +251,8 @@ def run_settings(run: Mapping[str, Any], privacy: Mapping[str, Any]) -> dict[str
         "interaction",
     ):
         raw = {**PRIVATE_DEFAULTS, **raw}
+    elif real_log and privacy.get("privacy-unit", raw.get("privacy-unit", "off")) == "off":
+        raw = with_real_log_defaults(raw)
     return {**raw, **{k: v for k, v in privacy.items() if v is not None}}
 
 
@@ -272,7 +278,7 @@ def resolve(experiment: Experiment, cell: Cell, seed: int) -> ResolvedRun:
     _check_keys(path, "privacy", sections["privacy"], PRIVACY_KEYS)
     try:
         privacy = _privacy(path, sections["privacy"], f"{where}: [privacy]")
-        raw = run_settings(sections["run"], privacy)
+        raw = run_settings(sections["run"], privacy, real_log="path" in sections["data"])
         raw.setdefault("seed", seed)
         raw.setdefault("evaluate-every", 1)  # accuracy against rounds, by default
         run = parse_run_config(raw)

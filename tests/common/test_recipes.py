@@ -1,0 +1,30 @@
+"""The real-log recipe: beneath explicit settings, only on a real log with privacy off."""
+
+from __future__ import annotations
+
+from common.config import RunConfig, parse_run_config
+from common.recipes import REAL_LOG_DEFAULTS
+from simulations.experiment import run_settings
+
+OFF = {"privacy-unit": "off"}
+
+
+def test_a_real_log_without_a_model_gets_the_recipe_and_explicit_settings_win() -> None:
+    run = parse_run_config(run_settings({"learning-rate": 0.01}, OFF, real_log=True))
+    assert run.model.kind == "history" and run.federation.strategy == "fedavgm"
+    assert run.train.keep_optimizer_state and run.train.learning_rate_schedule == "cosine"
+    assert run.train.learning_rate == 0.01  # the user's, not the recipe's
+    assert run.privacy.local_steps == REAL_LOG_DEFAULTS["local-steps"]
+    assert run.federation.num_rounds == REAL_LOG_DEFAULTS["num-server-rounds"]
+
+
+def test_the_recipe_stays_out_of_synthetic_data_other_models_and_private_runs() -> None:
+    default = RunConfig()
+    synthetic = parse_run_config(run_settings({}, OFF))
+    assert synthetic.model.kind == default.model.kind == "mf"
+    mf = parse_run_config(run_settings({"model": "mf"}, OFF, real_log=True))
+    assert mf.federation.strategy == "fedavg" and not mf.train.keep_optimizer_state
+    dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
+    private = parse_run_config(run_settings({}, dp, real_log=True))
+    assert private.model.kind == "mf" and private.model.embedding_dim == 16  # DP-SGD's layer
+    assert not private.train.keep_optimizer_state
