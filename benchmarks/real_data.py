@@ -13,9 +13,10 @@ the whole catalog, the user's training items excluded (``evaluate_scores``):
   which gives the same numbers as ``evaluate_ease`` in a fraction of the time;
 * iALS (the ``implicit`` package, CPU, 2 threads): factors, regularisation and
   confidence scaling alpha chosen on the same validation split, then refitted;
-* fedrec centralised (``train_centralised``) with the product's default settings;
+* fedrec centralised (``train_centralised``) with the product's defaults for a
+  real log (``common/recipes.py``);
 * fedrec federated, non-private, through the Simulation Engine: 5 merchants IID
-  and 10 merchants Dirichlet non-IID (alpha 0.5), product defaults. Per-user
+  and 10 merchants Dirichlet non-IID (alpha 0.5), the same defaults. Per-user
   metrics are recomputed from the run directory (global model + each
   merchant's saved user vectors: what the merchant evaluated in the last round),
   so every row is scored on the same test users.
@@ -25,6 +26,7 @@ error by the delta method: SE(a/b) = sd(a_i - r b_i) / (sqrt(n) mean(b)).
 
     pip install -e '.[bench]'          # iALS; without it that row is skipped
     python benchmarks/real_data.py [--datasets ml-100k,beauty] [--quick]
+    python benchmarks/real_data.py --split validation   # tuning and ablations: no test item read
 
 Writes ``benchmarks/results/real_data.json`` and ``real_data.md`` (datasets
 not run keep their previous entries).
@@ -104,6 +106,15 @@ QUICK_IALS_GRID: dict[str, tuple[float, ...]] = {
 }
 QUICK_EASE_GRID = (100.0, 1000.0)
 QUICK_ROUNDS = 2
+# Leave-one-out ablation of the real-log recipe (common/recipes.py): each undoes one choice
+# on the 5-merchant IID federation, run beside the full recipe (``--ablate``).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "fedavg": {"strategy": "fedavg"},  # no FedAvgM server step
+    "fresh-adam": {"keep-optimizer-state": False},  # Adam restarted every round
+    "constant-lr": {"learning-rate-schedule": "constant"},
+    "dim-64": {"embedding-dim": 64},
+    "mf": {"model": "mf"},  # the whole recipe undone: MF with the product's plain defaults
+}
 FEDERATIONS = (
     ("fedrec federated, 5 merchants IID", PartitionConfig(scheme="iid", num_parties=5)),
     (
@@ -282,9 +293,16 @@ def _settings(run: RunConfig) -> dict[str, Any]:
         "batch_users": run.train.batch_users,
         "loss": "next-item softmax" if run.model.kind == "history" else run.train.loss,
         "learning_rate": run.train.learning_rate,
+        "learning_rate_schedule": run.train.learning_rate_schedule,
+        "keep_optimizer_state": run.train.keep_optimizer_state,
         "weight_decay": run.train.weight_decay,
         "strategy": run.federation.strategy,
     }
+    if run.federation.strategy == "fedavgm":
+        settings |= {
+            "fedavgm_learning_rate": run.federation.fedavgm_learning_rate,
+            "fedavgm_momentum": run.federation.fedavgm_momentum,
+        }
     if run.model.kind == "history":
         settings |= {
             "positions_per_user": run.train.positions_per_user,
@@ -470,6 +488,30 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
             scratch,
         )
         steps.append((partition.scheme, federate))
+    iid = FEDERATIONS[0]
+    for name in args.ablate:
+        ablated = parse_run_config(
+            run_settings({**args.settings, **ABLATIONS[name]}, {}, real_log=True)
+        )
+        ablated = dataclasses.replace(
+            ablated,
+            num_items=len(catalog),
+            federation=dataclasses.replace(
+                ablated.federation, num_rounds=fed_run.federation.num_rounds
+            ),
+        )
+        federate = functools.partial(
+            federated_row,
+            _named(iid[0], f"ablation: {name}"),
+            iid[1],
+            dataset,
+            path,
+            events,
+            pooled,
+            ablated,
+            scratch,
+        )
+        steps.append((f"ablate-{name}", federate))
     rows = []
     for name, step in steps:
         if args.methods and name not in args.methods:
@@ -546,7 +588,8 @@ def markdown(report: dict[str, Any]) -> str:
         "users, ± paired delta-method standard error. EASE^R's λ and iALS's factors, "
         "regularisation and alpha are chosen on a validation split of the training data only "
         "(each user's last training item), then refitted on all training data. fedrec rows: "
-        "non-private, the product's default settings (not tuned here); federated rows run "
+        "non-private, the product's defaults for a real log (common/recipes.py, chosen on "
+        "the validation split) unless a row names another recipe; federated rows run "
         "through Flower's Simulation Engine and are scored per user from the run directory "
         "(global model + each merchant's user vectors), so all rows share the same test users. "
         "Seconds: wall time including tuning, on a machine shared with other work, so rough "
@@ -637,6 +680,11 @@ def main() -> None:
     )
     parser.add_argument("--recipe", default="", help="name of the --set settings, shown per row")
     parser.add_argument(
+        "--ablate",
+        default="",
+        help=f"leave-one-out rows of the recipe on 5 IID merchants: {','.join(ABLATIONS)} or all",
+    )
+    parser.add_argument(
         "--split",
         choices=("test", "validation"),
         default="test",
@@ -651,6 +699,13 @@ def main() -> None:
         (args.out_dir / "real_data.md").write_text(markdown(json.loads(out_json.read_text())))
         return
     args.methods = {m for m in args.methods.split(",") if m}
+    args.ablate = (
+        list(ABLATIONS) if args.ablate == "all" else [a for a in args.ablate.split(",") if a]
+    )
+    unknown = [a for a in args.ablate if a not in ABLATIONS]
+    if unknown:
+        parser.error(f"unknown ablation(s) {', '.join(unknown)} (expected {', '.join(ABLATIONS)})")
+    args.methods |= {f"ablate-{a}" for a in args.ablate} if args.methods else set()
     if args.pairs and not args.recipe:
         parser.error("--set needs --recipe NAME: rows with other settings must say so")
     args.settings = dict(pair.split("=", 1) for pair in args.pairs)

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 REAL_LOG_DEFAULTS: Final[Mapping[str, Any]] = {
     "model": "history",
-    "embedding-dim": 64,
+    "embedding-dim": 128,
     "batch-users": 128,
     "positions-per-user": 8,
     "user-epochs": 0,

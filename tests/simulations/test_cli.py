@@ -163,7 +163,7 @@ def test_movielens_latest_simulate_then_recommend(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "federated" in out
     # a real log, privacy off, no model chosen: the tuned real-log recipe, and it says so
-    assert "HISTORY dim 64, fedavgm" in out and "recipe: real-log defaults" in out
+    assert "HISTORY dim 128, fedavgm" in out and "recipe: real-log defaults" in out
     assert main(["recommend", str(run_dir), "--k", "7", "--out", str(recs)]) == 0
 
     with recs.open() as handle:
