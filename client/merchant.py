@@ -389,7 +389,9 @@ class Merchant:
             rng=numpy_rng(self.seed, "fit-users", self.name, server_round),
         )
         carry = (
-            OptimizerCarry(self.store.load_optimizer()) if plan.train.keep_optimizer_state else None
+            OptimizerCarry(self.store.load_optimizer(run=run))
+            if plan.train.keep_optimizer_state
+            else None
         )
         stats = train_local(
             model,
@@ -401,7 +403,7 @@ class Merchant:
         )
         self.store.save_local(model.local_parameters())
         if carry is not None and carry.state is not None:
-            self.store.save_optimizer(carry.state)
+            self.store.save_optimizer(carry.state, run=run)
         return TrainOutcome(
             shared={n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()},
             stats=stats,

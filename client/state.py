@@ -122,17 +122,19 @@ class MerchantStore:
         torch.save({n: t.detach().clone() for n, t in tensors.items()}, buffer)
         atomic_write_bytes(self.directory / MERCHANT_STATE_FILE, buffer.getvalue())
 
-    def load_optimizer(self) -> dict[str, object] | None:
-        """Adam's state from the last round (``keep-optimizer-state``), if any."""
+    def load_optimizer(self, *, run: str) -> dict[str, object] | None:
+        """Adam's state from ``run``'s last round (``keep-optimizer-state``), if any: the
+        state of another run (or none) starts Adam afresh."""
         path = self.directory / MERCHANT_OPTIMIZER_FILE
         if not path.is_file():
             return None
-        state: dict[str, object] = torch.load(path, weights_only=True)
-        return state
+        saved: dict[str, object] = torch.load(path, weights_only=True)
+        state = saved.get("adam")
+        return state if saved.get("run") == run and isinstance(state, dict) else None
 
-    def save_optimizer(self, state: dict[str, object]) -> None:
+    def save_optimizer(self, state: dict[str, object], *, run: str) -> None:
         import io
 
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        torch.save({"run": run, "adam": state}, buffer)
         atomic_write_bytes(self.directory / MERCHANT_OPTIMIZER_FILE, buffer.getvalue())

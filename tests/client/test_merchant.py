@@ -62,26 +62,30 @@ def test_evaluate_reports_means_for_held_out_users(merchant):
 def test_kept_optimizer_state_resumes_adam_where_the_last_round_left_it(merchant):
     keep = TrainConfig(local_epochs=1, keep_optimizer_state=True)
     merchant.train(_global(), keep, server_round=1)
-    first = merchant.store.load_optimizer()
+    first = merchant.store.load_optimizer(run="")
     assert first is not None and first["state"][0]["step"].item() >= 1
     steps_one = first["state"][0]["step"].item()
     merchant.train(_global(), keep, server_round=2)
-    second = merchant.store.load_optimizer()
+    second = merchant.store.load_optimizer(run="")
     assert second["state"][0]["step"].item() == 2 * steps_one  # resumed, not restarted
     # Without the setting nothing is read or written: the stored state stays as it was.
     merchant.train(_global(), TrainConfig(local_epochs=1), server_round=3)
-    assert merchant.store.load_optimizer()["state"][0]["step"].item() == 2 * steps_one
+    assert merchant.store.load_optimizer(run="")["state"][0]["step"].item() == 2 * steps_one
+    # Another run does not inherit it: its Adam starts afresh and then belongs to it.
+    assert merchant.store.load_optimizer(run="next") is None
+    merchant.train(_global(), keep, server_round=1, run="next")
+    assert merchant.store.load_optimizer(run="next")["state"][0]["step"].item() == steps_one
 
 
 def test_a_stored_optimizer_state_for_another_model_starts_adam_afresh(merchant):
     keep = TrainConfig(local_epochs=1, keep_optimizer_state=True)
     merchant.train(_global(), keep, server_round=1)
-    steps_one = merchant.store.load_optimizer()["state"][0]["step"].item()
-    wrong = merchant.store.load_optimizer()
+    steps_one = merchant.store.load_optimizer(run="")["state"][0]["step"].item()
+    wrong = merchant.store.load_optimizer(run="")
     wrong["state"][0]["exp_avg"] = torch.zeros(7, 7)  # not this model's shape
-    merchant.store.save_optimizer(wrong)
+    merchant.store.save_optimizer(wrong, run="")
     merchant.train(_global(), keep, server_round=2)
-    assert merchant.store.load_optimizer()["state"][0]["step"].item() == steps_one
+    assert merchant.store.load_optimizer(run="")["state"][0]["step"].item() == steps_one
 
 
 def test_a_merchant_trains_each_round_at_the_scheduled_learning_rate(merchant):
@@ -96,6 +100,6 @@ def test_a_merchant_trains_each_round_at_the_scheduled_learning_rate(merchant):
     )
     plan = RoundPlan(train=train, privacy=PrivacyConfig(), num_rounds=2)
     merchant.train(_global(), plan, server_round=1)
-    assert merchant.store.load_optimizer()["param_groups"][0]["lr"] == pytest.approx(0.04)
+    assert merchant.store.load_optimizer(run="")["param_groups"][0]["lr"] == pytest.approx(0.04)
     merchant.train(_global(), plan, server_round=2)
-    assert merchant.store.load_optimizer()["param_groups"][0]["lr"] == pytest.approx(0.02)
+    assert merchant.store.load_optimizer(run="")["param_groups"][0]["lr"] == pytest.approx(0.02)

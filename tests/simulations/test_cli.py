@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from common.constants import MERCHANT_OPTIMIZER_FILE, MERCHANTS_DIR
+from common.recipes import REAL_LOG_DEFAULTS
 from simulations.cli import main
 from simulations.synthetic import SyntheticSpec, generate_federation
 
@@ -164,6 +167,9 @@ def test_movielens_latest_simulate_then_recommend(tmp_path, capsys):
     assert "federated" in out
     # a real log, privacy off, no model chosen: the tuned real-log recipe, and it says so
     assert "HISTORY dim 128, fedavgm" in out and "recipe: real-log defaults" in out
+    kept = sorted((run_dir / MERCHANTS_DIR).glob(f"*/{MERCHANT_OPTIMIZER_FILE}"))
+    steps = [torch.load(p, weights_only=True)["adam"]["state"][0]["step"].item() for p in kept]
+    assert steps == [2 * REAL_LOG_DEFAULTS["local-steps"]] * 3  # Adam carried over both rounds
     assert main(["recommend", str(run_dir), "--k", "7", "--out", str(recs)]) == 0
 
     with recs.open() as handle:
