@@ -116,11 +116,7 @@ class MerchantStore:
         return state
 
     def save_local(self, tensors: dict[str, torch.Tensor]) -> None:
-        import io
-
-        buffer = io.BytesIO()
-        torch.save({n: t.detach().clone() for n, t in tensors.items()}, buffer)
-        atomic_write_bytes(self.directory / MERCHANT_STATE_FILE, buffer.getvalue())
+        self._save_torch(MERCHANT_STATE_FILE, {n: t.detach().clone() for n, t in tensors.items()})
 
     def load_optimizer(self, *, run: str) -> dict[str, object] | None:
         """Adam's state from ``run``'s last round (``keep-optimizer-state``), if any: the
@@ -133,8 +129,12 @@ class MerchantStore:
         return state if saved.get("run") == run and isinstance(state, dict) else None
 
     def save_optimizer(self, state: dict[str, object], *, run: str) -> None:
+        self._save_torch(MERCHANT_OPTIMIZER_FILE, {"run": run, "adam": state})
+
+    def _save_torch(self, name: str, value: object) -> None:
+        """``value`` in ``name`` under this directory, written atomically."""
         import io
 
         buffer = io.BytesIO()
-        torch.save({"run": run, "adam": state}, buffer)
-        atomic_write_bytes(self.directory / MERCHANT_OPTIMIZER_FILE, buffer.getvalue())
+        torch.save(value, buffer)
+        atomic_write_bytes(self.directory / name, buffer.getvalue())
