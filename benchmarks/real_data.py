@@ -65,6 +65,7 @@ from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
 from common.seeding import numpy_rng
 from simulations.experiment import run_settings
 from simulations.reference import LAMBDA_GRID
+from simulations.runner import DataSource
 
 K = 10
 SEED = 0
@@ -315,22 +316,22 @@ def _settings(run: RunConfig) -> dict[str, Any]:
 def federated_row(
     label: str,
     partition: PartitionConfig,
-    dataset: Dataset,
-    path: Path,
+    source: DataSource,
     events: Interactions,
     pooled: UserItemData,
     run: RunConfig,
     scratch: Path,
 ) -> Row:
-    from simulations.runner import DataSource, SimulationSpec, simulate
+    """``run`` through the Simulation Engine on ``events`` (loaded from ``source``)."""
+    from simulations.runner import SimulationSpec, simulate
 
     spec = SimulationSpec(
         run=run,
-        source=DataSource(path=str(path), fmt=dataset.fmt),
+        source=source,
         partition=partition,
         run_dir=scratch
         / "-".join(
-            (dataset.name.split()[0], partition.scheme, str(partition.num_parties), label[-12:])
+            (Path(source.name()).stem, partition.scheme, str(partition.num_parties), label[-12:])
         ).replace(" ", "_"),
         overwrite=True,
         baselines=False,
@@ -460,6 +461,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
     )
     # The product's defaults for a real log (common.recipes), under any --set settings.
     settings = run_settings(args.settings, {}, real_log=True)
+    source = DataSource(path=str(path), fmt=dataset.fmt)
     run = dataclasses.replace(parse_run_config(settings), num_items=len(catalog))
     fed_run = run
     rounds = QUICK_ROUNDS if args.quick else args.rounds
@@ -480,8 +482,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
             federated_row,
             _named(label, args.recipe),
             partition,
-            dataset,
-            path,
+            source,
             events,
             pooled,
             fed_run,
@@ -504,8 +505,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
             federated_row,
             _named(iid[0], f"ablation: {name}"),
             iid[1],
-            dataset,
-            path,
+            source,
             events,
             pooled,
             ablated,
