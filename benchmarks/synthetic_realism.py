@@ -20,6 +20,7 @@ Beauty (read from ``benchmarks/results/real_data.json``, written by
 score alike.
 
     python benchmarks/synthetic_realism.py [--quick]
+    python benchmarks/synthetic_realism.py --render   # after real_data.py: new real ratios
 
 Writes ``benchmarks/results/synthetic_realism.{json,md}`` (about 10 minutes on 2 cores).
 """
@@ -74,6 +75,7 @@ VARIANTS = {
 # Real-data rows with the same meaning: (label here, method in real_data.json).
 REAL_ROWS = {
     "popularity": "popularity",
+    "EASE^R": "EASE^R",
     "fedrec MF defaults, federated": "fedrec federated, 5 merchants IID [ablation: mf]",
     "fedrec recipe, centralised": "fedrec centralised",
     "fedrec recipe, federated": "fedrec federated, 5 merchants IID",
@@ -205,7 +207,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds, 2 λ values: a smoke run")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="rewrite the .md from the .json, with the real ratios re-read from real_data.json",
+    )
     args = parser.parse_args()
+    out_json = args.out_dir / "synthetic_realism.json"
+    if args.render:
+        if not out_json.is_file():
+            sys.exit(f"no synthetic_realism.json in {args.out_dir}; run the benchmark first")
+        report = json.loads(out_json.read_text()) | {"real_ratios": _real_ratios()}
+        out_json.write_text(json.dumps(report, indent=2))
+        (args.out_dir / "synthetic_realism.md").write_text(markdown(report))
+        return
     report = {
         "benchmark": "synthetic_realism",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -213,7 +228,7 @@ def main() -> None:
         "real_ratios": _real_ratios(),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "synthetic_realism.json").write_text(json.dumps(report, indent=2))
+    out_json.write_text(json.dumps(report, indent=2))
     text = markdown(report)
     (args.out_dir / "synthetic_realism.md").write_text(text)
     print(text)

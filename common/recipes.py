@@ -2,7 +2,8 @@
 
 ``fedrec simulate --data FILE`` (and experiment files and the real-data
 benchmark) train with these when privacy is off and the user has not chosen
-another model: a history model (:mod:`common.models.history`) trained on
+another model, and so does any non-private run that chooses ``model=history``
+(on synthetic data too): a history model (:mod:`common.models.history`) trained on
 next-item softmax, each merchant's Adam kept across rounds, FedAvgM's server
 step and a cosine learning rate over the rounds. Explicit settings always win.
 

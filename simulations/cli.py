@@ -63,8 +63,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     fl.add_argument(
         "--model",
         choices=("mf", "neumf", "history"),
-        help="recommender (default mf; on a real log with privacy off, history with the tuned "
-        "real-log recipe of common/recipes.py)",
+        help="recommender (default mf; on a real log with privacy off, history; history comes "
+        "with the tuned recipe of common/recipes.py)",
     )
     fl.add_argument(
         "--strategy",
@@ -177,7 +177,7 @@ def _simulate(args: argparse.Namespace) -> int:
         + f", partition {scheme}; data: "
         f"{args.data or 'synthetic federation'}"
     )
-    if args.data and not run.privacy.enabled and run.model.kind == REAL_LOG_DEFAULTS["model"]:
+    if not run.privacy.enabled and run.model.kind == REAL_LOG_DEFAULTS["model"]:
         console.print(
             "recipe: real-log defaults (common/recipes.py) beneath your settings: next-item "
             f"softmax, Adam kept across rounds, {run.train.learning_rate_schedule} learning rate, "

@@ -240,10 +240,11 @@ def _privacy(path: Path, table: Mapping[str, Any], where: str) -> dict[str, Any]
 def run_settings(
     run: Mapping[str, Any], privacy: Mapping[str, Any], *, real_log: bool = False
 ) -> dict[str, Any]:
-    """Run settings over the tuned defaults that apply: DP-SGD's when DP-SGD is on; the
-    real-log recipe (:mod:`common.recipes`) on a real log with privacy off."""
+    """Run settings over the tuned defaults that apply: DP-SGD's when DP-SGD is on; with
+    privacy off, the real-log recipe (:mod:`common.recipes`) on a real log, and on any data
+    when the history model is chosen (the recipe is that model's defaults)."""
     from common.privacy.config import PRIVATE_DEFAULTS
-    from common.recipes import with_real_log_defaults
+    from common.recipes import REAL_LOG_DEFAULTS, with_real_log_defaults
 
     raw = dict(run)
     if privacy.get("target-epsilon") is not None and privacy.get("privacy-unit") in (
@@ -251,7 +252,9 @@ def run_settings(
         "interaction",
     ):
         raw = {**PRIVATE_DEFAULTS, **raw}
-    elif real_log and privacy.get("privacy-unit", raw.get("privacy-unit", "off")) == "off":
+    elif (real_log or raw.get("model") == REAL_LOG_DEFAULTS["model"]) and privacy.get(
+        "privacy-unit", raw.get("privacy-unit", "off")
+    ) == "off":
         raw = with_real_log_defaults(raw)
     return {**raw, **{k: v for k, v in privacy.items() if v is not None}}
 

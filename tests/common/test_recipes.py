@@ -1,4 +1,4 @@
-"""The real-log recipe: beneath explicit settings, only on a real log with privacy off."""
+"""The real-log recipe: beneath explicit settings, on a real log or with the history model."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def test_the_recipe_stays_out_of_synthetic_data_other_models_and_private_runs() 
     private = parse_run_config(run_settings({}, dp, real_log=True))
     assert private.model.kind == "mf" and private.model.embedding_dim == 16  # DP-SGD's layer
     assert not private.train.keep_optimizer_state
+
+
+def test_choosing_the_history_model_brings_its_recipe_on_any_data() -> None:
+    history = parse_run_config(run_settings({"model": "history", "local-steps": 5}, OFF))
+    assert history.federation.strategy == "fedavgm" and history.train.keep_optimizer_state
+    assert history.model.embedding_dim == REAL_LOG_DEFAULTS["embedding-dim"]
+    assert history.privacy.local_steps == 5  # explicit settings still win
+    dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
+    private = parse_run_config(run_settings({"model": "history"}, dp))
+    assert private.federation.strategy == "fedavg" and not private.train.keep_optimizer_state
