@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 EASE_METHOD = "EASE^R"
 REFERENCE = "reference"  # metrics.json: the strong reference (method, λ, validation, metrics)
-CENTRALISED = "centralised"  # metrics.json: the fedrec recipe trained on pooled data
+CENTRALISED = "centralised"  # metrics.json: the federation's model and settings trained on pooled data
 EASE_MAX_ITEMS = 20_000  # a dense float64 inverse of 20k x 20k items is 3.2 GB
 # Half-decade steps: the best λ grows with the interactions per item (Steck: 500 on ML-20M).
 LAMBDA_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)

@@ -33,7 +33,7 @@ def _ratio(a: float, b: float) -> str:
 def _label(method: str, results: dict[str, Any]) -> str:
     plain = {
         "reference": f"EASE^R, pooled (λ={results.get('reference', {}).get('lambda', 0):g})",
-        "centralised": "fedrec recipe, pooled",
+        "centralised": "same model, pooled",
     }
     privacy = results.get("privacy", {})
     if privacy.get("unit", "off") == "off":

@@ -124,7 +124,7 @@ def test_ratios_divide_by_ease_and_say_so() -> None:
 
     assert "NDCG / EASE^R" in text and "NDCG / fedrec pooled" not in text
     assert _ratio_cells(text, "federated")[0] == "0.80x"  # 0.08 / 0.1
-    assert _ratio_cells(text, "fedrec recipe, pooled (no DP)")[0] == "0.40x"  # 0.04 / 0.1
+    assert _ratio_cells(text, "same model, pooled (no DP)")[0] == "0.40x"  # 0.04 / 0.1
     assert _ratio_cells(text, "EASE^R, pooled (λ=300) (no DP)")[0] == "1.00x"
     assert "λ=300 chosen on a validation split carved from the training data" in text
     assert "λ=100: 0.0912, λ=300: 0.0951" in text
