@@ -9,8 +9,7 @@ the whole catalog, the user's training items excluded (``evaluate_scores``):
 * popularity (training counts);
 * EASE^R (``simulations.reference``: its validation split, weights, λ grid and
   tie rule), λ chosen on a validation split carved from the training data only
-  (each user's last training item), then refitted; scored as sparse X_u · B,
-  which gives the same numbers as ``evaluate_ease`` in a fraction of the time;
+  (each user's last training item), then refitted; scored as sparse X_u · B;
 * iALS (the ``implicit`` package, CPU, 2 threads): factors, regularisation and
   confidence scaling alpha chosen on the same validation split, then refitted;
 * fedrec centralised (``train_centralised``) with the product's defaults for a
@@ -159,25 +158,17 @@ def popularity_row(pooled: UserItemData) -> Row:
 
 
 def _evaluate_ease(data: UserItemData, lam: float, *, stream: str) -> EvaluationResult:
-    """``reference.ease_weights`` scored as sparse X_u · B (``reference`` scores dense rows)."""
-    from simulations.reference import ease_weights
+    from simulations.reference import ease_weights, score_ease
 
-    x = _binary_csr(data).astype(np.float64)
-    weights = ease_weights(data, lam)  # (items, items)
-    return evaluate_scores(
-        lambda users: np.asarray(x[users] @ weights),  # (n, items)
-        data,
-        k=K,
-        rng=numpy_rng(SEED, "evaluate", stream),
-    )
+    return score_ease(data, ease_weights(data, lam), k=K, rng=numpy_rng(SEED, "evaluate", stream))
 
 
 def ease_row(pooled: UserItemData, grid: tuple[float, ...]) -> Row:
     """λ of ``grid`` with the best validation NDCG@10 (ties: first), refitted on all training data.
 
-    The same split, weights, tie rule and random streams as
-    ``reference.choose_ease_lambda`` + ``evaluate_ease``; only the scoring is
-    sparse, which is what makes Amazon Beauty's 22k users affordable on 2 cores.
+    The same split, weights, scoring, tie rule and random streams as
+    ``reference.choose_ease_lambda`` + ``evaluate_ease`` (what ``fedrec simulate``
+    prints), with the grid and per-λ progress of this benchmark.
     """
     from simulations.reference import validation_split
 

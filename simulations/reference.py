@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 EASE_METHOD = "EASE^R"
 REFERENCE = "reference"  # metrics.json: the strong reference (method, λ, validation, metrics)
-CENTRALISED = "centralised"  # metrics.json: the federation's model and settings trained on pooled data
+CENTRALISED = (
+    "centralised"  # metrics.json: the federation's model and settings trained on pooled data
+)
 EASE_MAX_ITEMS = 20_000  # a dense float64 inverse of 20k x 20k items is 3.2 GB
 # Half-decade steps: the best λ grows with the interactions per item (Steck: 500 on ML-20M).
 LAMBDA_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
@@ -64,16 +67,8 @@ def check_ease_size(num_items: int) -> None:
         )
 
 
-def _binary_rows(data: UserItemData, users: npt.NDArray[np.int64]) -> FloatMatrix:
-    """The binary training rows of ``users``, shape (len(users), num_items)."""
-    indptr, indices = data.train_csr(users)
-    rows = np.zeros((len(users), data.num_items))  # (n, items)
-    rows[np.repeat(np.arange(len(users)), np.diff(indptr)), indices] = 1.0
-    return rows
-
-
-def _gram(data: UserItemData) -> FloatMatrix:
-    """XᵀX of the binary training matrix, shape (num_items, num_items)."""
+def binary_matrix(data: UserItemData) -> Any:
+    """The binary training matrix X as scipy CSR (users x items, float64)."""
     from scipy.sparse import csr_matrix
 
     x = csr_matrix(
@@ -82,6 +77,12 @@ def _gram(data: UserItemData) -> FloatMatrix:
     )
     x.sum_duplicates()
     x.data[:] = 1.0  # binary, even if a pair was listed twice
+    return x
+
+
+def _gram(data: UserItemData) -> FloatMatrix:
+    """XᵀX of the binary training matrix, shape (num_items, num_items)."""
+    x = binary_matrix(data)
     return np.asarray((x.T @ x).toarray(), dtype=np.float64)
 
 
@@ -128,10 +129,13 @@ def validation_split(data: UserItemData) -> UserItemData:
     )
 
 
-def _evaluate(
+def score_ease(
     data: UserItemData, weights: FloatMatrix, *, k: int, rng: np.random.Generator
 ) -> EvaluationResult:
-    return evaluate_scores(lambda users: _binary_rows(data, users) @ weights, data, k=k, rng=rng)
+    """Evaluate ``X_u · B`` for ``data``'s test users, X_u sparse: a user's few training
+    items select rows of B, so scoring costs users x history x items, not users x items²."""
+    x = binary_matrix(data)
+    return evaluate_scores(lambda users: np.asarray(x[users] @ weights), data, k=k, rng=rng)
 
 
 def choose_ease_lambda(
@@ -149,7 +153,7 @@ def choose_ease_lambda(
     gram = _gram(split)
     table: dict[float, float] = {}
     for lam in grid:
-        result = _evaluate(
+        result = score_ease(
             split,
             _weights_from_gram(gram, lam),
             k=k,
@@ -169,7 +173,7 @@ def evaluate_ease(
     validation: dict[float, float] = {}
     if lam is None:
         lam, validation = choose_ease_lambda(pooled, k=k, seed=seed)
-    evaluation = _evaluate(
+    evaluation = score_ease(
         pooled, ease_weights(pooled, lam), k=k, rng=numpy_rng(seed, "evaluate", "ease")
     )
     return EaseResult(
