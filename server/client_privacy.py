@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.errors import ConfigError
+from common.privacy.accounting import smallest_noise
 from common.privacy.config import PrivacyConfig
 
 if TYPE_CHECKING:
@@ -72,25 +73,17 @@ def calibrate_client_noise(
     privacy: PrivacyConfig, *, rounds: int, sampled: int, population: int
 ) -> float:
     """The smallest sigma (to 0.1% in epsilon) that spends at most the target in ``rounds``."""
-    target = privacy.target_epsilon
-
     def cost(sigma: float) -> float:
         return client_epsilon(
             privacy, sigma=sigma, rounds=rounds, sampled=sampled, population=population
         )
 
-    low, high = 0.0, 1.0
-    while cost(high) > target:
-        low, high = high, 2 * high
-        if high > 1e4:
-            raise ConfigError(f"epsilon={target:g} is too small for {rounds} client-level rounds.")
-    while target - cost(high) > 1e-3 * target and high - low > 1e-9:
-        middle = (low + high) / 2
-        if cost(middle) <= target:
-            high = middle
-        else:
-            low = middle
-    return high
+    target = privacy.target_epsilon
+    return smallest_noise(
+        cost,
+        target_epsilon=target,
+        too_small=f"epsilon={target:g} is too small for {rounds} client-level rounds.",
+    )
 
 
 @dataclass(frozen=True)

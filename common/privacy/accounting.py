@@ -9,7 +9,7 @@ lives in :mod:`common.privacy.accountant`, not here.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,18 +101,38 @@ def calibrate_noise(
         event = PrivacyEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
         return epsilon_of([*prior, event], delta=delta, accountant=accountant)
 
+    return smallest_noise(
+        cost,
+        target_epsilon=target_epsilon,
+        rel_tol=rel_tol,
+        too_small=f"epsilon={target_epsilon:g} at delta={delta:g} needs a noise multiplier above "
+        f"{MAX_NOISE_MULTIPLIER:g} for {steps} steps at q={sample_rate:.4g}; raise the "
+        "budget or train fewer steps.",
+    )
+
+
+def smallest_noise(
+    cost: Callable[[float], float],
+    *,
+    target_epsilon: float,
+    too_small: str,
+    rel_tol: float = 1e-3,
+) -> float:
+    """The smallest noise multiplier sigma (to ``rel_tol`` in epsilon) with
+    ``cost(sigma) <= target_epsilon``, for any accountant's ``cost`` (epsilon decreasing in
+    sigma): doubling from 1, then bisection. Above :data:`MAX_NOISE_MULTIPLIER` it raises
+    :class:`ConfigError` with ``too_small`` (the budget is too small to train with).
+
+    The one calibration behind user-level DP-SGD (Opacus accountants, :func:`calibrate_noise`)
+    and client-level DP (Flower's accountant, ``server.client_privacy``).
+    """
     low, high = 0.0, 1.0
     while cost(high) > target_epsilon:
         low, high = high, 2 * high
         if high > MAX_NOISE_MULTIPLIER:
-            raise ConfigError(
-                f"epsilon={target_epsilon:g} at delta={delta:g} needs a noise multiplier above "
-                f"{MAX_NOISE_MULTIPLIER:g} for {steps} steps at q={sample_rate:.4g}; raise the "
-                "budget or train fewer steps."
-            )
+            raise ConfigError(too_small)
     while True:
-        eps_high = cost(high)
-        if target_epsilon - eps_high <= rel_tol * target_epsilon or high - low < 1e-9:
+        if target_epsilon - cost(high) <= rel_tol * target_epsilon or high - low < 1e-9:
             return high
         middle = (low + high) / 2
         if cost(middle) <= target_epsilon:

@@ -11,6 +11,7 @@ from common.privacy.accounting import (
     calibrate_noise,
     epsilon_of,
     gaussian_noise_multiplier,
+    smallest_noise,
 )
 
 
@@ -77,4 +78,20 @@ def test_budget_used_up_before_training_is_refused():
             steps=10,
             accountant="rdp",
             prior=[PrivacyEvent(1.0, 1.0, 1)],
+        )
+
+
+def test_smallest_noise_bisects_any_decreasing_cost_to_its_tolerance():
+    calls = []
+
+    def cost(sigma):  # epsilon = 10 / sigma: the exact answer for a target of 2 is sigma = 5
+        calls.append(sigma)
+        return 10.0 / sigma
+
+    sigma = smallest_noise(cost, target_epsilon=2.0, too_small="unused", rel_tol=1e-3)
+    assert 5.0 <= sigma <= 5.0 / (1 - 1e-3)  # spends at most the target, within 0.1% of it
+    assert calls[:4] == [1.0, 2.0, 4.0, 8.0]  # doubling from 1 until the target holds
+    with pytest.raises(ConfigError, match="needs more noise than allowed"):
+        smallest_noise(
+            lambda s: 1e9 / s, target_epsilon=1.0, too_small="needs more noise than allowed"
         )
