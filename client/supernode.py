@@ -35,7 +35,7 @@ from client.policy import ensure_policy
 from client.run_guard import pin_operator_key, read_operator_key
 from client.warm_start import SOCKET_FILE, write_launcher
 from common.constants import MERCHANT_POLICY_FILE
-from common.errors import ConfigError, FedrecError
+from common.errors import ConfigError, ExitCode, FedrecError
 from common.flower_env import FLOWER_ENV, with_flower_commands
 from common.privacy.signing import key_fingerprint
 
@@ -47,7 +47,7 @@ SERVED_AFTER = 15.0  # a SuperNode that ran this long had been admitted
 class JoinError(FedrecError):
     """The merchant cannot join: the coordinator is unreachable, untrusted or refuses the key."""
 
-    exit_code = 7
+    exit_code = ExitCode.JOIN_FAILED
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,40 @@
 
 Every error says the constraint, the offending value and the fix. The CLI
 prints ``str(error)`` and exits with ``error.exit_code``; no stack trace.
+Every exit status fedrec uses is listed once, in :class:`ExitCode`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit statuses of every ``fedrec`` command: one meaning each."""
+
+    OK = 0
+    FAILED = 1  # a check failed (``fedrec audit verify``), or an error with no kind of its own
+    CONFIG = 2  # a setting is missing, of the wrong type or out of range
+    DATA = 3  # an input file cannot be used
+    RUN_DIR = 4  # a run directory is missing, incomplete or would be overwritten
+    FEDERATION_FAILED = 5  # the run failed: its round loop gave up, or ``fedrec run`` saw it fail
+    SWEEP_INCOMPLETE = 6  # some runs of a sweep failed; rerunning retries them
+    JOIN_FAILED = 7  # a merchant cannot join its coordinator
+    CONTROL_FAILED = 8  # the SuperLink's Control API refused a command or cannot be reached
+    RUN_REFUSED = 9  # a merchant refuses to execute a run
 
 
 class FedrecError(Exception):
     """Root of every error fedrec raises on purpose."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class ConfigError(FedrecError):
     """A setting is missing, of the wrong type or out of range."""
 
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 @dataclass(frozen=True)
@@ -40,7 +57,7 @@ class DataProblem:
 class DataError(FedrecError):
     """An input file cannot be used. Carries every problem found, not just the first."""
 
-    exit_code = 3
+    exit_code = ExitCode.DATA
     max_listed = 10
 
     def __init__(self, path: str, problems: list[DataProblem], *, hint: str = "") -> None:
@@ -65,4 +82,4 @@ class DataError(FedrecError):
 class RunDirError(FedrecError):
     """A run directory is missing, incomplete or would be overwritten."""
 
-    exit_code = 4
+    exit_code = ExitCode.RUN_DIR

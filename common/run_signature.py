@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.constants import RUN_SIGNATURE_SETTING
-from common.errors import FedrecError
+from common.errors import ExitCode, FedrecError
 from common.privacy.signing import Signer, key_fingerprint, verify_signature
 
 SIGNATURE_VERSION = 1
@@ -39,7 +39,7 @@ SIGNATURE_VERSION = 1
 class RunRefused(FedrecError):
     """A merchant refuses to execute a run (unsigned, forged, foreign app, or against policy)."""
 
-    exit_code = 9
+    exit_code = ExitCode.RUN_REFUSED
 
 
 @dataclass(frozen=True)

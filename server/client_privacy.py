@@ -73,6 +73,7 @@ def calibrate_client_noise(
     privacy: PrivacyConfig, *, rounds: int, sampled: int, population: int
 ) -> float:
     """The smallest sigma (to 0.1% in epsilon) that spends at most the target in ``rounds``."""
+
     def cost(sigma: float) -> float:
         return client_epsilon(
             privacy, sigma=sigma, rounds=rounds, sampled=sampled, population=population

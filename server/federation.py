@@ -45,7 +45,7 @@ from common.constants import (
     WEIGHT_KEY,
 )
 from common.data.catalog import ItemCatalog, catalog_digest
-from common.errors import FedrecError
+from common.errors import ExitCode, FedrecError
 from common.models.prior import ItemPrior
 from server.checkpoint import STRATEGY_STATE, Checkpoint, save_checkpoint, strategy_state
 from server.transport import send_and_receive
@@ -73,7 +73,7 @@ logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see
 class FederationError(FedrecError):
     """The federation cannot go on (no merchants, every merchant failed, ...)."""
 
-    exit_code = 5
+    exit_code = ExitCode.FEDERATION_FAILED
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import FedrecError
+from common.errors import ExitCode, FedrecError
 from common.fileio import atomic_write_text
 
 CONNECTION = "fedrec"
@@ -25,7 +25,7 @@ CONNECTION = "fedrec"
 class ControlError(FedrecError):
     """The SuperLink's Control API refused or could not be reached."""
 
-    exit_code = 6
+    exit_code = ExitCode.CONTROL_FAILED
 
 
 def flower_environment(home: Path) -> dict[str, str]:

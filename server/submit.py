@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import RunConfig, parse_run_config, to_run_config
-from common.errors import ConfigError, FedrecError, RunDirError
+from common.errors import ConfigError, ExitCode, FedrecError, RunDirError
 from common.fileio import atomic_write_text
 from common.naming import check_name
 from server.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -37,7 +37,9 @@ RUNS_FILE = "flower-runs.json"  # Flower run ids this run directory was served b
 
 
 class RunFailed(FedrecError):
-    exit_code = 5
+    """The submitted run failed or was stopped (as the SuperLink reports it)."""
+
+    exit_code = ExitCode.FEDERATION_FAILED
 
 
 def _toml_value(value: Any) -> str:

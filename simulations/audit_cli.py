@@ -23,7 +23,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-VERIFY_TAMPERED = 1
+from common.errors import ExitCode
+
+VERIFY_TAMPERED = ExitCode.FAILED
 
 
 def add_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

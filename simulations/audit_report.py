@@ -37,7 +37,7 @@ from common.constants import (
     MERCHANTS_DIR,
     RUN_LEDGER_DIR,
 )
-from common.errors import FedrecError
+from common.errors import ExitCode, FedrecError
 from common.privacy.ledger import (
     ABORT,
     COMMIT,
@@ -58,7 +58,7 @@ COORDINATOR = "coordinator"
 class UnverifiedLedger(FedrecError):
     """The ledger failed verification: no figures are rendered from it."""
 
-    exit_code = 1  # the exit code of a failed ``fedrec audit verify``
+    exit_code = ExitCode.FAILED  # as a failed ``fedrec audit verify``
 
 
 JOINT_DP_PROMISE = (

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import ConfigError, FedrecError
+from common.errors import ConfigError, ExitCode, FedrecError
 from common.fileio import atomic_write_text
 from simulations.experiment import Cell, Experiment, ResolvedRun, cells, resolve
 
@@ -39,7 +39,7 @@ CELLS_DIR = "cells"
 class SweepError(FedrecError):
     """Some runs of a sweep failed; the rest are kept and tabulated."""
 
-    exit_code = 6
+    exit_code = ExitCode.SWEEP_INCOMPLETE
 
 
 @dataclass(frozen=True)
