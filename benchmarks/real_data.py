@@ -61,8 +61,8 @@ from common.data.loaders import load_events
 from common.data.partition import PartitionConfig
 from common.data.schema import Interactions
 from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
+from common.recipes import run_settings
 from common.seeding import numpy_rng
-from simulations.experiment import run_settings
 from simulations.reference import LAMBDA_GRID
 from simulations.runner import DataSource
 

@@ -54,7 +54,7 @@ from common.config import RunConfig, parse_run_config  # noqa: E402
 from common.data.catalog import ItemCatalog  # noqa: E402
 from common.data.dataset import UserItemData, build_user_item_data  # noqa: E402
 from common.data.partition import PartitionConfig  # noqa: E402
-from simulations.experiment import run_settings  # noqa: E402
+from common.recipes import run_settings  # noqa: E402
 from simulations.reference import LAMBDA_GRID  # noqa: E402
 from simulations.runner import DataSource  # noqa: E402
 from simulations.synthetic import SyntheticSpec  # noqa: E402

@@ -1,4 +1,8 @@
-"""The recipe for real interaction logs: tuned settings placed beneath a user's own.
+"""Tuned settings placed beneath a user's own, and the ``--set`` pairs they come from.
+
+:func:`run_settings` is the one layering every entry point uses (``fedrec
+simulate``, ``fedrec run``, experiment files, the benchmarks): DP-SGD's tuned
+defaults under DP, the recipe for real interaction logs below with privacy off.
 
 ``fedrec simulate --data FILE`` (and experiment files and the real-data
 benchmark) train with these when privacy is off and the user has not chosen
@@ -15,8 +19,10 @@ DP-SGD has its own tuned layer (:data:`common.privacy.config.PRIVATE_DEFAULTS`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
+
+from common.errors import ConfigError
 
 REAL_LOG_DEFAULTS: Final[Mapping[str, Any]] = {
     "model": "history",
@@ -41,3 +47,35 @@ def with_real_log_defaults(settings: Mapping[str, Any]) -> dict[str, Any]:
     if model != REAL_LOG_DEFAULTS["model"]:
         return dict(settings)
     return {**REAL_LOG_DEFAULTS, **settings}
+
+
+def parse_set_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs (repeatable; the last of a key wins) as settings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run_settings(
+    run: Mapping[str, Any], privacy: Mapping[str, Any], *, real_log: bool = False
+) -> dict[str, Any]:
+    """Run settings over the tuned defaults that apply: DP-SGD's when DP-SGD is on; with
+    privacy off, the real-log recipe (:data:`REAL_LOG_DEFAULTS`) on a real log, and on any data
+    when the history model is chosen (the recipe is that model's defaults)."""
+    from common.privacy.config import PRIVATE_DEFAULTS
+
+    raw = dict(run)
+    if privacy.get("target-epsilon") is not None and privacy.get("privacy-unit") in (
+        "user",
+        "interaction",
+    ):
+        raw = {**PRIVATE_DEFAULTS, **raw}
+    elif (real_log or raw.get("model") == REAL_LOG_DEFAULTS["model"]) and privacy.get(
+        "privacy-unit", raw.get("privacy-unit", "off")
+    ) == "off":
+        raw = with_real_log_defaults(raw)
+    return {**raw, **{k: v for k, v in privacy.items() if v is not None}}

@@ -181,25 +181,20 @@ def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import datetime as dt
+def run_command_settings(args: argparse.Namespace) -> dict[str, object]:
+    """``fedrec run``'s settings: --set pairs over the tuned defaults, then the flags.
 
-    from common.errors import ConfigError
-    from server.submit import Submission, follow, submit
-    from server.superlink import control
+    The same layering as ``fedrec simulate`` (:func:`common.recipes.run_settings`):
+    ``--epsilon`` puts DP-SGD's tuned defaults beneath the --set pairs, and a
+    ``--set privacy-unit`` is kept (``user`` when none is given).
+    """
+    from common.recipes import parse_set_pairs, run_settings
 
-    directory = CoordinatorDir(args.dir)
-    settings: dict[str, object] = {}
-    for pair in args.set:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}.")
-        settings[key.strip()] = value.strip()
+    sets: dict[str, object] = dict(parse_set_pairs(args.set))
+    privacy: dict[str, object] = {}
     if args.epsilon is not None:
-        from common.privacy.config import PRIVATE_DEFAULTS
-
-        settings = {**PRIVATE_DEFAULTS, **settings, "privacy-unit": "user"}
-        settings["target-epsilon"] = args.epsilon
+        privacy = {"target-epsilon": args.epsilon, "privacy-unit": sets.get("privacy-unit", "user")}
+    settings = run_settings(sets, privacy)
     flags = {
         "num-server-rounds": args.rounds,
         "model": args.model,
@@ -209,6 +204,17 @@ def _run(args: argparse.Namespace) -> int:
         "secagg": True if args.secagg else None,
     }
     settings.update({k: v for k, v in flags.items() if v is not None})
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from server.submit import Submission, follow, submit
+    from server.superlink import control
+
+    directory = CoordinatorDir(args.dir)
+    settings = run_command_settings(args)
     if args.resume:
         submission = Submission(name=args.resume, settings=settings, resume=True)
     else:

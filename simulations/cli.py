@@ -105,29 +105,18 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.set_defaults(handler=_simulate)
 
 
-def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}.")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from common.config import parse_run_config
     from common.data.partition import PartitionConfig
-    from common.recipes import REAL_LOG_DEFAULTS
-    from simulations.experiment import run_settings
+    from common.recipes import REAL_LOG_DEFAULTS, parse_set_pairs, run_settings
     from simulations.report import render_results
     from simulations.run_dir import default_run_dir
     from simulations.runner import DataSource, SimulationSpec, simulate
     from simulations.synthetic import SyntheticSpec
 
-    raw: dict[str, object] = dict(_parse_sets(args.set))
+    raw: dict[str, object] = dict(parse_set_pairs(args.set))
     flags: dict[str, object] = {
         "num-server-rounds": args.rounds,
         "model": args.model,
@@ -258,7 +247,6 @@ def _personalisation(args: argparse.Namespace) -> int:
     import json
     import math
 
-    from common.errors import ConfigError
     from simulations.personalisation import personalisation_table
 
     try:

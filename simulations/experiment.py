@@ -35,6 +35,7 @@ from typing import Any
 from common.config import RunConfig, parse_run_config
 from common.data.partition import SCHEMES, PartitionConfig
 from common.errors import ConfigError
+from common.recipes import run_settings
 from simulations.synthetic import SyntheticSpec
 
 SECTIONS = ("experiment", "data", "partition", "privacy", "run", "sweep")
@@ -235,28 +236,6 @@ def _privacy(path: Path, table: Mapping[str, Any], where: str) -> dict[str, Any]
     if "accountant" in table:
         out["accountant"] = table["accountant"]
     return out
-
-
-def run_settings(
-    run: Mapping[str, Any], privacy: Mapping[str, Any], *, real_log: bool = False
-) -> dict[str, Any]:
-    """Run settings over the tuned defaults that apply: DP-SGD's when DP-SGD is on; with
-    privacy off, the real-log recipe (:mod:`common.recipes`) on a real log, and on any data
-    when the history model is chosen (the recipe is that model's defaults)."""
-    from common.privacy.config import PRIVATE_DEFAULTS
-    from common.recipes import REAL_LOG_DEFAULTS, with_real_log_defaults
-
-    raw = dict(run)
-    if privacy.get("target-epsilon") is not None and privacy.get("privacy-unit") in (
-        "user",
-        "interaction",
-    ):
-        raw = {**PRIVATE_DEFAULTS, **raw}
-    elif (real_log or raw.get("model") == REAL_LOG_DEFAULTS["model"]) and privacy.get(
-        "privacy-unit", raw.get("privacy-unit", "off")
-    ) == "off":
-        raw = with_real_log_defaults(raw)
-    return {**raw, **{k: v for k, v in privacy.items() if v is not None}}
 
 
 def _describe_privacy(run: RunConfig) -> str:

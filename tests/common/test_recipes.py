@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from common.config import RunConfig, parse_run_config
-from common.recipes import REAL_LOG_DEFAULTS
-from simulations.experiment import run_settings
+from common.recipes import REAL_LOG_DEFAULTS, run_settings
 
 OFF = {"privacy-unit": "off"}
 

@@ -164,8 +164,8 @@ def test_ease_refuses_a_catalog_above_the_limit() -> None:
 
 def test_the_pooled_fedrec_model_of_a_dp_run_trains_with_the_non_private_defaults() -> None:
     from common.config import RunConfig, parse_run_config
+    from common.recipes import run_settings
     from simulations.baselines import non_private_run
-    from simulations.experiment import run_settings
 
     privacy = {"target-epsilon": 3.0, "privacy-unit": "user"}
     dp = parse_run_config(run_settings({"local-epochs": 3}, privacy))  # as `--epsilon 3`
