@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.models.registry import model_kinds
 from server.coordinator import DEFAULT_PORT, CoordinatorDir
 
 
@@ -169,7 +170,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", help="run name (default run-TIMESTAMP); results in DIR/runs/NAME")
     p.add_argument("--resume", metavar="NAME", help="continue an interrupted run")
     p.add_argument("--rounds", type=int, help="server rounds (default 20)")
-    p.add_argument("--model", choices=("mf", "neumf"), help="recommender (default mf)")
+    p.add_argument("--model", choices=model_kinds(), help="recommender (default mf)")
     p.add_argument("--epsilon", type=float, help="user-level DP to this epsilon per merchant")
     p.add_argument("--delta", type=float, help="target delta (default 1e-6)")
     p.add_argument("--secagg", action="store_true", help="aggregate with Flower's SecAgg+")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import ConfigError, FedrecError
+from common.models.registry import model_kinds
 
 logger = logging.getLogger("fedrec")
 
@@ -62,7 +63,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     fl.add_argument(
         "--model",
-        choices=("mf", "neumf", "history"),
+        choices=model_kinds(),
         help="recommender (default mf; on a real log with privacy off, history; history comes "
         "with the tuned recipe of common/recipes.py)",
     )

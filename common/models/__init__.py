@@ -1,5 +1,22 @@
-"""Recommender models behind one interface (see :mod:`common.models.base`)."""
+"""Recommender models behind one interface (see :mod:`common.models.base`).
 
-from common.models.base import ModelConfig, Recommender, build_model
+The registry (:mod:`common.models.registry`) is import-light, so the CLIs read
+the model names without importing torch; the names below load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.models.base import ModelConfig, Recommender, build_model
 
 __all__ = ["ModelConfig", "Recommender", "build_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from common.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
+from common.models.registry import check_kind, model_class
 
 if TYPE_CHECKING:
     from common.data.dataset import UserItemData
-
-MODEL_KINDS = ("mf", "neumf", "history")
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,7 @@ class ModelConfig:
     history_max: int = 200
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(
-                f"Unknown model {self.kind!r}: expected one of {', '.join(MODEL_KINDS)}."
-            )
+        check_kind(self.kind)
         if self.embedding_dim < 1:
             raise ConfigError(f"embedding-dim must be >= 1, got {self.embedding_dim}.")
         if any(width < 1 for width in self.mlp_layers):
@@ -146,18 +142,9 @@ class Recommender(nn.Module, ABC):
 def build_model(
     config: ModelConfig, *, num_users: int, num_items: int, generator: torch.Generator
 ) -> Recommender:
-    """Construct and initialise a model from an explicit random generator."""
-    from common.models.history import HistoryModel
-    from common.models.mf import MatrixFactorization
-    from common.models.neumf import NeuMF
-
-    model: Recommender
-    if config.kind == "mf":
-        model = MatrixFactorization(config, num_users=num_users, num_items=num_items)
-    elif config.kind == "history":
-        model = HistoryModel(config, num_users=num_users, num_items=num_items)
-    else:
-        model = NeuMF(config, num_users=num_users, num_items=num_items)
+    """Construct the registered ``config.kind`` (:mod:`common.models.registry`) and
+    initialise it from an explicit random generator."""
+    model = model_class(config.kind)(config, num_users=num_users, num_items=num_items)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Embedding):
