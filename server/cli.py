@@ -183,19 +183,16 @@ def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_command_settings(args: argparse.Namespace) -> dict[str, object]:
-    """``fedrec run``'s settings: --set pairs over the tuned defaults, then the flags.
+    """``fedrec run``'s settings: the flags over the --set pairs, over the tuned defaults.
 
     The same layering as ``fedrec simulate`` (:func:`common.recipes.run_settings`):
-    ``--epsilon`` puts DP-SGD's tuned defaults beneath the --set pairs, and a
-    ``--set privacy-unit`` is kept (``user`` when none is given).
+    ``--epsilon`` puts DP-SGD's tuned defaults beneath them, and a ``--set
+    privacy-unit`` is kept (``user`` when none is given); ``--model history`` brings
+    its recipe (:data:`common.recipes.REAL_LOG_DEFAULTS`) with privacy off.
     """
     from common.recipes import parse_set_pairs, run_settings
 
-    sets: dict[str, object] = dict(parse_set_pairs(args.set))
-    privacy: dict[str, object] = {}
-    if args.epsilon is not None:
-        privacy = {"target-epsilon": args.epsilon, "privacy-unit": sets.get("privacy-unit", "user")}
-    settings = run_settings(sets, privacy)
+    raw: dict[str, object] = dict(parse_set_pairs(args.set))
     flags = {
         "num-server-rounds": args.rounds,
         "model": args.model,
@@ -204,8 +201,11 @@ def run_command_settings(args: argparse.Namespace) -> dict[str, object]:
         "round-timeout": args.round_timeout,
         "secagg": True if args.secagg else None,
     }
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    return settings
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    privacy: dict[str, object] = {}
+    if args.epsilon is not None:
+        privacy = {"target-epsilon": args.epsilon, "privacy-unit": raw.get("privacy-unit", "user")}
+    return run_settings(raw, privacy)
 
 
 def _run(args: argparse.Namespace) -> int:

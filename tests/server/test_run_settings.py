@@ -30,5 +30,7 @@ def test_epsilon_puts_the_dp_defaults_beneath_the_set_pairs_and_keeps_their_unit
 def test_flags_win_and_no_epsilon_means_no_dp_defaults() -> None:
     settings = _settings("--rounds", "7", "--set", "num-server-rounds=3", "--secagg")
     assert settings == {"num-server-rounds": 7, "secagg": True}
+    history = parse_run_config(_settings("--model", "history"))
+    assert history.federation.strategy == "fedavgm" and history.train.keep_optimizer_state
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE, got 'rounds'"):
         _settings("--set", "rounds")
