@@ -12,6 +12,7 @@ sent in clear beside a release are listed as non-DP.
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -47,6 +48,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def epsilon_key(accountant: str) -> str:
+    """The record field holding ``accountant``'s cumulative epsilon (``epsilon_rdp``, ...)."""
+    return f"epsilon_{accountant}"
+
+
+def enforced_epsilon(record: Mapping[str, Any]) -> float | None:
+    """Cumulative epsilon of a ``reserve`` record by the accountant that enforced its budget."""
+    value = record.get(epsilon_key(str(record.get("accountant", "rdp"))))
+    return None if value is None else float(value)
+
+
 def epsilons(account: PrivacyAccount, extra: list[PrivacyEvent] | None = None) -> dict[str, Any]:
     """Cumulative epsilon at the plan's delta under both accountants (``None`` if PRV fails)."""
     history = account.history() + (extra or [])
@@ -79,7 +91,7 @@ def release_record(
     """The body of a ``reserve`` entry: ``event`` is already in ``account``'s history."""
     plan = account.plan
     eps = epsilons(account)
-    enforced = eps["epsilon_rdp"] if plan.accountant == "rdp" else eps["epsilon_prv"]
+    enforced = eps[epsilon_key(plan.accountant)]
     counts = release == EVENT_ITEM_COUNTS
     return {
         "run": run,

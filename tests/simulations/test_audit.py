@@ -286,3 +286,32 @@ def test_a_run_refused_before_execution_is_stated_apart_from_budget_refusals(mer
     text = statement(summary)
     assert "It refused round(s) 3 (" in text and "above the budget" in text
     assert "refused 1 run(s) before executing anything of them: evil (Flower run 42): " in text
+
+
+def test_plots_show_the_accountant_that_enforced_each_budget():
+    from simulations.audit_report import (
+        MerchantSummary,
+        budget_bars,
+        enforcing_accountants,
+        epsilon_series,
+    )
+
+    def release(rnd, rdp, prv, accountant, remaining):
+        return {
+            "round": rnd,
+            "epsilon_rdp": rdp,
+            "epsilon_prv": prv,
+            "accountant": accountant,
+            "epsilon_remaining": remaining,
+        }
+
+    prv_shop = MerchantSummary(
+        "prv-shop", releases=[release(0, 0.4, 0.3, "prv", 2.7), release(1, 2.0, 1.6, "prv", 1.4)]
+    )
+    rdp_shop = MerchantSummary("rdp-shop", releases=[release(1, 1.0, 0.8, "rdp", 2.0)])
+    summaries = {"prv-shop": prv_shop, "rdp-shop": rdp_shop}
+    assert epsilon_series(summaries) == {"prv-shop": [(0, 0.3), (1, 1.6)], "rdp-shop": [(1, 1.0)]}
+    bars = budget_bars(summaries)
+    assert bars == {"prv-shop": (1.6, 1.4), "rdp-shop": (1.0, 2.0)}
+    assert sum(bars["prv-shop"]) == pytest.approx(3.0)  # spent + remaining = the budget
+    assert enforcing_accountants(summaries) == "PRV, RDP"
