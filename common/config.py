@@ -13,14 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.choices import LOSSES, SCHEDULES, SERVER_STATE_STRATEGIES, STRATEGIES
 from common.compression import CompressionConfig
 from common.errors import ConfigError
 from common.models.base import ModelConfig
 from common.privacy.config import PrivacyConfig
-
-LOSSES = ("bce", "mse")
-STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -230,7 +227,7 @@ class RunConfig:
                 "clips each update at the coordinator, which SecAgg+ hides. Use user-level DP "
                 "(privacy-unit=user: clipped and noised at each merchant) with secagg."
             )
-        if self.secagg.enabled and self.federation.strategy in ("fedadam", "fedavgm"):
+        if self.secagg.enabled and self.federation.strategy in SERVER_STATE_STRATEGIES:
             raise ConfigError(
                 "secagg=true supports strategy=fedavg or fedprox (the mean of the merchants' "
                 f"deltas is applied directly); got strategy={self.federation.strategy}."

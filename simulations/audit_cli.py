@@ -177,6 +177,7 @@ def _empirical(args: argparse.Namespace) -> int:
 def _epsilon(args: argparse.Namespace) -> int:
     from common.errors import ConfigError
     from common.privacy.accounting import PrivacyEvent, calibrate_noise, epsilon_of
+    from common.privacy.config import ACCOUNTANTS
 
     if not 0 < args.q <= 1 or args.steps < 1 or not 0 < args.delta < 1:
         raise ConfigError(
@@ -187,7 +188,7 @@ def _epsilon(args: argparse.Namespace) -> int:
     table.add_column("accountant (Opacus)")
     if args.target_epsilon is not None:
         table.add_column(f"sigma for epsilon {args.target_epsilon:g}", justify="right")
-        for accountant in ("rdp", "prv"):
+        for accountant in ACCOUNTANTS:
             sigma = calibrate_noise(
                 target_epsilon=args.target_epsilon,
                 delta=args.delta,
@@ -201,7 +202,7 @@ def _epsilon(args: argparse.Namespace) -> int:
             raise ConfigError("Give --sigma > 0 (or --target-epsilon to solve for sigma).")
         event = PrivacyEvent(noise_multiplier=args.sigma, sample_rate=args.q, steps=args.steps)
         table.add_column(f"epsilon at sigma {args.sigma:g}", justify="right")
-        for accountant in ("rdp", "prv"):
+        for accountant in ACCOUNTANTS:
             try:
                 value = epsilon_of([event], delta=args.delta, accountant=accountant)
                 cell = f"{value:.4f}" if math.isfinite(value) else "inf"

@@ -19,8 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.choices import LOSSES, STRATEGIES
 from common.errors import ConfigError, FedrecError
 from common.models.registry import model_kinds
+from common.privacy.config import ACCOUNTANTS, UNITS
 
 logger = logging.getLogger("fedrec")
 
@@ -69,11 +71,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     fl.add_argument(
         "--strategy",
-        choices=("fedavg", "fedavgm", "fedadam", "fedprox"),
+        choices=tuple(STRATEGIES),
         help="default fedavg (fedavgm on a real log, privacy off)",
     )
     fl.add_argument("--local-epochs", type=int, help="passes over local users per round (2)")
-    fl.add_argument("--loss", choices=("bce", "mse"), help="bce: implicit (default); mse: ratings")
+    fl.add_argument("--loss", choices=tuple(LOSSES), help="bce: implicit (default); mse: ratings")
     fl.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     dp = p.add_argument_group("differential privacy")
     dp.add_argument(
@@ -85,11 +87,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     dp.add_argument("--delta", type=float, help="target delta (default 1e-6)")
     dp.add_argument(
         "--privacy-unit",
-        choices=("user", "interaction", "client"),
+        choices=tuple(unit for unit in UNITS if unit != "off"),
         help="what DP protects: user (default), interaction (record-level, weaker) or client "
         "(cross-device: one user per client, use with --partition device)",
     )
-    dp.add_argument("--accountant", choices=("rdp", "prv"), help="Opacus accountant (rdp)")
+    dp.add_argument("--accountant", choices=ACCOUNTANTS, help="Opacus accountant (rdp)")
     fl.add_argument(
         "--set",
         action="append",

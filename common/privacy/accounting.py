@@ -47,16 +47,22 @@ class PrivacyEvent:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
 
 
+# Each accountant fedrec offers: Opacus's ``create_accountant`` name -> its get_epsilon options.
+# The names are common.privacy.config.ACCOUNTANTS (checked by the tests).
+EPSILON_OPTIONS: dict[str, dict[str, Any]] = {
+    "rdp": {"alphas": list(RDP_ORDERS)},
+    "prv": {"eps_error": PRV_EPS_ERROR},
+}
+
+
 def _opacus_accountant(kind: str) -> Any:
-    if kind == "rdp":
-        from opacus.accountants import RDPAccountant
+    if kind not in EPSILON_OPTIONS:
+        raise ConfigError(
+            f"Unknown accountant {kind!r}: expected one of {', '.join(EPSILON_OPTIONS)}."
+        )
+    from opacus.accountants import create_accountant
 
-        return RDPAccountant()
-    if kind == "prv":
-        from opacus.accountants import PRVAccountant
-
-        return PRVAccountant()
-    raise ConfigError(f"Unknown accountant {kind!r}: expected rdp or prv.")
+    return create_accountant(mechanism=kind)
 
 
 def epsilon_of(events: Sequence[PrivacyEvent], *, delta: float, accountant: str) -> float:
@@ -71,9 +77,7 @@ def epsilon_of(events: Sequence[PrivacyEvent], *, delta: float, accountant: str)
         # PRV: its q = 1 path takes log(0) on entries it then masks out.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        if accountant == "rdp":
-            return float(engine.get_epsilon(delta=delta, alphas=list(RDP_ORDERS)))
-        return float(engine.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR))
+        return float(engine.get_epsilon(delta=delta, **EPSILON_OPTIONS[accountant]))
 
 
 def calibrate_noise(

@@ -95,3 +95,12 @@ def test_smallest_noise_bisects_any_decreasing_cost_to_its_tolerance():
         smallest_noise(
             lambda s: 1e9 / s, target_epsilon=1.0, too_small="needs more noise than allowed"
         )
+
+
+def test_the_accountant_table_is_the_list_users_choose_from():
+    from common.privacy.accounting import EPSILON_OPTIONS
+    from common.privacy.config import ACCOUNTANTS
+
+    assert tuple(EPSILON_OPTIONS) == ACCOUNTANTS
+    with pytest.raises(ConfigError, match="Unknown accountant 'gdp': expected one of rdp, prv"):
+        epsilon_of([PrivacyEvent(1.0, 0.1, 10)], delta=1e-6, accountant="gdp")
