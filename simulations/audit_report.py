@@ -24,7 +24,7 @@ import base64
 import hashlib
 import html
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,10 @@ from common.privacy.ledger import (
     Entry,
     read_ledger,
 )
-from common.privacy.records import enforced_epsilon
 from common.privacy.verify import Verdict, verify_path
 from simulations.audit_client_level import client_level
+from simulations.audit_plots import plot_figures
+from simulations.audit_statement import MerchantSummary, fmt, statement
 
 REPORT_FILE = "report.json"
 REPORT_FORMAT = "fedrec-audit-report/1"
@@ -60,32 +61,6 @@ class UnverifiedLedger(FedrecError):
     """The ledger failed verification: no figures are rendered from it."""
 
     exit_code = ExitCode.FAILED  # as a failed ``fedrec audit verify``
-
-
-JOINT_DP_PROMISE = (
-    "What joint differential privacy promises: whatever this merchant released (shared "
-    "parameters and item counts) changes in distribution by at most the stated (epsilon, delta) "
-    "when any one unit of privacy is added or removed; each user's recommendations come from "
-    "their own local parameters, which depend only on their own data and on those released "
-    "values. What it does not promise: it does not hide a user's data from the merchant that "
-    "holds it, does not cover the values listed as sent in clear, does not bound what several "
-    "federations learn together (epsilons of separate runs add up), and holds only if the "
-    "merchant's software ran as recorded here."
-)
-
-
-@dataclass
-class MerchantSummary:
-    name: str
-    releases: list[dict[str, Any]] = field(default_factory=list)  # committed DP releases
-    refusals: list[dict[str, Any]] = field(default_factory=list)  # rounds refused (budget)
-    refused_runs: list[dict[str, Any]] = field(default_factory=list)  # runs refused unexecuted
-    aborted: list[dict[str, Any]] = field(default_factory=list)
-    non_dp: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def latest(self) -> dict[str, Any] | None:
-        return self.releases[-1] if self.releases else None
 
 
 def ledger_file(path: Path) -> Path:
@@ -176,160 +151,6 @@ def summarize(chains: dict[str, list[Entry]]) -> dict[str, MerchantSummary]:
     return out
 
 
-def _refused_runs_sentence(summary: MerchantSummary) -> list[str]:
-    if not summary.refused_runs:
-        return []
-    listed = "; ".join(
-        f"{r.get('run') or 'unnamed'} (Flower run {r.get('flower_run')}): {r.get('reason')}"
-        for r in summary.refused_runs
-    )
-    return [
-        f"It refused {len(summary.refused_runs)} run(s) before executing anything of them: "
-        f"{listed}."
-    ]
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def statement(summary: MerchantSummary) -> str:
-    """A privacy officer's paragraph: every field behind the number, in words."""
-    latest = summary.latest
-    if latest is None:
-        return " ".join(
-            [f"{summary.name} made no differentially private release.", _non_dp_sentence(summary)]
-            + _refused_runs_sentence(summary)
-        )
-    dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] == "dp-sgd"})
-    counts = [r for r in summary.releases if r["release"] == "item-counts"]
-    versions = latest.get("versions", {})
-    parts = [
-        f"{summary.name} made {len(summary.releases)} differentially private release(s) in run "
-        f"{latest.get('run')}: {len(counts)} release(s) of noisy item counts, and model updates "
-        f"in rounds {', '.join(map(str, dp_rounds)) or 'none'}.",
-        f"In total it spent epsilon = {_fmt(latest.get('epsilon_rdp'))} by the RDP accountant "
-        f"(PRV: {_fmt(latest.get('epsilon_prv'))}) at delta = {_fmt(latest.get('delta'))}; the "
-        f"{str(latest.get('accountant')).upper()} accountant enforced its budget epsilon-max = "
-        f"{_fmt(latest.get('epsilon_max'))}, leaving {_fmt(latest.get('epsilon_remaining'))}.",
-        f"Unit of privacy: {latest.get('unit_description') or latest.get('unit')}. Neighbouring "
-        f"datasets: {latest.get('adjacency')}.",
-        f"Sampling: {latest.get('sampling')}. Each update step clipped every unit's contribution "
-        f"to L2 norm C = {_fmt(latest.get('max_grad_norm'))} and added Gaussian noise with "
-        f"multiplier sigma = {_fmt(latest.get('noise_multiplier'))}, at sampling rate q = "
-        f"{_fmt(latest.get('sample_rate'))}; {latest.get('steps_total')} steps in total.",
-        f"Released: {', '.join(latest.get('released', []))}. Kept local and never sent: "
-        f"{', '.join(latest.get('kept_local', []))}.",
-        "Secure aggregation was "
-        + (
-            "on: the coordinator saw only the sum of updates."
-            if latest.get("secagg")
-            else "off: the coordinator saw each (noised) update individually."
-        ),
-        f"Computed by Opacus {versions.get('opacus')} with torch {versions.get('torch')}, "
-        f"Flower {versions.get('flwr')}, fedrec {versions.get('fedrec')}.",
-    ]
-    if summary.refusals:
-        reasons: dict[str, list[str]] = {}  # the recorded reason -> rounds (budget, account, ...)
-        for r in summary.refusals:
-            reasons.setdefault(str(r.get("reason", "no reason recorded")), []).append(
-                str(r["round"])
-            )
-        parts.append(
-            "It refused "
-            + "; ".join(f"round(s) {', '.join(rounds)} ({why})" for why, rounds in reasons.items())
-            + "; nothing was released for them."
-        )
-    parts += _refused_runs_sentence(summary)
-    if summary.aborted:
-        parts.append(
-            "Round(s) "
-            + ", ".join(str(r["round"]) for r in summary.aborted)
-            + " were reserved but never completed (stopped or failed); their epsilon is counted."
-        )
-    parts.append(_non_dp_sentence(summary))
-    parts.append(JOINT_DP_PROMISE)
-    return " ".join(parts)
-
-
-def _non_dp_sentence(summary: MerchantSummary) -> str:
-    names = sorted({n for release in summary.non_dp for n in release["names"]})
-    clear = ", ".join(names) if names else "nothing else"
-    return (
-        f"Sent in clear, NOT differentially private: {clear}; also the number of its users "
-        "(it sets q) and the fact of taking part."
-    )
-
-
-def epsilon_series(summaries: dict[str, MerchantSummary]) -> dict[str, list[tuple[int, float]]]:
-    """Per merchant, (round, cumulative epsilon) by the accountant that enforced its budget."""
-    series = {}
-    for name, summary in summaries.items():
-        points = [(int(r["round"]), enforced_epsilon(r)) for r in summary.releases]
-        series[name] = [(rnd, eps) for rnd, eps in points if eps is not None]
-    return series
-
-
-def budget_bars(summaries: dict[str, MerchantSummary]) -> dict[str, tuple[float, float]]:
-    """Per merchant, (spent, remaining) by its enforcing accountant: they add up to its budget."""
-    bars = {}
-    for name, summary in summaries.items():
-        latest = summary.latest or {}
-        bars[name] = (enforced_epsilon(latest) or 0.0, latest.get("epsilon_remaining") or 0.0)
-    return bars
-
-
-def enforcing_accountants(summaries: dict[str, MerchantSummary]) -> str:
-    """The accountant(s) behind the plotted epsilons, e.g. ``RDP`` or ``PRV, RDP``."""
-    names = {
-        str(r.get("accountant", "rdp")).upper() for s in summaries.values() for r in s.releases
-    }
-    return ", ".join(sorted(names)) or "RDP"
-
-
-def _plot(summaries: dict[str, MerchantSummary], out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = {"epsilon": out / "epsilon.png", "budget": out / "budget.png"}
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, points in epsilon_series(summaries).items():
-        if points:
-            ax.plot(*zip(*points, strict=True), "o-", label=name)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round (0 = item-count release)")
-    ax.set_ylabel(f"cumulative epsilon ({enforcing_accountants(summaries)}, as enforced)")
-    ax.set_title("Epsilon spent over rounds, per merchant")
-    if any(s.releases for s in summaries.values()):
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths["epsilon"], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    bars = budget_bars(summaries)
-    names = list(bars)
-    spent = [bars[n][0] for n in names]
-    left = [bars[n][1] for n in names]
-    ax.barh(names, spent, label="spent")
-    ax.barh(names, left, left=spent, label="remaining", alpha=0.5)
-    ax.set_xlabel(f"epsilon by {enforcing_accountants(summaries)} (budget = spent + remaining)")
-    ax.set_title("Budget per merchant")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths["budget"], dpi=110)
-    plt.close(fig)
-    return paths
-
-
 def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: Console) -> None:
     status = (
         "VERIFIED" if verdict.ok else f"FAILED ({verdict.first.render() if verdict.first else ''})"
@@ -358,16 +179,16 @@ def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: 
         latest = summary.latest or {}
         table.add_row(
             name,
-            _fmt(latest.get("epsilon_rdp")),
-            _fmt(latest.get("epsilon_prv")),
-            _fmt(latest.get("delta")),
-            _fmt(latest.get("epsilon_max")),
-            _fmt(latest.get("epsilon_remaining")),
-            _fmt(latest.get("noise_multiplier")),
-            _fmt(latest.get("max_grad_norm")),
-            _fmt(latest.get("sample_rate")),
-            _fmt(latest.get("steps_total")),
-            _fmt(latest.get("unit")),
+            fmt(latest.get("epsilon_rdp")),
+            fmt(latest.get("epsilon_prv")),
+            fmt(latest.get("delta")),
+            fmt(latest.get("epsilon_max")),
+            fmt(latest.get("epsilon_remaining")),
+            fmt(latest.get("noise_multiplier")),
+            fmt(latest.get("max_grad_norm")),
+            fmt(latest.get("sample_rate")),
+            fmt(latest.get("steps_total")),
+            fmt(latest.get("unit")),
             ", ".join(str(r["round"]) for r in summary.refusals) or "-",
             ", ".join(str(r["round"]) for r in summary.aborted) or "-",
         )
@@ -398,7 +219,7 @@ def _html(
         )
     for name, summary in summaries.items():
         rows = "".join(
-            "<tr>" + "".join(f"<td>{esc(_fmt(r.get(f)))}</td>" for f in fields) + "</tr>"
+            "<tr>" + "".join(f"<td>{esc(fmt(r.get(f)))}</td>" for f in fields) + "</tr>"
             for r in summary.releases
         )
         latest = summary.latest or {}
@@ -467,7 +288,7 @@ def write_report(path: Path, out: Path, *, console: Console | None = None) -> di
     summaries = summarize(chains)
     coordinator = client_level(coordinator_entries(path))
     out.mkdir(parents=True, exist_ok=True)
-    plots = _plot(summaries, out)
+    plots = plot_figures(summaries, out)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "ledger": str(ledger_file(path).resolve()),

@@ -289,12 +289,8 @@ def test_a_run_refused_before_execution_is_stated_apart_from_budget_refusals(mer
 
 
 def test_plots_show_the_accountant_that_enforced_each_budget():
-    from simulations.audit_report import (
-        MerchantSummary,
-        budget_bars,
-        enforcing_accountants,
-        epsilon_series,
-    )
+    from simulations.audit_plots import budget_bars, enforcing_accountants, epsilon_series
+    from simulations.audit_statement import MerchantSummary
 
     def release(rnd, rdp, prv, accountant, remaining):
         return {

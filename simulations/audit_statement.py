@@ -1,0 +1,127 @@
+"""What a merchant's ledger says, in a privacy officer's words.
+
+:class:`MerchantSummary` holds one merchant's verified entries by kind;
+:func:`statement` turns them into the paragraph ``fedrec audit report`` prints:
+every field behind the epsilon (unit, adjacency, sampling, clipping, noise,
+accountant, what was released and what was sent in clear), and what joint DP
+promises and does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JOINT_DP_PROMISE = (
+    "What joint differential privacy promises: whatever this merchant released (shared "
+    "parameters and item counts) changes in distribution by at most the stated (epsilon, delta) "
+    "when any one unit of privacy is added or removed; each user's recommendations come from "
+    "their own local parameters, which depend only on their own data and on those released "
+    "values. What it does not promise: it does not hide a user's data from the merchant that "
+    "holds it, does not cover the values listed as sent in clear, does not bound what several "
+    "federations learn together (epsilons of separate runs add up), and holds only if the "
+    "merchant's software ran as recorded here."
+)
+
+
+@dataclass
+class MerchantSummary:
+    name: str
+    releases: list[dict[str, Any]] = field(default_factory=list)  # committed DP releases
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # rounds refused (budget)
+    refused_runs: list[dict[str, Any]] = field(default_factory=list)  # runs refused unexecuted
+    aborted: list[dict[str, Any]] = field(default_factory=list)
+    non_dp: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.releases[-1] if self.releases else None
+
+
+def _refused_runs_sentence(summary: MerchantSummary) -> list[str]:
+    if not summary.refused_runs:
+        return []
+    listed = "; ".join(
+        f"{r.get('run') or 'unnamed'} (Flower run {r.get('flower_run')}): {r.get('reason')}"
+        for r in summary.refused_runs
+    )
+    return [
+        f"It refused {len(summary.refused_runs)} run(s) before executing anything of them: "
+        f"{listed}."
+    ]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def statement(summary: MerchantSummary) -> str:
+    """A privacy officer's paragraph: every field behind the number, in words."""
+    latest = summary.latest
+    if latest is None:
+        return " ".join(
+            [f"{summary.name} made no differentially private release.", _non_dp_sentence(summary)]
+            + _refused_runs_sentence(summary)
+        )
+    dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] == "dp-sgd"})
+    counts = [r for r in summary.releases if r["release"] == "item-counts"]
+    versions = latest.get("versions", {})
+    parts = [
+        f"{summary.name} made {len(summary.releases)} differentially private release(s) in run "
+        f"{latest.get('run')}: {len(counts)} release(s) of noisy item counts, and model updates "
+        f"in rounds {', '.join(map(str, dp_rounds)) or 'none'}.",
+        f"In total it spent epsilon = {fmt(latest.get('epsilon_rdp'))} by the RDP accountant "
+        f"(PRV: {fmt(latest.get('epsilon_prv'))}) at delta = {fmt(latest.get('delta'))}; the "
+        f"{str(latest.get('accountant')).upper()} accountant enforced its budget epsilon-max = "
+        f"{fmt(latest.get('epsilon_max'))}, leaving {fmt(latest.get('epsilon_remaining'))}.",
+        f"Unit of privacy: {latest.get('unit_description') or latest.get('unit')}. Neighbouring "
+        f"datasets: {latest.get('adjacency')}.",
+        f"Sampling: {latest.get('sampling')}. Each update step clipped every unit's contribution "
+        f"to L2 norm C = {fmt(latest.get('max_grad_norm'))} and added Gaussian noise with "
+        f"multiplier sigma = {fmt(latest.get('noise_multiplier'))}, at sampling rate q = "
+        f"{fmt(latest.get('sample_rate'))}; {latest.get('steps_total')} steps in total.",
+        f"Released: {', '.join(latest.get('released', []))}. Kept local and never sent: "
+        f"{', '.join(latest.get('kept_local', []))}.",
+        "Secure aggregation was "
+        + (
+            "on: the coordinator saw only the sum of updates."
+            if latest.get("secagg")
+            else "off: the coordinator saw each (noised) update individually."
+        ),
+        f"Computed by Opacus {versions.get('opacus')} with torch {versions.get('torch')}, "
+        f"Flower {versions.get('flwr')}, fedrec {versions.get('fedrec')}.",
+    ]
+    if summary.refusals:
+        reasons: dict[str, list[str]] = {}  # the recorded reason -> rounds (budget, account, ...)
+        for r in summary.refusals:
+            reasons.setdefault(str(r.get("reason", "no reason recorded")), []).append(
+                str(r["round"])
+            )
+        parts.append(
+            "It refused "
+            + "; ".join(f"round(s) {', '.join(rounds)} ({why})" for why, rounds in reasons.items())
+            + "; nothing was released for them."
+        )
+    parts += _refused_runs_sentence(summary)
+    if summary.aborted:
+        parts.append(
+            "Round(s) "
+            + ", ".join(str(r["round"]) for r in summary.aborted)
+            + " were reserved but never completed (stopped or failed); their epsilon is counted."
+        )
+    parts.append(_non_dp_sentence(summary))
+    parts.append(JOINT_DP_PROMISE)
+    return " ".join(parts)
+
+
+def _non_dp_sentence(summary: MerchantSummary) -> str:
+    names = sorted({n for release in summary.non_dp for n in release["names"]})
+    clear = ", ".join(names) if names else "nothing else"
+    return (
+        f"Sent in clear, NOT differentially private: {clear}; also the number of its users "
+        "(it sets q) and the fact of taking part."
+    )
