@@ -19,7 +19,6 @@ import queue
 import re
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -29,25 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from client.coordinator_probe import JoinError, check_ca, parse_address, probe_coordinator
 from client.enrolment import enrol
 from client.node_key import PUBLIC_KEY_FILE, check_private_key
 from client.policy import ensure_policy
 from client.run_guard import pin_operator_key, read_operator_key
 from client.warm_start import SOCKET_FILE, write_launcher
 from common.constants import MERCHANT_POLICY_FILE
-from common.errors import ConfigError, ExitCode, FedrecError
+from common.errors import ConfigError
 from common.flower_env import FLOWER_ENV, with_flower_commands
 from common.privacy.signing import key_fingerprint
 
 PID_FILE = "supernode.pid"
 RESTART_WINDOW = 90.0  # seconds a crashed node's old session may block re-activation
 SERVED_AFTER = 15.0  # a SuperNode that ran this long had been admitted
-
-
-class JoinError(FedrecError):
-    """The merchant cannot join: the coordinator is unreachable, untrusted or refuses the key."""
-
-    exit_code = ExitCode.JOIN_FAILED
 
 
 @dataclass(frozen=True)
@@ -65,78 +59,10 @@ class JoinSpec:
     operator_key: Path | None = None  # operator.pub to pin (None: the one pinned before)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"--coordinator must be HOST:PORT, e.g. coordinator.example.com:9092; got {text!r}."
-        )
-    return host.strip("[]"), int(port)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def check_ca(path: Path) -> None:
-    from cryptography import x509
-
-    try:
-        x509.load_pem_x509_certificate(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the CA certificate {path}: {exc.strerror}.") from exc
-    except ValueError as exc:
-        raise ConfigError(
-            f"{path} is not a PEM certificate; pass the ca.pem the coordinator operator gave you."
-        ) from exc
-
-
-def probe_coordinator(host: str, port: int, ca: Path, *, timeout: float = 5.0) -> None:
-    """A TLS handshake with the coordinator; each failure explained with its fix."""
-    where = f"{host}:{port}"
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except socket.gaierror as exc:
-        raise JoinError(
-            f"Cannot resolve the coordinator's host name {host!r} ({exc.strerror}); check "
-            "--coordinator."
-        ) from exc
-    except (TimeoutError, OSError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise JoinError(
-            f"Cannot reach the coordinator at {where} ({reason}). Check --coordinator and that "
-            "`fedrec coordinator start` is running there and its port is open to you."
-        ) from exc
-    context = ssl.create_default_context(cafile=str(ca))
-    try:
-        with raw, context.wrap_socket(raw, server_hostname=host):
-            return
-    except ssl.SSLCertVerificationError as exc:
-        code = exc.verify_code
-        if code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
-            message = (
-                f"The coordinator's TLS certificate at {where} has expired; ask the operator to "
-                "renew it (`fedrec coordinator init DIR --force-tls`) and send you the new ca.pem."
-            )
-        elif code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
-            message = (
-                f"The coordinator's certificate is not valid for {host!r}; dial it by a name or "
-                "address it was issued for (the operator's `--san` values)."
-            )
-        else:
-            message = (
-                f"The coordinator at {where} presented a certificate that {ca} does not vouch for "
-                f"({exc.verify_message}): the CA file is wrong or outdated. Ask the operator for "
-                "the federation's current ca.pem."
-            )
-        raise JoinError(message) from exc
-    except (ssl.SSLError, OSError) as exc:
-        raise JoinError(
-            f"TLS with the coordinator at {where} failed ({exc}); is that address a fedrec "
-            "coordinator?"
-        ) from exc
 
 
 def supernode_command(spec: JoinSpec, *, port: int) -> list[str]:

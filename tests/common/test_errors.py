@@ -8,6 +8,7 @@ from common.errors import ExitCode, FedrecError
 
 # Modules that define error kinds (importing them registers the subclasses).
 MODULES = (
+    "client.coordinator_probe",
     "client.supernode",
     "common.run_signature",
     "server.federation",
