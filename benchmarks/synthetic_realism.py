@@ -57,20 +57,12 @@ from common.data.partition import PartitionConfig  # noqa: E402
 from common.recipes import run_settings  # noqa: E402
 from simulations.reference import LAMBDA_GRID  # noqa: E402
 from simulations.runner import DataSource  # noqa: E402
-from simulations.synthetic import SyntheticSpec  # noqa: E402
+from simulations.synthetic import SyntheticSpec, static_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STATIC: dict[str, Any] = {  # every structure beyond the latent-factor model turned off
-    "taste_drift": 0.0,
-    "sequence_strength": 0.0,
-    "copurchase_prob": 0.0,
-    "repeat_prob": 0.0,
-    "new_item_share": 0.0,
-    "popularity_drift": 0.0,
-}
 VARIANTS = {
     "default generator": SyntheticSpec(),
-    "static latent-factor model (knobs off)": SyntheticSpec(**STATIC),
+    "static latent-factor model (knobs off)": static_model(SyntheticSpec()),
 }
 # Real-data rows with the same meaning: (label here, method in real_data.json).
 REAL_ROWS = {

@@ -45,6 +45,7 @@ the same spec always gives the same federation, byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,20 @@ class SyntheticSpec:
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ConfigError(f"Invalid synthetic federation spec {self}: " + "; ".join(problems))
+
+
+def static_model(spec: SyntheticSpec) -> SyntheticSpec:
+    """``spec`` with every structure beyond the latent-factor model turned off: the static
+    model the generator was before users acted in time."""
+    return dataclasses.replace(
+        spec,
+        taste_drift=0.0,
+        sequence_strength=0.0,
+        copurchase_prob=0.0,
+        repeat_prob=0.0,
+        new_item_share=0.0,
+        popularity_drift=0.0,
+    )
 
 
 def merchant_name(index: int) -> str:

@@ -8,6 +8,7 @@ from simulations.synthetic import (
     SyntheticSpec,
     generate_federation,
     item_side,
+    static_model,
 )
 
 
@@ -50,15 +51,6 @@ def test_invalid_spec_lists_all_problems():
 
 # --- the structures beyond the latent-factor model ------------------------------------------
 
-STATIC = {
-    "taste_drift": 0.0,
-    "sequence_strength": 0.0,
-    "copurchase_prob": 0.0,
-    "repeat_prob": 0.0,
-    "new_item_share": 0.0,
-    "popularity_drift": 0.0,
-}
-
 
 def _sequences(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Users, item indices and timestamps in time order per user, and the federation's items."""
@@ -83,8 +75,10 @@ SMALL = {"num_merchants": 3, "num_users": 600, "num_items": 400, "seed": 5}
 
 
 def test_order_carries_signal_only_when_the_sequence_knobs_are_on():
-    for knobs, sequential in (({}, True), (STATIC, False)):
-        spec = SyntheticSpec(**SMALL, **knobs)
+    for spec, sequential in (
+        (SyntheticSpec(**SMALL), True),
+        (static_model(SyntheticSpec(**SMALL)), False),
+    ):
         users, items, _, _ = _sequences(spec)
         factors = item_side(spec).factors
         next_one = _cosine(factors, *_pairs(users, items, 1))
@@ -106,7 +100,7 @@ def test_copurchase_and_repeats_appear_at_their_rates():
     # up to a few items, so the immediate-repeat share sits below the knob.
     assert 0.15 < follows < 0.35
     assert 0.03 < repeats < 0.1
-    static_users, static_items, _, _ = _sequences(SyntheticSpec(**SMALL, **STATIC))
+    static_users, static_items, _, _ = _sequences(static_model(SyntheticSpec(**SMALL)))
     earlier, later = _pairs(static_users, static_items, 1)
     assert (complements[earlier] == later[:, None]).any(axis=1).mean() < 0.03
     for user in np.unique(static_users):  # no repeats at all without the knob
