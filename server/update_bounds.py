@@ -1,6 +1,6 @@
 """Whether one merchant's decoded reply may enter the aggregate, and with what weight.
 
-Pure numpy (no ``flwr``): the coordinator's round loop (:mod:`server.federation`)
+Pure numpy (no ``flwr``): the coordinator's round loop (:mod:`server.rounds`)
 calls :func:`check_update` on every decoded train reply and :func:`check_global`
 on every aggregate before it becomes the global model. A rejected reply is
 left out of the aggregate; a rejected aggregate leaves the global model as it

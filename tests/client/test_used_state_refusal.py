@@ -11,12 +11,13 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-import server.federation as federation
+from server import transport
 from client.client_app import STATE_DIR, make_client_app
 from common.config import RunConfig
 from common.constants import DP_REFUSED
 from common.privacy.ledger import read_ledger
-from server.federation import FederationError, RunOptions, collect_item_prior
+from server.rounds.prior import collect_item_prior
+from server.rounds.records import FederationError, RunOptions
 from tests.client.test_private_merchant import MODEL, PLAN, _merchant, data  # noqa: F401
 
 
@@ -40,7 +41,7 @@ def _deliver(monkeypatch: pytest.MonkeyPatch, states: dict[int, Path]) -> None:
             replies.append(app(message, context))
         return replies
 
-    monkeypatch.setattr(federation, "send_and_receive", send_and_receive)
+    monkeypatch.setattr(transport, "send_and_receive", send_and_receive)
 
 
 def test_a_new_run_on_used_state_is_refused_at_the_count_query_and_the_reason_reaches_the_operator(

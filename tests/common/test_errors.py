@@ -11,7 +11,7 @@ MODULES = (
     "client.coordinator_probe",
     "client.supernode",
     "common.run_signature",
-    "server.federation",
+    "server.rounds.records",
     "server.flwr_cli",
     "server.submit",
     "simulations.audit_report",

@@ -19,7 +19,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-import server.federation as federation
+import server.rounds.train as train_phase
 import server.secagg as secagg
 from common.config import FederationConfig, RoundPlan, SecAggConfig, TrainConfig
 from common.constants import (
@@ -32,9 +32,11 @@ from common.constants import (
 )
 from common.privacy.config import PrivacyConfig
 from common.privacy.verify import verify_federation
+from server import transport
 from server.checkpoint import Checkpoint, load_checkpoint
-from server.federation import FederationError, FederationResult, RunOptions, run_federation
 from server.ledger import AGGREGATE_SCOPE, UPDATE_REJECTED, FederationLedger
+from server.rounds.loop import RoundLoop, run_federation
+from server.rounds.records import FederationError, FederationResult, RunOptions
 from server.strategy import build_strategy
 
 Arrays = dict[str, np.ndarray]
@@ -123,7 +125,7 @@ class Federation:
         for attribute in ("_run_id", "_node_id", "_task_id"):
             monkeypatch.setattr(TaskIdentity, attribute, 1)
         monkeypatch.setattr(
-            federation,
+            transport,
             "send_and_receive",
             lambda grid, messages, **_: [self.reply(m) for m in messages],
         )
@@ -318,7 +320,7 @@ def test_a_rejected_aggregate_is_not_applied_and_fedadam_keeps_its_moments(
     kept = load_checkpoint(tmp_path / "ok" / "checkpoint.npz")
     assert kept is not None and set(kept.strategy) == {"m_t", "v_t"}  # FedAdam moved
 
-    monkeypatch.setattr(federation, "check_global", lambda arrays, reference: "forced")
+    monkeypatch.setattr(train_phase, "check_global", lambda arrays, reference: "forced")
     result, ledger = fed.run(
         tmp_path / "bad", monkeypatch, privacy=PrivacyConfig(), strategy="fedadam"
     )
@@ -337,10 +339,16 @@ def test_a_checkpoint_holding_a_non_finite_model_is_not_resumed() -> None:
     broken = {n: a.copy() for n, a in GLOBAL.items()}
     broken["item_bias.weight"][0, 0] = np.nan
     checkpoint = Checkpoint(run_name="old", completed_round=3, config={}, arrays=broken)
-    result = FederationResult(arrays=ArrayRecord(), rounds=[])
     strategy = build_strategy(FederationConfig(), TrainConfig(), num_nodes=2)
+    loop = RoundLoop(
+        None,  # type: ignore[arg-type]
+        strategy,
+        ArrayRecord(),
+        federation=FederationConfig(),
+        plan=RoundPlan(train=TrainConfig(), privacy=PrivacyConfig(), num_rounds=1),
+    )
     with pytest.raises(FederationError, match=r"old after round 3 holds a broken global model"):
-        federation._resume(result, checkpoint, strategy)
+        loop.resume(checkpoint)
 
 
 def test_fedavgm_steps_with_its_velocity_and_a_rejected_aggregate_leaves_no_trace(
@@ -356,10 +364,10 @@ def test_fedavgm_steps_with_its_velocity_and_a_rejected_aggregate_leaves_no_trac
     kept = load_checkpoint(tmp_path / "ok" / "checkpoint.npz")
     assert kept is not None and set(kept.strategy) == {"momentum_vector"}
 
-    real_check = federation.check_global
+    real_check = train_phase.check_global
     calls = iter(["forced", None])
     monkeypatch.setattr(
-        federation,
+        train_phase,
         "check_global",
         lambda arrays, reference: next(calls) or real_check(arrays, reference),
     )

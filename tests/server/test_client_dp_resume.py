@@ -19,17 +19,19 @@ from dp_accounting import rdp
 from flwr.app import Array, ArrayRecord
 from flwr.supercore.task_identity import TaskIdentity
 
-import server.federation as federation
+import server.rounds.loop as round_loop
 from common.config import FederationConfig, RoundPlan, TrainConfig
 from common.errors import ConfigError
 from common.privacy.config import PrivacyConfig
 from common.privacy.ledger import CLIENT_DP_RELEASE, Ledger, read_ledger
 from common.privacy.signing import Signer
 from common.privacy.verify import verify_federation
+from server import transport
 from server.checkpoint import load_checkpoint
 from server.client_privacy import ClientDP, build_client_dp
-from server.federation import FederationResult, RunOptions, run_federation
 from server.ledger import FederationLedger
+from server.rounds.loop import run_federation
+from server.rounds.records import FederationResult, RunOptions
 from server.strategy import build_strategy
 from tests.server.test_bad_updates import GLOBAL, Arrays, Federation
 
@@ -52,7 +54,7 @@ def _run(
     for attribute in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, attribute, 1)
     monkeypatch.setattr(
-        federation, "send_and_receive", lambda grid, messages, **_: [fed.reply(m) for m in messages]
+        transport, "send_and_receive", lambda grid, messages, **_: [fed.reply(m) for m in messages]
     )
     config = FederationConfig(
         num_rounds=ROUNDS, min_nodes=3, round_timeout=5.0, node_wait_timeout=5.0
@@ -119,17 +121,17 @@ def test_epsilon_after_a_resume_equals_the_uninterrupted_runs(tmp_path, monkeypa
 
 
 def test_a_release_ledgered_but_not_checkpointed_is_still_counted(tmp_path, monkeypatch):
-    saved = federation.save_checkpoint
+    saved = round_loop.save_checkpoint
 
     def crash_in_round_2(path, checkpoint):
         if checkpoint.completed_round == 2:
             raise Stop  # killed after round 2's release was written, before its checkpoint
         saved(path, checkpoint)
 
-    monkeypatch.setattr(federation, "save_checkpoint", crash_in_round_2)
+    monkeypatch.setattr(round_loop, "save_checkpoint", crash_in_round_2)
     with pytest.raises(Stop):
         _run(tmp_path / "run", monkeypatch)
-    monkeypatch.setattr(federation, "save_checkpoint", saved)
+    monkeypatch.setattr(round_loop, "save_checkpoint", saved)
     resumed, _ = _run(tmp_path / "run", monkeypatch, resume=True)
     # Round 2 runs again: its first release counts, so the budget (sigma was calibrated for
     # three releases) stops the run before a fourth.

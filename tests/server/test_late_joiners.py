@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-import server.federation as federation
+import server.rounds.catalog as catalog_exchange
 from common.config import FederationConfig
 from common.data.catalog import ItemCatalog
-from server.federation import FederationError, _admit_late_joiners
+from server.rounds.catalog import CatalogState, admit_late_joiners
+from server.rounds.records import FederationError
 
 
 def _message(node: int) -> Any:
@@ -30,7 +31,7 @@ def test_late_joiners_get_the_catalog_first_refusers_sit_out_and_silent_ones_are
         refused.update(n for n in nodes if n == 13)  # node 13 answers with an error
         return {n: f"shop-{n}" for n in nodes if n in online and n != 13}
 
-    monkeypatch.setattr(federation, "send_catalog", fake_send_catalog)
+    monkeypatch.setattr(catalog_exchange, "send_catalog", fake_send_catalog)
     ready: set[int] = {1, 2}
     refused: set[int] = set()
     names = {1: "shop-1", 2: "shop-2"}
@@ -38,10 +39,10 @@ def test_late_joiners_get_the_catalog_first_refusers_sit_out_and_silent_ones_are
     config = FederationConfig()
 
     def admit(nodes: list[int]) -> list[int]:
-        kept = _admit_late_joiners(
+        kept = admit_late_joiners(
             None,  # type: ignore[arg-type]
             [_message(n) for n in nodes],
-            (ready, refused),
+            CatalogState(ready=ready, refused=refused),
             names,
             catalog,
             federation=config,
@@ -59,5 +60,5 @@ def test_late_joiners_get_the_catalog_first_refusers_sit_out_and_silent_ones_are
     def refuse_all(*_: Any, **__: Any) -> dict[int, str]:
         raise FederationError("No merchant accepted the federation catalog (broken).")
 
-    monkeypatch.setattr(federation, "send_catalog", refuse_all)
+    monkeypatch.setattr(catalog_exchange, "send_catalog", refuse_all)
     assert admit([1, 2, 7, 21]) == [1, 2, 7]  # a failed exchange never stops the run

@@ -1,0 +1,164 @@
+"""Everything a run needs before its first round: model, options, strategy, ledger.
+
+The ServerApp (:mod:`server.server_app`) only translates Flower's ``Grid``
+and ``Context`` into these typed calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from common.config import RunConfig, to_run_config
+from common.constants import COORDINATOR_KEY_FILE, RUN_CATALOG_FILE, RUN_LEDGER_DIR
+from common.data.catalog import ItemCatalog
+from common.errors import ConfigError
+from server.rounds.records import RunOptions
+
+if TYPE_CHECKING:
+    from flwr.app import ArrayRecord, Context
+    from flwr.serverapp.strategy import FedAvg
+
+    from server.client_privacy import ClientDP
+    from server.ledger import FederationLedger
+
+logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see server_app
+
+
+def catalog_size(config: RunConfig) -> int:
+    """Items in the federation catalog: from the config, or the catalog beside the merchants."""
+    if config.num_items > 0:
+        return config.num_items
+    if config.catalog:
+        return len(ItemCatalog.read(config.catalog))
+    if config.merchants_dir:
+        path = Path(config.merchants_dir).parent / RUN_CATALOG_FILE
+        if path.is_file():
+            return len(ItemCatalog.load(path))
+    raise ConfigError(
+        "The coordinator needs the catalog size: set num-items (e.g. --run-config "
+        "'num-items=1500'), or merchants-dir to the merchants/ folder of a prepared run "
+        f"(it reads the {RUN_CATALOG_FILE} beside it), as `fedrec simulate` writes."
+    )
+
+
+def initial_arrays(run: RunConfig) -> ArrayRecord:
+    """The global model's shared parameters before round 1, from the run's seed."""
+    from flwr.app import ArrayRecord
+
+    from common.models.base import build_model
+    from common.seeding import torch_generator
+
+    model = build_model(
+        run.model,
+        num_users=0,
+        num_items=catalog_size(run),
+        generator=torch_generator(run.federation.seed, "global-init"),
+    )
+    return ArrayRecord(
+        torch_state_dict=OrderedDict(
+            (n, p.detach().clone()) for n, p in model.shared_parameters().items()
+        )
+    )
+
+
+def run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:
+    """Deployment extras: run name, catalog, SecAgg+, checkpoint and resume."""
+    from server.checkpoint import CHECKPOINT_FILE, check_resumable, load_checkpoint
+
+    checkpoint_path = output / CHECKPOINT_FILE
+    settings = to_run_config(run)
+    resume = None
+    if run.resume:
+        resume = load_checkpoint(checkpoint_path)
+        if resume is None:
+            raise ConfigError(
+                f"resume=true but {output} has no {CHECKPOINT_FILE}: nothing to resume. Submit "
+                "the run without --resume to start it."
+            )
+        check_resumable(resume, settings, path=checkpoint_path)
+    elif checkpoint_path.is_file():
+        raise ConfigError(
+            f"{output} already holds a run ({CHECKPOINT_FILE}); resume it with resume=true "
+            "(fedrec run --resume NAME) or choose another run name."
+        )
+    return RunOptions(
+        run_name=output.name,
+        catalog=ItemCatalog.read(run.catalog) if run.catalog else None,
+        secagg=run.secagg if run.secagg.enabled else None,
+        compression=run.compression,
+        context=context,
+        checkpoint=checkpoint_path,
+        resume=resume,
+        settings=settings,
+        poll=float(os.environ.get("FEDREC_GRID_POLL", "0.1")),  # seconds between reply pulls
+    )
+
+
+def announce(run: RunConfig, nodes: list[int]) -> None:
+    """One start-up summary: a node/merchant mismatch, and the privacy the run gives."""
+    root = Path(run.merchants_dir) if run.merchants_dir else None
+    expected = sum(1 for p in root.iterdir() if p.is_dir()) if root and root.is_dir() else 0
+    if expected and len(nodes) != expected:
+        logger.warning(
+            "%d node(s) connected but %s holds %d merchant directories; merchants without a "
+            "node do not train, nodes without a merchant fail. Run one node per merchant "
+            "(flwr run ... --federation-config num-supernodes=%d).",
+            len(nodes),
+            run.merchants_dir,
+            expected,
+            expected,
+        )
+    if run.privacy.enabled:
+        logger.info(
+            "differential privacy: unit %s, target epsilon %g at delta %g (%s accountant)",
+            run.privacy.unit,
+            run.privacy.target_epsilon,
+            run.privacy.delta,
+            run.privacy.accountant,
+        )
+    else:
+        logger.warning(
+            "differential privacy is OFF: merchants release unclipped, un-noised updates"
+        )
+
+
+def strategy_for(
+    run: RunConfig, nodes: list[int], options: RunOptions
+) -> tuple[FedAvg, ClientDP | None]:
+    """The run's strategy, wrapped in Flower's client-level DP when the unit is the client."""
+    from server.strategy import build_strategy, train_sample_size
+
+    strategy = build_strategy(run.federation, run.train, num_nodes=len(nodes))
+    if run.privacy.unit != "client":
+        return strategy, None
+    from server.client_privacy import build_client_dp
+
+    client_dp = build_client_dp(
+        strategy,
+        run.privacy,
+        rounds=run.federation.num_rounds,
+        sampled=train_sample_size(run.federation, num_nodes=len(nodes)),
+        population=len(nodes),
+        restore=options.resume.client_privacy if options.resume else None,
+    )
+    logger.info(
+        "client-level DP: sigma %.4f, update clip %g, %d of %d clients per round",
+        client_dp.noise_multiplier,
+        client_dp.clipping_norm,
+        client_dp.sampled,
+        client_dp.population,
+    )
+    return client_dp.strategy, client_dp
+
+
+def open_ledger(run: RunConfig, output: Path, options: RunOptions) -> FederationLedger:
+    """The federation ledger of this run, signed with the coordinator's key."""
+    from server.ledger import FederationLedger
+
+    output.mkdir(parents=True, exist_ok=True)
+    key = Path(run.coordinator_key) if run.coordinator_key else output / COORDINATOR_KEY_FILE
+    return FederationLedger(output / RUN_LEDGER_DIR, run=options.run_name, key_path=key)
