@@ -30,7 +30,8 @@ from common.data.dataset import concat_user_item_data
 from common.data.partition import PartitionConfig
 from common.privacy.config import PRIVATE_DEFAULTS
 from simulations.baselines import evaluate_dp_popularity, evaluate_popularity
-from simulations.runner import DataSource, SimulationSpec, prepare_merchants, simulate
+from simulations.merchants import prepare_merchants
+from simulations.runner import DataSource, SimulationSpec, simulate
 from simulations.synthetic import SyntheticSpec, generate_federation
 
 EPSILONS = (1.0, 3.0, 8.0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.data.formats import DEFAULT_FORMAT, format_help
+from common.errors import ExitCode
+
 
 def _say(text: str) -> None:
     print(f"fedrec: {text}", flush=True)
@@ -30,7 +33,7 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     )
     join.add_argument("--key", required=True, type=Path, metavar="DIR", help="node key directory")
     join.add_argument("--data", required=True, type=Path, metavar="FILE", help="event log")
-    join.add_argument("--format", default="csv", help="csv, parquet or a MovieLens format")
+    join.add_argument("--format", default=DEFAULT_FORMAT, help=format_help())
     join.add_argument("--state", required=True, type=Path, metavar="DIR", help="durable state")
     join.add_argument("--name", help="merchant name (default: the state directory's name)")
     join.add_argument("--poll", type=float, default=0.5, help="idle poll seconds (0.5)")
@@ -51,7 +54,7 @@ def _keygen(args: argparse.Namespace) -> int:
         f"node key written to {args.dir} (fingerprint {fingerprint(load_public_key(public))}). "
         f"Send {public} to the coordinator operator; keep node.key private."
     )
-    return 0
+    return ExitCode.OK
 
 
 def _join(args: argparse.Namespace) -> int:

@@ -35,7 +35,8 @@ from client.policy import ensure_policy
 from client.run_guard import pin_operator_key, read_operator_key
 from client.warm_start import SOCKET_FILE, write_launcher
 from common.constants import MERCHANT_POLICY_FILE
-from common.errors import ConfigError
+from common.data.formats import DEFAULT_FORMAT
+from common.errors import ConfigError, ExitCode
 from common.flower_env import FLOWER_ENV, with_flower_commands
 from common.privacy.signing import key_fingerprint
 
@@ -52,7 +53,7 @@ class JoinSpec:
     data: Path
     state: Path
     name: str
-    fmt: str = "csv"
+    fmt: str = DEFAULT_FORMAT
     port: int = 0  # the SuperNode's local ClientApp port; 0 picks a free one
     poll: float = 0.5  # seconds between idle pulls
     warm: bool = True  # fork ClientApp processes from a pre-imported one (client/warm_start.py)
@@ -164,7 +165,7 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
         return _serve(spec, say=say)
     except KeyboardInterrupt:
         say(f"{spec.name} left the federation")
-        return 0
+        return ExitCode.OK
     finally:
         if zygote is not None:  # it and every ClientApp it forked (one process group)
             _stop_group(zygote, signal.SIGTERM)
@@ -218,7 +219,7 @@ def _serve(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
         started = time.monotonic()
         outcome = _run_supernode(spec, say=say)
         if outcome == "stopped":
-            return 0
+            return ExitCode.OK
         if outcome == "lost":  # the coordinator went away (a restart?): keep trying, as a daemon
             say(f"the coordinator at {spec.coordinator} is unreachable; retrying in 10 s")
             time.sleep(10.0)

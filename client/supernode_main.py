@@ -15,6 +15,8 @@ import sys
 import time
 import types
 
+from common.errors import ExitCode
+
 
 def _shorten_idle_poll(limit: float) -> bool:
     try:
@@ -54,7 +56,7 @@ def main() -> int:
 
     sys.argv[0] = "flower-supernode"
     flower_supernode()
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# Aggregation strategies (Flower's own classes, built in server/strategy.py).
+# Aggregation strategies: Flower's own classes, one builder each in
+# server.strategy.STRATEGY_BUILDERS (same names, same order; tests/server/test_strategy.py).
 STRATEGIES: Final[dict[str, str]] = {
     "fedavg": "FedAvg: the weighted mean of the merchants' updates",
     "fedavgm": "FedAvgM: a server step and momentum on the mean update",

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     JOIN_FAILED = 7  # a merchant cannot join its coordinator
     CONTROL_FAILED = 8  # the SuperLink's Control API refused a command or cannot be reached
     RUN_REFUSED = 9  # a merchant refuses to execute a run
+    INTERRUPTED = 130  # stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
 class FedrecError(Exception):

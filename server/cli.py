@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.errors import ExitCode
 from common.models.registry import model_kinds
 from server.coordinator import DEFAULT_PORT, CoordinatorDir
 
@@ -96,7 +97,7 @@ def _init(args: argparse.Namespace) -> int:
         f"`fedrec coordinator admit {args.dir} NAME KEY.pub`; start with "
         f"`fedrec coordinator start {args.dir}`."
     )
-    return 0
+    return ExitCode.OK
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -131,7 +132,7 @@ def _admit(args: argparse.Namespace) -> int:
     admission = admit(directory, name=args.name, public_key=args.key, valid_days=args.valid_days)
     _say(f"admitted {admission.name} (key {admission.fingerprint})")
     apply_now(directory, say=_say)
-    return 0
+    return ExitCode.OK
 
 
 def _revoke(args: argparse.Namespace) -> int:
@@ -142,7 +143,7 @@ def _revoke(args: argparse.Namespace) -> int:
     admission = revoke(directory, name=args.name)
     _say(f"revoked {admission.name} (key {admission.fingerprint})")
     apply_now(directory, say=_say)
-    return 0
+    return ExitCode.OK
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -161,7 +162,7 @@ def _status(args: argparse.Namespace) -> int:
             f"  run {run.name}: {progress.get('rounds', 0)}/{progress.get('total', '?')} rounds, "
             f"{progress.get('status', 'not started')}"
         )
-    return 0
+    return ExitCode.OK
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -223,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         submission = Submission(name=name, settings=settings, catalog=args.catalog)
     run_id, run_dir = submit(directory, submission, say=_say)
     if args.detach:
-        return 0
+        return ExitCode.OK
     progress = follow(control(directory), run_id, run_dir, say=_say)
     stopped = progress.get("stopped_early")
     _say(
@@ -232,4 +233,4 @@ def _run(args: argparse.Namespace) -> int:
         + f": global model, history and ledger in {run_dir}; verify the ledger with "
         f"`fedrec audit verify {run_dir}`."
     )
-    return 0
+    return ExitCode.OK

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import ConfigError, FedrecError
+from common.errors import ConfigError, ExitCode, FedrecError
 from server.coordinator import (
     PENDING,
     REGISTERED,
@@ -276,14 +276,14 @@ def run_coordinator(
                 f"the SuperLink exited unexpectedly (code {process.returncode}): "
                 f"{last_log_lines(directory)}"
             )
-            return 1
+            return ExitCode.FAILED
         if proxy.process.poll() is not None and not stopping:
             say(
                 f"nginx (the public proxy) exited unexpectedly (code {proxy.process.returncode}): "
                 f"{proxy.errors()}; stopping the SuperLink"
             )
-            return 1
-        return 0
+            return ExitCode.FAILED
+        return ExitCode.OK
     finally:
         if proxy is not None:
             proxy.stop()  # first: no merchant request reaches a SuperLink on its way out

@@ -118,7 +118,7 @@ def _verify(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        return 0 if verdict.ok else VERIFY_TAMPERED
+        return ExitCode.OK if verdict.ok else VERIFY_TAMPERED
     console = Console(highlight=False)
     parties = ", ".join(f"{name} ({n} entries)" for name, n in verdict.parties.items())
     if verdict.ok:
@@ -137,14 +137,14 @@ def _verify(args: argparse.Namespace) -> int:
                 console.print(f"  {problem.render()}")
     for note in verdict.notes:
         console.print(f"[yellow]note[/yellow]: {note}")
-    return 0 if verdict.ok else VERIFY_TAMPERED
+    return ExitCode.OK if verdict.ok else VERIFY_TAMPERED
 
 
 def _report(args: argparse.Namespace) -> int:
     from simulations.audit_report import write_report
 
     write_report(args.ledger, args.out, console=Console(highlight=False))  # refuses if unverified
-    return 0
+    return ExitCode.OK
 
 
 def _empirical(args: argparse.Namespace) -> int:
@@ -171,7 +171,7 @@ def _empirical(args: argparse.Namespace) -> int:
         + (f"epsilon = {claimed:.3f} (user-level, RDP)" if claimed is not None else "none (DP off)")
         + f".\nWritten to {args.out / 'empirical_audit.json'}."
     )
-    return 0
+    return ExitCode.OK
 
 
 def _epsilon(args: argparse.Namespace) -> int:
@@ -216,4 +216,4 @@ def _epsilon(args: argparse.Namespace) -> int:
         "estimate with error 0.01 in epsilon. Both assume Poisson sampling, clipping to C and "
         "Gaussian noise sigma*C on every step, empty steps included."
     )
-    return 0
+    return ExitCode.OK

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.choices import LOSSES, STRATEGIES
-from common.errors import ConfigError, FedrecError
+from common.data.formats import DEFAULT_FORMAT, format_help
+from common.errors import ConfigError, ExitCode, FedrecError
 from common.models.registry import model_kinds
 from common.privacy.config import ACCOUNTANTS, UNITS
 
@@ -40,8 +41,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data.add_argument("--data", metavar="FILE", help="event log (default: synthetic federation)")
     data.add_argument(
         "--format",
-        default="csv",
-        help="csv, parquet, movielens-100k, movielens-1m or movielens-latest (default: csv)",
+        default=DEFAULT_FORMAT,
+        help=format_help(),
     )
     data.add_argument(
         "--partition",
@@ -211,7 +212,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
         results = simulate(spec, on_round=on_round, events=events)
     render_results(results, console=console, run_dir=str(run_dir))
-    return 0
+    return ExitCode.OK
 
 
 def _add_recommend(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -227,7 +228,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     rows = recommend_run(args.run_dir, k=args.k, out=args.out)
     print(f"wrote {rows} recommendations to {args.out}")
-    return 0
+    return ExitCode.OK
 
 
 def _add_personalisation(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -274,7 +275,7 @@ def _personalisation(args: argparse.Namespace) -> int:
         from common.fileio import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(table.to_json(), indent=2))
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "releasing keeps its privacy ledgers in RUN_DIR.incomplete.",
             file=sys.stderr,
         )
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import RunConfig, parse_run_config
+from common.data.formats import DEFAULT_FORMAT
 from common.data.partition import SCHEMES, PartitionConfig
 from common.errors import ConfigError
 from common.recipes import run_settings
@@ -276,7 +277,7 @@ def resolve(experiment: Experiment, cell: Cell, seed: int) -> ResolvedRun:
             data_path = Path(str(data_table["path"])).expanduser()
             if not data_path.is_absolute():  # relative to the experiment file, not the caller
                 data_path = experiment.path.parent / data_path
-            data = {"path": str(data_path), "format": str(data_table.get("format", "csv"))}
+            data = {"path": str(data_path), "format": str(data_table.get("format", DEFAULT_FORMAT))}
         else:
             fields = {SYNTHETIC_KEYS[k]: v for k, v in data_table.items() if k != "format"}
             fields.setdefault("seed", seed)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import ConfigError, ExitCode
 
 
 def add_experiment(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
             console.print(
                 f"interrupted: finished runs are kept in {out}; the same command resumes."
             )
-            return 130
+            return ExitCode.INTERRUPTED
     failed = {f"{j.cell.label()}, seed {j.seed}": why for j, why in outcome.failed.items()}
     tables, plots, report = summarise_experiment(scope, out, failed=failed)
     console.print(
@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{len(outcome.failed)} of {total} runs failed (reasons above and in "
             f"{out}/cells/*/seed-*.failed.json); the same command retries them."
         )
-    return 0
+    return ExitCode.OK
 
 
 def _print_summary(console, tables, scope) -> None:  # type: ignore[no-untyped-def]
@@ -167,4 +167,4 @@ def _report(args: argparse.Namespace) -> int:
         experiment = replace(experiment, axes=())
     _, plots, report = summarise_experiment(experiment, args.out)
     print(f"wrote tables, {len(plots)} plot(s) and {report}")
-    return 0
+    return ExitCode.OK

@@ -8,6 +8,8 @@ import signal
 import threading
 from pathlib import Path
 
+from common.errors import ExitCode
+
 
 def _say(text: str) -> None:
     print(f"fedrec: {text}", flush=True)
@@ -152,4 +154,4 @@ def _serve(args: argparse.Namespace) -> int:
     done.wait()
     _say("stopping: finishing requests in flight")
     running.stop()
-    return 0
+    return ExitCode.OK

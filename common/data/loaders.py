@@ -1,7 +1,8 @@
 """Read an event log from disk into a validated ``Interactions``.
 
-``load_events`` reads fedrec CSV or Parquet and the MovieLens rating files.
-Every problem in the file is collected in one pass and raised as a single
+``load_events`` reads fedrec CSV or Parquet and the MovieLens rating files (a
+reader per format, registered by name in :mod:`common.data.formats`). Every
+problem in the file is collected in one pass and raised as a single
 ``DataError`` with line numbers; no parser stack trace escapes.
 
 Text files take a fast path first: Arrow parses every field as a string and the
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from common.data.formats import DEFAULT_FORMAT, FORMATS, format_reader
 from common.data.schema import (
     ALL_COLUMNS,
     EVENT_TYPE,
@@ -41,15 +43,13 @@ from common.data.schema import (
 )
 from common.data.validation import Lines, ProblemLog, build_interactions, check_columns, decode_utf8
 
-FORMATS: tuple[str, ...] = ("csv", "parquet", "movielens-100k", "movielens-1m", "movielens-latest")
-
 _FOLDED = "\x1f"  # "::" in ml-1m files becomes this one-character delimiter
 _KEY_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, MERCHANT_ID)
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """How one text format spells its columns."""
+    """How one text format spells its columns; the reader of that format."""
 
     delimiter: str
     shown_delimiter: str
@@ -59,10 +59,22 @@ class _Layout:
     fixed_header: tuple[str, ...] | None = None  # headerless files: names by position
     iso_timestamps: bool = False
     event_type: str | None = "rating"
+    folded: bytes | None = None  # a multi-byte delimiter, read as the one-character _FOLDED
+    rating_synonym: bool = False  # a ``rating`` column stands in for ``value`` (hinted)
 
     @property
     def csv_quoting(self) -> Literal[0, 3]:
         return csv.QUOTE_MINIMAL if self.quoting else csv.QUOTE_NONE
+
+    def read(self, where: str, fmt: str, log: ProblemLog) -> Interactions | None:
+        return _load_text(where, fmt, self, log)
+
+
+class _Parquet:
+    """The Parquet reader: columns by their schema names."""
+
+    def read(self, where: str, fmt: str, log: ProblemLog) -> Interactions | None:
+        return _load_parquet(where, log)
 
 
 RATING: Final = "rating"  # a csv column read as the event value, in place of ``value``
@@ -72,19 +84,21 @@ _ML_NAMES = ("user", "item", "rating", "timestamp")
 _ML_LATEST_NAMES = ("userId", "movieId", "rating", "timestamp")
 _ML_SCHEMA = (USER_ID, ITEM_ID, VALUE, TIMESTAMP)
 _ML = dict(zip(_ML_NAMES, _ML_SCHEMA, strict=True))
-_LAYOUTS: dict[str, _Layout] = {
-    "csv": _Layout(",", "','", True, _CSV_COLUMNS, REQUIRED_COLUMNS, None, True, None),
-    "movielens-100k": _Layout("\t", "tabs", False, _ML, _ML_NAMES, _ML_NAMES),
-    "movielens-1m": _Layout(_FOLDED, "'::'", False, _ML, _ML_NAMES, _ML_NAMES),
-    "movielens-latest": _Layout(
-        ",", "','", True, dict(zip(_ML_LATEST_NAMES, _ML_SCHEMA, strict=True)), _ML_LATEST_NAMES
-    ),
-}
+# The readers :data:`common.data.formats.DATA_FORMATS` names.
+CSV: Final = _Layout(
+    ",", "','", True, _CSV_COLUMNS, REQUIRED_COLUMNS, None, True, None, rating_synonym=True
+)
+PARQUET: Final = _Parquet()
+MOVIELENS_100K: Final = _Layout("\t", "tabs", False, _ML, _ML_NAMES, _ML_NAMES)
+MOVIELENS_1M: Final = _Layout(_FOLDED, "'::'", False, _ML, _ML_NAMES, _ML_NAMES, folded=b"::")
+MOVIELENS_LATEST: Final = _Layout(
+    ",", "','", True, dict(zip(_ML_LATEST_NAMES, _ML_SCHEMA, strict=True)), _ML_LATEST_NAMES
+)
 _SCHEMA_HELP = f"columns {','.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})"
 _CSV_HELP = f"{_SCHEMA_HELP[:-1]}, or {RATING} in place of {VALUE})"
 
 
-def load_events(path: str | os.PathLike[str], *, fmt: str = "csv") -> Interactions:
+def load_events(path: str | os.PathLike[str], *, fmt: str = DEFAULT_FORMAT) -> Interactions:
     """Load and validate an event log; raise one ``DataError`` listing every problem.
 
     ``fmt`` is one of ``FORMATS``. Problems carry the 1-based file line (the
@@ -101,7 +115,7 @@ def load_events(path: str | os.PathLike[str], *, fmt: str = "csv") -> Interactio
         log.file("file is empty (0 bytes; expected at least one event)")
     if log:
         raise log.error(where)
-    events = _load_parquet(where, log) if fmt == "parquet" else _load_text(where, fmt, log)
+    events = format_reader(fmt).read(where, fmt, log)
     if events is None or log:
         raise log.error(where)
     return events
@@ -167,11 +181,10 @@ def _hint_format(head: bytes, fmt: str, log: ProblemLog) -> None:
         log.hint(f"the file looks like {guess}; pass --format {guess}")
 
 
-def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
+def _load_text(where: str, fmt: str, layout: _Layout, log: ProblemLog) -> Interactions | None:
     data = _read_bytes(where, log)
     if data is None:
         return None
-    layout = _LAYOUTS[fmt]
     if data.isspace():
         log.file(f"file contains only whitespace ({len(data)} bytes; expected at least one event)")
         return None
@@ -180,8 +193,8 @@ def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
         _hint_format(data, fmt, log)
         return None
     data = data.removeprefix(codecs.BOM_UTF8)
-    if fmt == "movielens-1m":
-        data = data.replace(b"::", _FOLDED.encode())
+    if layout.folded is not None:
+        data = data.replace(layout.folded, _FOLDED.encode())
     header = layout.fixed_header or _header(data, layout, log)
     first = 1 if layout.fixed_header else 2
     wanted: dict[str, int] = {}  # schema column -> first field index naming it
@@ -211,7 +224,7 @@ def _load_text(where: str, fmt: str, log: ProblemLog) -> Interactions | None:
     events = build_interactions(
         columns, lines, log, iso_timestamps=layout.iso_timestamps, event_type=layout.event_type
     )
-    if log and fmt == "csv" and RATING in (name.strip() for name in header):
+    if log and layout.rating_synonym and RATING in (name.strip() for name in header):
         log.hint(f"the {RATING!r} column is read as the event {VALUE}")
     return events
 

@@ -11,11 +11,11 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from server import transport
 from client.client_app import STATE_DIR, make_client_app
 from common.config import RunConfig
 from common.constants import DP_REFUSED
 from common.privacy.ledger import read_ledger
+from server import transport
 from server.rounds.prior import collect_item_prior
 from server.rounds.records import FederationError, RunOptions
 from tests.client.test_private_merchant import MODEL, PLAN, _merchant, data  # noqa: F401

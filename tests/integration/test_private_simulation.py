@@ -15,7 +15,8 @@ from common.privacy.accountant import plan_privacy
 from common.privacy.accounting import PrivacyEvent, epsilon_of
 from common.privacy.ledger import read_ledger
 from common.privacy.verify import verify_path
-from simulations.runner import DataSource, SimulationSpec, prepare_merchants, simulate
+from simulations.merchants import prepare_merchants
+from simulations.runner import DataSource, SimulationSpec, simulate
 from simulations.synthetic import SyntheticSpec, generate_federation
 from tests.integration.test_simulation import SHARED, recording_mod
 

@@ -14,8 +14,9 @@ from common.data.dataset import build_user_item_data, count_evaluable_users
 from common.data.schema import Interactions
 from common.errors import DataError
 from simulations.cli import main
+from simulations.merchants import check_evaluable, check_merchants_evaluable
 from simulations.report import render_results
-from simulations.runner import _federated_comparison, check_evaluable, check_merchants_evaluable
+from simulations.runner import _federated_comparison
 
 
 def _events(users: list[str], items: list[str]) -> Interactions:

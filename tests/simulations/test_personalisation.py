@@ -21,8 +21,8 @@ from common.data.partition import PartitionConfig
 from common.evaluation import evaluate_model
 from common.models.base import build_model
 from common.seeding import numpy_rng
+from simulations.merchants import prepare_merchants
 from simulations.personalisation import personalisation_table
-from simulations.runner import prepare_merchants
 from simulations.synthetic import SyntheticSpec, generate_federation
 
 SETTINGS = {"embedding-dim": 16, "seed": 0}

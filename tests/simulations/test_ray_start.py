@@ -10,14 +10,9 @@ import pytest
 from common.config import RunConfig
 from common.data.partition import PartitionConfig
 from common.errors import ConfigError, FedrecError
-from simulations import runner
-from simulations.runner import (
-    DataSource,
-    SimulationBackendError,
-    SimulationSpec,
-    check_ray_address,
-    simulate,
-)
+from simulations import ray_backend
+from simulations.ray_backend import SimulationBackendError, check_ray_address
+from simulations.runner import DataSource, SimulationSpec, simulate
 from simulations.synthetic import SyntheticSpec
 
 
@@ -76,7 +71,7 @@ def test_ray_init_failure_becomes_one_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", broken_init)
     with pytest.raises(SimulationBackendError) as caught:
-        runner._start_ray({"num_cpus": 1})
+        ray_backend.start_ray({"num_cpus": 1})
     assert isinstance(caught.value, FedrecError)
     assert str(caught.value).startswith(
         "Ray could not start, so the simulation cannot run: RuntimeError: Failed to start the "
@@ -100,7 +95,7 @@ def test_a_crashed_simulation_engine_reports_its_root_cause(
             raise RuntimeError("An error was encountered. Ending simulation.") from middle
 
     monkeypatch.setattr(flwr.simulation, "run_simulation", crashed)
-    monkeypatch.setattr(runner, "_start_ray", lambda init_args: None)
+    monkeypatch.setattr(ray_backend, "start_ray", lambda init_args: None)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     spec = SimulationSpec(
         run=RunConfig(),
@@ -109,7 +104,15 @@ def test_a_crashed_simulation_engine_reports_its_root_cause(
         run_dir=tmp_path / "run",
     )
     with pytest.raises(SimulationBackendError) as caught:
-        runner._run_flower(RunConfig(), num_merchants=2, spec=spec, on_round=None, mods=())
+        ray_backend.run_flower(
+            RunConfig(),
+            num_merchants=2,
+            on_round=None,
+            mods=(),
+            verbose=spec.verbose,
+            num_cpus=spec.num_cpus,
+            ray_address=spec.ray_address,
+        )
     assert str(caught.value) == (
         "The Simulation Engine stopped: OSError: actor pool could not be created. Rerun with "
         "--verbose for Flower's and Ray's log."

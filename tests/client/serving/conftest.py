@@ -20,7 +20,7 @@ from common.data.dataset import UserItemData
 from common.data.partition import PartitionConfig
 from common.models.base import Recommender, build_model
 from common.models.prior import ItemPrior
-from simulations.runner import prepare_merchants
+from simulations.merchants import prepare_merchants
 from simulations.synthetic import SyntheticSpec, generate_federation
 
 

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.data.loaders import FORMATS, load_events
+from common.data.formats import FORMATS
+from common.data.loaders import load_events
 from common.errors import DataError, DataProblem
 
 HEADER = "user_id,item_id,timestamp\n"

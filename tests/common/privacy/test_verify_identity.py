@@ -197,7 +197,7 @@ def test_cumulative_epsilon_that_falls_fails(tmp_path):
 
 
 def test_a_well_signed_chain_whose_epsilon_falls_fails(tmp_path):
-    from common.privacy.verify import check_chain
+    from common.privacy.chain_check import check_chain
 
     falling = _merchant(tmp_path / "x", "merchant-00", epsilons=(2.0, 1.0))
     assert not check_chain(falling.entries, source="x").problems  # well signed, yet:
