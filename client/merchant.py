@@ -5,127 +5,39 @@ parameters in, numpy arrays of shared parameters and plain metrics out. The
 user parameters are loaded from and saved to the merchant's own disk; they
 never appear in a return value.
 
-With privacy on, the merchant also keeps its privacy account on its own disk
-(:class:`~common.privacy.accountant.PrivacyAccount`): sigma is calibrated once,
-at first contact, for the whole planned training; every release is checked
-against the budget and recorded durably *before* it happens.
-
-The merchant's ledger is the source of truth for what it has spent
-(:mod:`common.privacy.account_check`): before any DP release the account is
-checked against the ledger's reservations, and a missing or edited account is
-refused (:class:`~common.privacy.accountant.AccountDisagrees`), never rebuilt
-silently. A state that already spent privacy on another run refuses a new
-private run before releasing anything
-(:class:`~common.privacy.accountant.StateAlreadyUsed`); a resume of the same
-run goes on. Both refusals are written to the ledger.
+With privacy on, every release goes through the merchant's privacy account
+(:class:`client.merchant_privacy.MerchantPrivacy`): checked against its ledger
+and its budget, and recorded durably *before* it happens. The values it
+returns are the types of :mod:`client.releases`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from client.ledger import MerchantLedger
+from client.merchant_privacy import MerchantPrivacy
+from client.releases import CountsRelease, PrivacyReport, Release, SharedArrays, TrainOutcome
 from client.state import MerchantStore
-from client.training import OptimizerCarry, TrainConfig, TrainStats, fit_local, train_local
-from common.config import RoundPlan
+from client.training import OptimizerCarry, fit_local, train_local
+from common.config import RoundPlan, TrainConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
 from common.evaluation import EvaluationResult, evaluate_model
 from common.models.base import ModelConfig, Recommender, build_model
 from common.models.prior import ItemPrior
-from common.privacy.account_check import (
-    LedgerRelease,
-    account_disagreements,
-    ledger_epsilon,
-    ledger_releases,
-    other_runs,
-)
-from common.privacy.accountant import (
-    EVENT_DP_SGD,
-    EVENT_ITEM_COUNTS,
-    AccountDisagrees,
-    PrivacyAccount,
-    PrivacyBudgetExceeded,
-    PrivacyPlan,
-    PrivacyRefused,
-    StateAlreadyUsed,
-    plan_inputs,
-    plan_privacy,
-)
+from common.privacy.accountant import EVENT_DP_SGD, PrivacyAccount, PrivacyPlan
 from common.privacy.accounting import PrivacyEvent
 from common.privacy.config import PrivacyConfig
-from common.privacy.ledger import Entry, update_digest
-from common.privacy.records import release_record
+from common.privacy.ledger import Entry
 from common.seeding import numpy_rng, torch_generator
 
-SharedArrays = dict[str, npt.NDArray[np.float32]]
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PrivacyReport:
-    """What a merchant has spent, with every assumption behind the number."""
-
-    epsilon: float
-    delta: float
-    epsilon_max: float
-    noise_multiplier: float
-    count_noise_multiplier: float
-    max_grad_norm: float
-    sample_rate: float
-    steps: int
-    unit: str
-    accountant: str
-
-    @classmethod
-    def of(cls, account: PrivacyAccount, *, budget: float) -> PrivacyReport:
-        plan = account.plan
-        return cls(
-            epsilon=account.epsilon(),
-            delta=plan.delta,
-            epsilon_max=budget,
-            noise_multiplier=plan.noise_multiplier,
-            count_noise_multiplier=plan.count_noise_multiplier,
-            max_grad_norm=plan.max_grad_norm,
-            sample_rate=plan.sample_rate,
-            steps=account.steps,
-            unit=plan.unit,
-            accountant=plan.accountant,
-        )
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    shared: SharedArrays
-    stats: TrainStats
-    num_examples: int  # the FedAvg weight: training interactions, or 1 under DP (uniform)
-    privacy: PrivacyReport | None = None
-    reservation: int | None = None  # the ledger's reserve entry, committed when sent
-
-
-@dataclass(frozen=True)
-class _Release:
-    """One DP release about to happen: which, when, at what cost, against which budget."""
-
-    run: str
-    server_round: int
-    kind: str  # EVENT_ITEM_COUNTS or EVENT_DP_SGD
-    event: PrivacyEvent
-    budget: float
-    secagg: bool = False  # the release reaches the coordinator only inside a SecAgg+ sum
-
-
-@dataclass(frozen=True)
-class CountsRelease:
-    counts: npt.NDArray[np.float64]
-    privacy: PrivacyReport
-    reservation: int  # the ledger's reserve entry, committed when sent
 
 
 class Merchant:
@@ -138,6 +50,9 @@ class Merchant:
         self._data: UserItemData | None = None
         self.ledger = MerchantLedger(store.directory, store.name, key_path=store.ledger_key_path)
         self._names: tuple[list[str], list[str]] | None = None
+        self.privacy = MerchantPrivacy(
+            store, self.ledger, data=lambda: self.data, parameter_names=self.parameter_names
+        )
 
     @property
     def name(self) -> str:
@@ -149,96 +64,27 @@ class Merchant:
             self._data = self.store.load_data()
         return self._data
 
-    # --- privacy account ---------------------------------------------------------------
+    # --- privacy account (client.merchant_privacy) -------------------------------------
     def budget(self, privacy: PrivacyConfig) -> float:
         """The epsilon this merchant may spend: the federation's, or its own policy if lower."""
-        own = self.store.policy_epsilon_max()
-        return min(privacy.budget, own) if own is not None else privacy.budget
+        return self.privacy.budget(privacy)
 
     def account(self, plan: RoundPlan) -> PrivacyAccount:
-        """The durable account; created (sigma calibrated once) at first contact.
-
-        Raises :class:`AccountDisagrees` if the ledger shows more spent than
-        the account holds (the file deleted or edited): never a fresh account then.
-        """
-        from client.private_training import private_population
-
-        path = self.store.privacy_account_path
-        account = PrivacyAccount.load(path)
-        self._check_against_ledger(account)
-        batch, epochs = plan.train.batch_users, plan.train.local_epochs
-        if account is None:
-            account = PrivacyAccount(
-                plan=plan_privacy(
-                    plan.privacy,
-                    population=len(private_population(self.data, plan.privacy.unit)),
-                    batch=batch,
-                    local_epochs=epochs,
-                    rounds=plan.num_rounds,
-                    who=f"merchant {self.name}",
-                )
-            )
-            account.save(path)
-            return account
-        wanted = plan_inputs(plan.privacy, batch=batch, local_epochs=epochs, rounds=plan.num_rounds)
-        if account.plan.inputs != wanted:
-            changed = sorted(k for k in wanted if account.plan.inputs.get(k) != wanted[k])
-            raise ConfigError(
-                f"Merchant {self.name}: the privacy plan changed after training started "
-                f"({', '.join(changed)}); sigma was calibrated once for the original plan in "
-                f"{path}. Keep the original settings, or start a new run with fresh state."
-            )
-        return account
-
-    def _releases(self) -> list[LedgerRelease]:
-        """The DP releases this merchant's ledger reserved (committed, aborted or open)."""
-        return ledger_releases(self.ledger.ledger.entries)
-
-    def _check_against_ledger(self, account: PrivacyAccount | None) -> None:
-        """Raise :class:`AccountDisagrees` if ``account`` counts less than the ledger shows."""
-        releases = self._releases()
-        problems = account_disagreements(account, releases)
-        if not problems:
-            return
-        path = self.store.privacy_account_path
-        raise AccountDisagrees(
-            f"Merchant {self.name}: the privacy account {path} disagrees with the privacy "
-            f"ledger {self.ledger.path}: {'; '.join(problems)}. The ledger shows epsilon "
-            f"{ledger_epsilon(releases):.4f} already spent; refusing to train or release. "
-            f"Restore {path.name} from a backup of this state (the ledger is the record of "
-            "what was spent), or use a fresh --state for a new private run."
-        )
-
-    def _check_run(self, run: str) -> None:
-        """Raise :class:`StateAlreadyUsed` if this state spent privacy on another run."""
-        releases = self._releases()
-        others = other_runs(releases, run=run)
-        if not others:
-            return
-        named = ", ".join(repr(o) for o in others)
-        raise StateAlreadyUsed(
-            f"Merchant {self.name}: this state already spent epsilon "
-            f"{ledger_epsilon(releases):.4f} on run {named} (one private training per state "
-            f"until lifetime accounts land); refusing run {run!r} before any release. Use a "
-            "fresh --state for a new private run."
-        )
-
-    def _open_account(
-        self, plan: RoundPlan, *, run: str, server_round: int, kind: str
-    ) -> PrivacyAccount:
-        """The account for a release of ``run``, checked; a refusal is ledgered, then raised."""
-        try:
-            self._check_run(run)
-            return self.account(plan)
-        except PrivacyRefused as refusal:
-            self.ledger.refusal(
-                {"run": run, "round": server_round, "merchant": self.name, "release": kind},
-                reason=str(refusal),
-            )
-            raise
+        """The durable account, checked against the ledger; created at first contact."""
+        return self.privacy.account(plan)
 
     def report(self, plan: RoundPlan) -> PrivacyReport:
-        return PrivacyReport.of(self.account(plan), budget=self.budget(plan.privacy))
+        return self.privacy.report(plan)
+
+    def commit(
+        self, reservation: int, released: dict[str, npt.NDArray], *, metrics: dict[str, float]
+    ) -> Entry:
+        """The release is handed over for sending: commit its reservation with its hash."""
+        return self.privacy.commit(reservation, released, metrics=metrics)
+
+    def release_item_counts(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
+        """Noisy item counts (one Gaussian release), recorded before they are returned."""
+        return self.privacy.release_item_counts(plan, run=run)
 
     def parameter_names(self) -> tuple[list[str], list[str]]:
         """Names of the (shared, local) parameters: what a release sends and what stays here."""
@@ -248,75 +94,6 @@ class Merchant:
             )
             self._names = (list(tiny.shared_parameters()), list(tiny.local_parameters()))
         return self._names
-
-    def _record(self, account: PrivacyAccount, release: _Release) -> dict[str, object]:
-        shared, local = self.parameter_names()
-        return release_record(
-            account,
-            run=release.run,
-            server_round=release.server_round,
-            merchant=self.name,
-            release=release.kind,
-            event=release.event,
-            budget=release.budget,
-            released=["counts"] if release.kind == EVENT_ITEM_COUNTS else shared,
-            kept_local=local,
-            secagg=release.secagg,
-        )
-
-    def _spend(self, account: PrivacyAccount, release: _Release, *, what: str) -> int:
-        """Check the budget, then record the event and reserve it in the ledger.
-
-        A refusal is written to the ledger before it is raised; a release is
-        counted in the account and reserved in the ledger before it is
-        computed, so a crash from here on can only over-count. Returns the
-        reservation's ledger seq.
-        """
-        try:
-            account.check_budget(release.event, budget=release.budget, what=what)
-        except PrivacyBudgetExceeded as refusal:
-            self.ledger.refusal(self._record(account, release), reason=str(refusal))
-            raise
-        account.record(release.kind, release.server_round, release.event)
-        account.save(self.store.privacy_account_path)
-        return self.ledger.reserve(self._record(account, release))
-
-    def commit(
-        self, reservation: int, released: dict[str, npt.NDArray], *, metrics: dict[str, float]
-    ) -> Entry:
-        """The release is handed over for sending: commit its reservation with its hash."""
-        return self.ledger.commit(
-            reservation, update_sha256=update_digest(released), non_dp_metrics=metrics
-        )
-
-    def release_item_counts(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
-        """Noisy item counts (one Gaussian release), recorded before they are returned."""
-        from common.privacy.counts import noisy_item_counts
-
-        account = self._open_account(plan, run=run, server_round=0, kind=EVENT_ITEM_COUNTS)
-        privacy_plan = account.plan
-        if account.has(EVENT_ITEM_COUNTS):
-            raise ConfigError(
-                f"Merchant {self.name} already released its item counts for this training; "
-                "a second release would spend budget the plan did not include."
-            )
-        event = PrivacyEvent(
-            noise_multiplier=privacy_plan.count_noise_multiplier, sample_rate=1.0, steps=1
-        )
-        budget = self.budget(plan.privacy)
-        reservation = self._spend(
-            account,
-            _Release(run=run, server_round=0, kind=EVENT_ITEM_COUNTS, event=event, budget=budget),
-            what=f"Merchant {self.name}'s item counts",
-        )
-        counts = noisy_item_counts(
-            self.data,
-            unit=privacy_plan.unit,
-            cap=plan.train.max_interactions_per_user,
-            noise_multiplier=privacy_plan.count_noise_multiplier,
-            rng=np.random.default_rng(self.store.noise_seed("item-counts")),
-        )
-        return CountsRelease(counts, PrivacyReport.of(account, budget=budget), reservation)
 
     # --- training and evaluation --------------------------------------------------------
     def _model(self, shared: SharedArrays) -> Recommender:
@@ -423,7 +200,9 @@ class Merchant:
     ) -> TrainOutcome:
         from client.private_training import train_private
 
-        account = self._open_account(plan, run=run, server_round=server_round, kind=EVENT_DP_SGD)
+        account = self.privacy.open_account(
+            plan, run=run, server_round=server_round, kind=EVENT_DP_SGD
+        )
         privacy_plan: PrivacyPlan = account.plan
         event = PrivacyEvent(
             noise_multiplier=privacy_plan.noise_multiplier,
@@ -431,9 +210,9 @@ class Merchant:
             steps=privacy_plan.steps_per_round,
         )
         budget = self.budget(plan.privacy)
-        reservation = self._spend(
+        reservation = self.privacy.spend(
             account,
-            _Release(
+            Release(
                 run=run,
                 server_round=server_round,
                 kind=EVENT_DP_SGD,

@@ -11,6 +11,14 @@ METRICS_KEY: Final = "metrics"
 MERCHANT_KEY: Final = "merchant"
 MERCHANT_NAME_FIELD: Final = "name"
 WEIGHT_KEY: Final = "num-examples"  # FedAvg weight in every reply MetricRecord
+SERVER_ROUND_FIELD: Final = "server-round"  # in every instruction's ConfigRecord
+TOP_K_FIELD: Final = "top-k"  # in an evaluate instruction: the cut-off of the ranking metrics
+COUNTS_ARRAY: Final = "counts"  # in ITEM_COUNTS_KEY and ITEM_PRIOR_KEY: per-item counts
+TRAINED_ARRAY: Final = "trained"  # in ITEM_PRIOR_KEY: the items some merchant trained
+
+# --- Node config keys (a SuperNode's ``--node-config``) -------------------------
+NODE_STATE_DIR: Final = "state-dir"  # a deployed merchant's state (``fedrec merchant join``)
+NODE_PARTITION_ID: Final = "partition-id"  # a simulated node: its merchant directory's index
 
 # --- Metric names -------------------------------------------------------------
 TRAIN_LOSS: Final = "train-loss"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.client_app import _merchant_dirs
+from client.node import merchant_dirs
 
 
 def test_lists_sorted_directories_only_and_sees_a_new_one(tmp_path):
@@ -12,9 +12,9 @@ def test_lists_sorted_directories_only_and_sees_a_new_one(tmp_path):
     (tmp_path / "catalog.json").write_text("{}")
 
     # Execute
-    first = _merchant_dirs(tmp_path)
+    first = merchant_dirs(tmp_path)
     (tmp_path / "device-00003").mkdir()
-    second = _merchant_dirs(tmp_path)
+    second = merchant_dirs(tmp_path)
 
     # Assert
     assert first == ("device-00000", "device-00001", "device-00002")
@@ -22,4 +22,4 @@ def test_lists_sorted_directories_only_and_sees_a_new_one(tmp_path):
 
 
 def test_a_missing_folder_has_no_merchants(tmp_path):
-    assert _merchant_dirs(tmp_path / "absent") == ()
+    assert merchant_dirs(tmp_path / "absent") == ()

@@ -11,9 +11,9 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.client_app import STATE_DIR, make_client_app
+from client.client_app import make_client_app
 from common.config import RunConfig
-from common.constants import DP_REFUSED
+from common.constants import DP_REFUSED, NODE_STATE_DIR
 from common.privacy.ledger import read_ledger
 from server import transport
 from server.rounds.prior import collect_item_prior
@@ -34,7 +34,7 @@ def _deliver(monkeypatch: pytest.MonkeyPatch, states: dict[int, Path]) -> None:
             context = Context(
                 run_id=7,
                 node_id=node,
-                node_config={STATE_DIR: str(states[node])},
+                node_config={NODE_STATE_DIR: str(states[node])},
                 state=RecordDict(),
                 run_config={},
             )

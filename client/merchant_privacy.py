@@ -1,0 +1,234 @@
+"""A merchant's privacy account, kept on its own disk and checked against its ledger.
+
+Sigma is calibrated once, at first contact, for the whole planned training
+(:class:`~common.privacy.accountant.PrivacyAccount`); every release is checked
+against the budget and recorded durably *before* it happens: reserve, then
+commit once the release is handed over for sending.
+
+The ledger is the source of truth for what was spent
+(:mod:`common.privacy.account_check`): a missing or edited account is refused
+(:class:`~common.privacy.accountant.AccountDisagrees`), never rebuilt silently,
+and a state that already spent privacy on another run refuses a new private
+run (:class:`~common.privacy.accountant.StateAlreadyUsed`). Both refusals are
+written to the ledger before they are raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from client.ledger import MerchantLedger
+from client.releases import CountsRelease, PrivacyReport, Release
+from client.state import MerchantStore
+from common.config import RoundPlan
+from common.constants import COUNTS_ARRAY
+from common.data.dataset import UserItemData
+from common.errors import ConfigError
+from common.privacy.account_check import (
+    LedgerRelease,
+    account_disagreements,
+    ledger_epsilon,
+    ledger_releases,
+    other_runs,
+)
+from common.privacy.accountant import (
+    EVENT_ITEM_COUNTS,
+    AccountDisagrees,
+    PrivacyAccount,
+    PrivacyBudgetExceeded,
+    PrivacyRefused,
+    StateAlreadyUsed,
+    plan_inputs,
+    plan_privacy,
+)
+from common.privacy.accounting import PrivacyEvent
+from common.privacy.config import PrivacyConfig
+from common.privacy.ledger import Entry, update_digest
+from common.privacy.records import release_record
+
+
+class MerchantPrivacy:
+    """The privacy side of one merchant: its budget, account, reservations and commits.
+
+    ``data`` and ``parameter_names`` are called only when needed (the data is
+    loaded lazily; the names describe what a release sends and what stays).
+    """
+
+    def __init__(
+        self,
+        store: MerchantStore,
+        ledger: MerchantLedger,
+        *,
+        data: Callable[[], UserItemData],
+        parameter_names: Callable[[], tuple[list[str], list[str]]],
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self._data = data
+        self._parameter_names = parameter_names
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    def budget(self, privacy: PrivacyConfig) -> float:
+        """The epsilon this merchant may spend: the federation's, or its own policy if lower."""
+        own = self.store.policy_epsilon_max()
+        return min(privacy.budget, own) if own is not None else privacy.budget
+
+    def account(self, plan: RoundPlan) -> PrivacyAccount:
+        """The durable account; created (sigma calibrated once) at first contact.
+
+        Raises :class:`AccountDisagrees` if the ledger shows more spent than
+        the account holds (the file deleted or edited): never a fresh account then.
+        """
+        from client.private_training import private_population
+
+        path = self.store.privacy_account_path
+        account = PrivacyAccount.load(path)
+        self._check_against_ledger(account)
+        batch, epochs = plan.train.batch_users, plan.train.local_epochs
+        if account is None:
+            account = PrivacyAccount(
+                plan=plan_privacy(
+                    plan.privacy,
+                    population=len(private_population(self._data(), plan.privacy.unit)),
+                    batch=batch,
+                    local_epochs=epochs,
+                    rounds=plan.num_rounds,
+                    who=f"merchant {self.name}",
+                )
+            )
+            account.save(path)
+            return account
+        wanted = plan_inputs(plan.privacy, batch=batch, local_epochs=epochs, rounds=plan.num_rounds)
+        if account.plan.inputs != wanted:
+            changed = sorted(k for k in wanted if account.plan.inputs.get(k) != wanted[k])
+            raise ConfigError(
+                f"Merchant {self.name}: the privacy plan changed after training started "
+                f"({', '.join(changed)}); sigma was calibrated once for the original plan in "
+                f"{path}. Keep the original settings, or start a new run with fresh state."
+            )
+        return account
+
+    def _releases(self) -> list[LedgerRelease]:
+        """The DP releases this merchant's ledger reserved (committed, aborted or open)."""
+        return ledger_releases(self.ledger.ledger.entries)
+
+    def _check_against_ledger(self, account: PrivacyAccount | None) -> None:
+        """Raise :class:`AccountDisagrees` if ``account`` counts less than the ledger shows."""
+        releases = self._releases()
+        problems = account_disagreements(account, releases)
+        if not problems:
+            return
+        path = self.store.privacy_account_path
+        raise AccountDisagrees(
+            f"Merchant {self.name}: the privacy account {path} disagrees with the privacy "
+            f"ledger {self.ledger.path}: {'; '.join(problems)}. The ledger shows epsilon "
+            f"{ledger_epsilon(releases):.4f} already spent; refusing to train or release. "
+            f"Restore {path.name} from a backup of this state (the ledger is the record of "
+            "what was spent), or use a fresh --state for a new private run."
+        )
+
+    def _check_run(self, run: str) -> None:
+        """Raise :class:`StateAlreadyUsed` if this state spent privacy on another run."""
+        releases = self._releases()
+        others = other_runs(releases, run=run)
+        if not others:
+            return
+        named = ", ".join(repr(o) for o in others)
+        raise StateAlreadyUsed(
+            f"Merchant {self.name}: this state already spent epsilon "
+            f"{ledger_epsilon(releases):.4f} on run {named} (one private training per state "
+            f"until lifetime accounts land); refusing run {run!r} before any release. Use a "
+            "fresh --state for a new private run."
+        )
+
+    def open_account(
+        self, plan: RoundPlan, *, run: str, server_round: int, kind: str
+    ) -> PrivacyAccount:
+        """The account for a release of ``run``, checked; a refusal is ledgered, then raised."""
+        try:
+            self._check_run(run)
+            return self.account(plan)
+        except PrivacyRefused as refusal:
+            self.ledger.refusal(
+                {"run": run, "round": server_round, "merchant": self.name, "release": kind},
+                reason=str(refusal),
+            )
+            raise
+
+    def report(self, plan: RoundPlan) -> PrivacyReport:
+        return PrivacyReport.of(self.account(plan), budget=self.budget(plan.privacy))
+
+    def _record(self, account: PrivacyAccount, release: Release) -> dict[str, object]:
+        shared, local = self._parameter_names()
+        return release_record(
+            account,
+            run=release.run,
+            server_round=release.server_round,
+            merchant=self.name,
+            release=release.kind,
+            event=release.event,
+            budget=release.budget,
+            released=[COUNTS_ARRAY] if release.kind == EVENT_ITEM_COUNTS else shared,
+            kept_local=local,
+            secagg=release.secagg,
+        )
+
+    def spend(self, account: PrivacyAccount, release: Release, *, what: str) -> int:
+        """Check the budget, then record the event and reserve it in the ledger.
+
+        A refusal is written to the ledger before it is raised; a release is
+        counted in the account and reserved in the ledger before it is
+        computed, so a crash from here on can only over-count. Returns the
+        reservation's ledger seq.
+        """
+        try:
+            account.check_budget(release.event, budget=release.budget, what=what)
+        except PrivacyBudgetExceeded as refusal:
+            self.ledger.refusal(self._record(account, release), reason=str(refusal))
+            raise
+        account.record(release.kind, release.server_round, release.event)
+        account.save(self.store.privacy_account_path)
+        return self.ledger.reserve(self._record(account, release))
+
+    def commit(
+        self, reservation: int, released: dict[str, npt.NDArray], *, metrics: dict[str, float]
+    ) -> Entry:
+        """The release is handed over for sending: commit its reservation with its hash."""
+        return self.ledger.commit(
+            reservation, update_sha256=update_digest(released), non_dp_metrics=metrics
+        )
+
+    def release_item_counts(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
+        """Noisy item counts (one Gaussian release), recorded before they are returned."""
+        from common.privacy.counts import noisy_item_counts
+
+        account = self.open_account(plan, run=run, server_round=0, kind=EVENT_ITEM_COUNTS)
+        privacy_plan = account.plan
+        if account.has(EVENT_ITEM_COUNTS):
+            raise ConfigError(
+                f"Merchant {self.name} already released its item counts for this training; "
+                "a second release would spend budget the plan did not include."
+            )
+        event = PrivacyEvent(
+            noise_multiplier=privacy_plan.count_noise_multiplier, sample_rate=1.0, steps=1
+        )
+        budget = self.budget(plan.privacy)
+        reservation = self.spend(
+            account,
+            Release(run=run, server_round=0, kind=EVENT_ITEM_COUNTS, event=event, budget=budget),
+            what=f"Merchant {self.name}'s item counts",
+        )
+        counts = noisy_item_counts(
+            self._data(),
+            unit=privacy_plan.unit,
+            cap=plan.train.max_interactions_per_user,
+            noise_multiplier=privacy_plan.count_noise_multiplier,
+            rng=np.random.default_rng(self.store.noise_seed("item-counts")),
+        )
+        return CountsRelease(counts, PrivacyReport.of(account, budget=budget), reservation)
