@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from common.privacy.accountant import EVENT_DP_SGD, EVENT_ITEM_COUNTS, PrivacyAccount
 from common.privacy.accounting import PrivacyEvent
 from common.privacy.ledger import RESERVE, Entry
+from common.privacy.records import enforced_epsilon
 
 DP_RELEASES = (EVENT_ITEM_COUNTS, EVENT_DP_SGD)
 SHOWN = 5  # disagreements listed one by one; the rest are counted
@@ -83,8 +84,6 @@ def ledger_releases(entries: Sequence[Entry]) -> list[LedgerRelease]:
             continue
         if body.get("release") not in DP_RELEASES:
             continue
-        accountant = str(body.get("accountant", "rdp"))
-        epsilon = body.get("epsilon_rdp" if accountant == "rdp" else "epsilon_prv")
         releases.append(
             LedgerRelease(
                 seq=entry.seq,
@@ -97,8 +96,8 @@ def ledger_releases(entries: Sequence[Entry]) -> list[LedgerRelease]:
                     steps=int(body["steps"]),
                 ),
                 delta=float(body["delta"]),
-                accountant=accountant,
-                epsilon=float(epsilon) if isinstance(epsilon, (int, float)) else None,
+                accountant=str(body.get("accountant", "rdp")),
+                epsilon=enforced_epsilon(body),
             )
         )
     return releases

@@ -19,7 +19,7 @@ from typing import Any
 
 from common.privacy.accountant import EVENT_ITEM_COUNTS, PrivacyAccount
 from common.privacy.accounting import PrivacyEvent, epsilon_of
-from common.privacy.config import SAMPLING, UNIT_DESCRIPTIONS
+from common.privacy.config import ACCOUNTANTS, SAMPLING, UNIT_DESCRIPTIONS
 from common.privacy.ledger import finite
 
 ADJACENCY = {
@@ -56,22 +56,26 @@ def epsilon_key(accountant: str) -> str:
 def enforced_epsilon(record: Mapping[str, Any]) -> float | None:
     """Cumulative epsilon of a ``reserve`` record by the accountant that enforced its budget."""
     value = record.get(epsilon_key(str(record.get("accountant", "rdp"))))
-    return None if value is None else float(value)
+    return float(value) if isinstance(value, (int, float)) else None  # None: absent or not a number
 
 
 def epsilons(account: PrivacyAccount, extra: list[PrivacyEvent] | None = None) -> dict[str, Any]:
-    """Cumulative epsilon at the plan's delta under both accountants (``None`` if PRV fails)."""
+    """Cumulative epsilon at the plan's delta under every accountant (``epsilon_rdp``, ...).
+
+    An accountant that cannot compute it (PRV has a bounded domain) records ``None``
+    and, beside it, why (``epsilon_prv_error``).
+    """
     history = account.history() + (extra or [])
     delta = account.plan.delta
-    rdp = epsilon_of(history, delta=delta, accountant="rdp")
-    try:
-        prv: float | None = epsilon_of(history, delta=delta, accountant="prv")
-        prv_error = ""
-    except (ValueError, RuntimeError, OverflowError) as exc:  # PRV has a bounded domain
-        prv, prv_error = None, f"{type(exc).__name__}: {exc}"
-    out: dict[str, Any] = {"epsilon_rdp": rdp, "epsilon_prv": prv}
-    if prv_error:
-        out["epsilon_prv_error"] = prv_error
+    out: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for accountant in ACCOUNTANTS:
+        try:
+            out[epsilon_key(accountant)] = epsilon_of(history, delta=delta, accountant=accountant)
+        except (ValueError, RuntimeError, OverflowError) as exc:
+            out[epsilon_key(accountant)] = None
+            errors[f"{epsilon_key(accountant)}_error"] = f"{type(exc).__name__}: {exc}"
+    out.update(errors)
     return out
 
 
