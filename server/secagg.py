@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from common.config import SecAggConfig
-from common.constants import ARRAYS_KEY, CONFIG_KEY
+from common.constants import ARRAYS_KEY, CONFIG_KEY, SERVER_ROUND_FIELD
 from server.transport import FastGrid
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def secure_train_round(
     strategy.instructions = [
         (
             GridClientProxy(node_id=node, grid=grid, run_id=grid.run.run_id),
-            FitIns(empty, {"server-round": server_round}),
+            FitIns(empty, {SERVER_ROUND_FIELD: server_round}),
         )
         for node in nodes
     ]

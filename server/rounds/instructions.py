@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.compression import to_fields
 from common.config import RoundPlan, round_plan_to_record
-from common.constants import ITEM_PRIOR_KEY, RUN_NAME_FIELD
+from common.constants import COUNTS_ARRAY, ITEM_PRIOR_KEY, RUN_NAME_FIELD, TRAINED_ARRAY
 from common.models.prior import ItemPrior
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def with_prior(messages: Iterable[Message], prior: ItemPrior | None) -> list[Mes
     from flwr.app import Array, ArrayRecord
 
     record = ArrayRecord(
-        {"counts": Array(prior.counts.astype("float64")), "trained": Array(prior.trained)}
+        {COUNTS_ARRAY: Array(prior.counts.astype("float64")), TRAINED_ARRAY: Array(prior.trained)}
     )
     for message in out:
         message.content[ITEM_PRIOR_KEY] = record

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.config import FederationConfig, RoundPlan
+from common.constants import TOP_K_FIELD
 from server import transport
 from server.checkpoint import Checkpoint, save_checkpoint, strategy_state
 from server.rounds.admission import wait_for_nodes
@@ -238,7 +239,7 @@ class RoundLoop:
         from flwr.app import ConfigRecord
 
         config = ConfigRecord(
-            {"top-k": self.federation.top_k, **round_config(self.plan, self.options)}
+            {TOP_K_FIELD: self.federation.top_k, **round_config(self.plan, self.options)}
         )
         configured = self.strategy.configure_evaluate(
             record.round, self.result.arrays, config, self.grid

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from common.config import RoundPlan
-from common.constants import DP_COUNT_NOISE, ITEM_COUNTS_KEY
+from common.constants import COUNTS_ARRAY, DP_COUNT_NOISE, ITEM_COUNTS_KEY
 from common.models.prior import ItemPrior
 from server import transport
 from server.rounds.instructions import round_config
@@ -74,7 +74,7 @@ def collect_item_prior(
             refused.add(name)
             reasons.append(f"{name} refused: {reason}")
             continue
-        counts = reply.content.array_records[ITEM_COUNTS_KEY]["counts"].numpy()
+        counts = reply.content.array_records[ITEM_COUNTS_KEY][COUNTS_ARRAY].numpy()
         total = counts.astype(np.float64) if total is None else total + counts
         variance += metrics(reply)[DP_COUNT_NOISE] ** 2
     for failure in failed:

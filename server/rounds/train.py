@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from common.constants import SECAGG_FIELD
+from common.constants import SECAGG_FIELD, SERVER_ROUND_FIELD
 from server import transport
 from server.checkpoint import STRATEGY_STATE
 from server.rounds.instructions import round_config, with_prior
@@ -75,7 +75,7 @@ def exchange(loop: RoundLoop, record: RoundRecord, messages: list[Message]) -> E
         from server.secagg import secure_train_round
 
         config = round_config(
-            loop.plan, options, **{"server-round": record.round, SECAGG_FIELD: True}
+            loop.plan, options, **{SERVER_ROUND_FIELD: record.round, SECAGG_FIELD: True}
         )
         outcome = secure_train_round(
             loop.grid,
