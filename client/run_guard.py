@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.constants import MERCHANT_PRIVACY_FILE, OPERATOR_PUBLIC_KEY_FILE
+from common.constants import MERCHANT_PRIVACY_FILE, NODE_STATE_DIR, OPERATOR_PUBLIC_KEY_FILE
 from common.errors import ConfigError, FedrecError
 from common.privacy.signing import key_fingerprint
 from common.run_signature import RunRefused, SignedRun, verify_run
@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 FEDREC_CLIENTAPP = "client.client_app:app"
 FAB_FILES = frozenset({"pyproject.toml", ".info/CONTENT"})  # all a fedrec FAB may hold
-STATE_DIR = "state-dir"  # node config key (client/client_app.py)
 REFUSALS_LOG = "refused-runs.log"
 
 
@@ -196,7 +195,7 @@ def install() -> None:
     def guarded_pull(client: Any) -> Any:
         message, context, run, fab = pull(client)
         verdict["refusal"] = None
-        state = context.node_config.get(STATE_DIR)
+        state = context.node_config.get(NODE_STATE_DIR)
         name = str(context.run_config.get("output-dir", "")).rstrip("/").rsplit("/", 1)[-1]
         try:
             if not state:
