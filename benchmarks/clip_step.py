@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from client.clipping import PerUserClipper
-from client.examples import UserBatch
 from client.training import per_user_loss
 from common.config import TrainConfig
 from common.models import ModelConfig, Recommender, build_model
+from common.models.batches import UserBatch
 
 CONFIG = TrainConfig()  # bce, weight decay on: item tables are called twice per step
 

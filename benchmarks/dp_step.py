@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.examples import UserBatch
 from client.private_training import PrivateStep
 from client.training import NonPrivateStep
 from common.config import TrainConfig
 from common.models import ModelConfig, Recommender, build_model
+from common.models.batches import UserBatch
 from common.privacy.accountant import PrivacyPlan
 
 CONFIG = TrainConfig(learning_rate=0.05)

@@ -16,6 +16,8 @@ Each step:
    and on shared parameters that are themselves outputs of counted, noised
    steps (joint differential privacy).
 
+It is the one training loop (:func:`client.training.run_steps`) with Poisson
+sampling (:func:`client.sampling.poisson_batches`) and :class:`PrivateStep`.
 The caller records ``plan.steps_per_round`` steps with the accountant before
 this runs; this function takes exactly that many steps.
 """
@@ -29,14 +31,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from client.clipping import ClipResult, PerUserClipper
+from client.clipping import PerUserClipper
 from client.examples import build_interaction_batch
-from client.training import Batch, TrainStats, make_batch, per_user_loss
+from client.sampling import poisson_batches
+from client.training import StepOutcome, TrainStats, active_users, run_steps
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
-from common.models.base import Recommender
-from common.models.history import HistoryModel
+from common.models.base import LOCAL_VECTOR, Recommender
+from common.models.batches import Batch
 from common.privacy.accountant import PrivacyPlan
 
 
@@ -44,7 +47,7 @@ def private_population(data: UserItemData, unit: str) -> npt.NDArray[np.int64]:
     """The examples DP-SGD samples from: users with training data, or training interactions."""
     if unit == "interaction":
         return np.arange(data.num_train, dtype=np.int64)
-    return np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
+    return active_users(data)
 
 
 def _item_rows(
@@ -94,22 +97,27 @@ class PrivateStep:
         self.local_optimizer = torch.optim.Adam(local, lr=config.learning_rate) if local else None
         self.clipper = PerUserClipper(model, max_norm=plan.max_grad_norm)
 
-    def __call__(self, batch: Batch) -> ClipResult | None:
-        """Take the step; ``None`` when the sample was empty (a noise-only step, still counted)."""
+    def __call__(self, batch: Batch) -> StepOutcome:
+        """Take the step; no loss when the sample was empty (a noise-only step, still counted)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.local_optimizer is not None:
             self.local_optimizer.zero_grad(set_to_none=True)
         result = None
         if batch.row_items.numel() > 0:
             result = self.clipper.backward(
-                functools.partial(per_user_loss, self.model, batch, self.config),
+                functools.partial(self.model.user_losses, batch, self.config),
                 row_slot=batch.row_slot,
                 num_users=batch.size,
             )
         self.optimizer.step()
         if self.local_optimizer is not None and result is not None:
             self.local_optimizer.step()
-        return result
+        if result is None:
+            return StepOutcome(loss=None)
+        return StepOutcome(
+            loss=float(result.per_user_loss.mean()),
+            clipped=int((result.norms > self.max_norm).sum()),
+        )
 
 
 def train_private(
@@ -123,53 +131,43 @@ def train_private(
     item_pool: npt.NDArray[np.int64] | None = None,
 ) -> TrainStats:
     """``plan.steps_per_round`` DP-SGD steps on ``model``'s shared parameters."""
-    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
-
     started = time.perf_counter()
     population = private_population(data, plan.unit)
     step = PrivateStep(model, config, plan, generator=generator, item_pool=item_pool)
-    sampler = UniformWithReplacementSampler(
-        num_samples=len(population),
-        sample_rate=plan.sample_rate,
-        generator=generator,
-        steps=plan.steps_per_round,
+    batches = poisson_batches(
+        population, sample_rate=plan.sample_rate, steps=plan.steps_per_round, generator=generator
     )
-    model.train()
-    losses: list[float] = []
-    examples = steps = clipped = sampled = 0
-    for indices in sampler:
-        chosen = population[np.asarray(indices, dtype=np.int64)]
-        batch = _batch(model, data, chosen, config, plan, rng, item_pool)
-        result = step(batch)
-        if result is not None:
-            losses.append(float(result.per_user_loss.mean()))
-            clipped += int((result.norms > plan.max_grad_norm).sum())
-            examples += int(batch.row_items.numel())
-        sampled += batch.size
-        steps += 1
+    tally = run_steps(
+        model,
+        batches,
+        build=functools.partial(_batch, model, data, config, plan, rng, item_pool),
+        step=step,
+    )
     return TrainStats(
-        loss=float(np.mean(losses)) if losses else float("nan"),
-        steps=steps,
-        users=sampled,
-        examples=examples,
+        loss=tally.mean_loss,
+        steps=tally.steps,
+        users=tally.sampled,
+        examples=tally.examples,
         seconds=time.perf_counter() - started,
-        clipped_fraction=clipped / sampled if sampled else 0.0,
+        clipped_fraction=tally.clipped / tally.sampled if tally.sampled else 0.0,
     )
 
 
 def _batch(
     model: Recommender,
     data: UserItemData,
-    chosen: npt.NDArray[np.int64],
     config: TrainConfig,
     plan: PrivacyPlan,
     rng: np.random.Generator,
     item_pool: npt.NDArray[np.int64] | None,
+    chosen: npt.NDArray[np.int64],
 ) -> Batch:
+    """The examples of the sampled units: the model's own for users, one per interaction else."""
     if plan.unit == "interaction":
-        if isinstance(model, HistoryModel):
+        if model.USER_REPRESENTATION != LOCAL_VECTOR:
             raise ConfigError(
-                "privacy-unit=interaction is not supported with model=history: its examples "
+                f"privacy-unit=interaction is not supported with {type(model).__name__} (user "
+                f"representation {model.USER_REPRESENTATION!r}, as model=history): its examples "
                 "are users' sequences. Use privacy-unit=user, or model=mf."
             )
         return build_interaction_batch(
@@ -180,4 +178,4 @@ def _batch(
             rng=rng,
             item_pool=item_pool,
         )
-    return make_batch(model, data, chosen, config, rng=rng, item_pool=item_pool)
+    return model.make_batch(data, chosen, config, rng=rng, item_pool=item_pool)

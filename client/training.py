@@ -1,29 +1,57 @@
-"""Local training over batches of users: the loop DP-SGD slots into.
+"""Local training: one loop, parameterised by a sampler and a step.
+
+:func:`run_steps` takes the units (users, or interactions) of each step from
+a *sampler* (:mod:`client.sampling`), has the model build their examples
+(:meth:`~common.models.base.Recommender.make_batch`) and hands the batch to a
+*step*, which updates the model and reports its loss. Every way fedrec
+trains is that loop with its own pair:
+
+* :func:`train_local` (a round without DP; the centralised baseline calls it
+  too): shuffled batches, or ``local-steps`` fresh batches, and
+  :class:`NonPrivateStep` (Adam on every parameter, optional FedProx term);
+* :func:`fit_local` (users only, no privacy cost): shuffled batches and
+  :class:`NonPrivateStep` on the local parameters, the shared ones frozen;
+* :func:`client.private_training.train_private` (DP-SGD): Poisson sampling
+  and :class:`client.private_training.PrivateStep` (per-user clipping, noise).
 
 One step = one batch of users; each user's loss is the mean over their own
-rows, so the batch loss is a sum of per-user terms (what a per-user clipping
-step needs). Shared and local parameters are updated together here; a private
-variant replaces :func:`sample_user_batches` with Poisson sampling and
-:class:`NonPrivateStep` with a clip-and-noise step on the shared parameters.
+examples (:meth:`~common.models.base.Recommender.user_losses`), so the batch
+loss is a sum of per-user terms: what a per-user clipping step needs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
 
-from client.examples import SequenceBatch, UserBatch, build_sequence_batch, build_user_batch
+from client.sampling import sample_step_batches, sample_user_batches
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
 from common.models.base import Recommender
-from common.models.history import HistoryModel
+from common.models.batches import Batch
+
+__all__ = [
+    "LoopTally",
+    "NonPrivateStep",
+    "OptimizerCarry",
+    "Step",
+    "StepOutcome",
+    "TrainConfig",
+    "TrainStats",
+    "active_users",
+    "fit_local",
+    "per_user_loss",
+    "run_steps",
+    "sample_step_batches",
+    "sample_user_batches",
+    "train_local",
+]
 
 
 @dataclass(frozen=True)
@@ -34,9 +62,6 @@ class TrainStats:
     examples: int
     seconds: float
     clipped_fraction: float = 0.0  # DP only: share of sampled examples whose norm exceeded C
-
-
-Batch = UserBatch | SequenceBatch
 
 
 @dataclass
@@ -51,65 +76,73 @@ class OptimizerCarry:
     state: dict[str, object] | None = None
 
 
-def make_batch(
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one step reports to the loop."""
+
+    loss: float | None  # the batch loss; None: the batch had no example (a noise-only DP step)
+    clipped: int = 0  # DP only: examples whose gradient norm exceeded the clipping bound
+
+
+class Step(Protocol):
+    """Updates the model from one batch."""
+
+    def __call__(self, batch: Batch) -> StepOutcome: ...
+
+
+@dataclass(frozen=True)
+class LoopTally:
+    """What :func:`run_steps` counted over its steps."""
+
+    steps: int
+    losses: tuple[float, ...]  # of the steps that had examples
+    examples: int  # rows (or target positions) over all batches
+    sampled: int  # units (users, or interactions) over all batches
+    clipped: int  # DP only: examples whose gradient norm exceeded the clipping bound
+
+    @property
+    def mean_loss(self) -> float:
+        return float(np.mean(self.losses)) if self.losses else float("nan")
+
+
+def run_steps(
     model: Recommender,
-    data: UserItemData,
-    users: npt.NDArray[np.int64],
-    config: TrainConfig,
+    batches: Iterable[npt.NDArray[np.int64]],
     *,
-    rng: np.random.Generator,
-    item_pool: npt.NDArray[np.int64] | None = None,
-) -> Batch:
-    """The examples of ``users`` in the form ``model`` trains on."""
-    if isinstance(model, HistoryModel):
-        return build_sequence_batch(
-            model.lengths.numpy(), users, positions=config.positions_per_user, rng=rng
-        )
-    return build_user_batch(
-        data,
-        users,
-        max_interactions_per_user=config.max_interactions_per_user,
-        num_negatives=config.num_negatives,
-        explicit=config.loss == "mse",
-        rng=rng,
-        item_pool=item_pool,
+    build: Callable[[npt.NDArray[np.int64]], Batch],
+    step: Step,
+) -> LoopTally:
+    """One ``step`` per batch of units from the sampler ``batches``, its examples from ``build``.
+
+    Samplers and builders draw from their generators lazily, batch by batch, so
+    the order of every random draw is fixed by the seeds alone.
+    """
+    model.train()
+    losses: list[float] = []
+    steps = examples = sampled = clipped = 0
+    for units in batches:
+        batch = build(units)
+        outcome = step(batch)
+        if outcome.loss is not None:
+            losses.append(outcome.loss)
+        clipped += outcome.clipped
+        examples += int(batch.row_items.numel())
+        sampled += batch.size
+        steps += 1
+    return LoopTally(
+        steps=steps, losses=tuple(losses), examples=examples, sampled=sampled, clipped=clipped
     )
 
 
 def per_user_loss(model: Recommender, batch: Batch, config: TrainConfig) -> torch.Tensor:
-    """Loss of each user in the batch, shape (B,): mean over their rows plus L2 on touched rows."""
-    if isinstance(batch, SequenceBatch):
-        assert isinstance(model, HistoryModel)
-        per_user = model.sequence_loss(batch.users, batch.ends)  # next-item softmax, (B,)
-        if config.weight_decay > 0:
-            per_user = per_user + config.weight_decay * model.user_embedding(batch.users).pow(
-                2
-            ).sum(-1)
-        return per_user
-    users = batch.users[batch.row_slot]  # (n_rows,)
-    logits = model.score(users, batch.row_items)  # (n_rows,)
-    if config.loss == "bce":
-        row_loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
-    else:
-        row_loss = (logits - batch.labels) ** 2
-    if config.weight_decay > 0:
-        item_sq = sum(table(batch.row_items).pow(2).sum(-1) for table in model.item_vectors())
-        row_loss = row_loss + config.weight_decay * item_sq
-    per_user = torch.zeros(batch.size).index_add_(0, batch.row_slot, row_loss * batch.row_weight)
-    if config.weight_decay > 0:
-        user_sq = sum(table(batch.users).pow(2).sum(-1) for table in model.user_vectors())
-        per_user = per_user + config.weight_decay * user_sq
-    return per_user  # (B,)
+    """Loss of each user in the batch, shape (B,): the model's own
+    (:meth:`~common.models.base.Recommender.user_losses`), weight decay included."""
+    return model.user_losses(batch, config)
 
 
-def sample_user_batches(
-    users: npt.NDArray[np.int64], *, batch_users: int, epochs: int, rng: np.random.Generator
-) -> Iterator[npt.NDArray[np.int64]]:
-    """Shuffled, fixed-size batches of users, ``epochs`` passes (the non-private sampler)."""
-    for _ in range(epochs):
-        order = rng.permutation(users)
-        for start in range(0, len(order), batch_users):
-            yield order[start : start + batch_users]
+def active_users(data: UserItemData) -> npt.NDArray[np.int64]:
+    """The users with training data (the units of user-level sampling)."""
+    return np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
 
 
 class NonPrivateStep:
@@ -134,8 +167,8 @@ class NonPrivateStep:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.learning_rate  # this round's rate, not the stored one
 
-    def __call__(self, batch: Batch) -> float:
-        loss = per_user_loss(self.model, batch, self.config).mean()
+    def __call__(self, batch: Batch) -> StepOutcome:
+        loss = self.model.user_losses(batch, self.config).mean()
         if self.config.proximal_mu > 0 and self.reference is not None:
             shared = self.model.shared_parameters()
             drift = sum((shared[n] - ref).pow(2).sum() for n, ref in self.reference.items())
@@ -143,7 +176,7 @@ class NonPrivateStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return StepOutcome(loss=float(loss.detach()))
 
 
 def _fits(state: dict[str, Any], params: list[torch.Tensor]) -> bool:
@@ -164,16 +197,6 @@ def _fits(state: dict[str, Any], params: list[torch.Tensor]) -> bool:
     return True
 
 
-def sample_step_batches(
-    users: npt.NDArray[np.int64], *, batch_users: int, steps: int, rng: np.random.Generator
-) -> Iterator[npt.NDArray[np.int64]]:
-    """``steps`` batches, each of distinct users drawn afresh: a fixed amount of local work
-    per round whatever the merchant's size."""
-    size = min(batch_users, len(users))
-    for _ in range(steps if size else 0):
-        yield rng.choice(users, size=size, replace=False)
-
-
 def train_local(
     model: Recommender,
     data: UserItemData,
@@ -187,13 +210,11 @@ def train_local(
     ``config.local_epochs`` passes over its users. With ``carry``, Adam resumes from the
     state it holds (when that fits this model) and leaves its new state there."""
     started = time.perf_counter()
-    active = np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
+    active = active_users(data)
     reference = {n: p.detach().clone() for n, p in model.shared_parameters().items()}
     step = NonPrivateStep(
         model, config, reference=reference, state=None if carry is None else carry.state
     )
-    model.train()
-    losses, examples, taken = [], 0, 0
     batches = (
         sample_step_batches(active, batch_users=config.batch_users, steps=steps, rng=rng)
         if steps > 0
@@ -201,18 +222,19 @@ def train_local(
             active, batch_users=config.batch_users, epochs=config.local_epochs, rng=rng
         )
     )
-    for users in batches:
-        batch = make_batch(model, data, users, config, rng=rng)
-        losses.append(step(batch))
-        examples += int(batch.row_items.numel())
-        taken += 1
+    tally = run_steps(
+        model,
+        batches,
+        build=lambda users: model.make_batch(data, users, config, rng=rng),
+        step=step,
+    )
     if carry is not None:
         carry.state = step.optimizer.state_dict()
     return TrainStats(
-        loss=float(np.mean(losses)) if losses else float("nan"),
-        steps=taken,
+        loss=tally.mean_loss,
+        steps=tally.steps,
         users=len(active),
-        examples=examples,
+        examples=tally.examples,
         seconds=time.perf_counter() - started,
     )
 
@@ -235,21 +257,20 @@ def fit_local(
     """
     if epochs < 1:
         return 0
-    active = np.flatnonzero(np.diff(data.train_indptr) > 0).astype(np.int64)
+    active = active_users(data)
     shared = list(model.shared_parameters().values())
     flags = [p.requires_grad for p in shared]
     for p in shared:
         p.requires_grad_(False)
-    steps = 0
     try:
         step = NonPrivateStep(model, config, parameters=list(model.local_parameters().values()))
-        model.train()
-        for users in sample_user_batches(
-            active, batch_users=config.batch_users, epochs=epochs, rng=rng
-        ):
-            step(make_batch(model, data, users, config, rng=rng))
-            steps += 1
+        tally = run_steps(
+            model,
+            sample_user_batches(active, batch_users=config.batch_users, epochs=epochs, rng=rng),
+            build=lambda users: model.make_batch(data, users, config, rng=rng),
+            step=step,
+        )
     finally:
         for p, flag in zip(shared, flags, strict=True):
             p.requires_grad_(flag)
-    return steps
+    return tally.steps

@@ -43,7 +43,7 @@ from common.constants import MERCHANT_CATALOG_DIGEST_FILE, MERCHANT_PSEUDONYM_KE
 from common.data.catalog import catalog_digest
 from common.data.dataset import UserItemData
 from common.errors import FedrecError, RunDirError
-from common.models.base import Recommender, build_model
+from common.models.base import LOCAL_VECTOR, Recommender, build_model
 from common.seeding import numpy_rng
 
 logger = logging.getLogger(__name__)
@@ -170,18 +170,20 @@ class ServingIndex:
                 "the global model of the federation this merchant trained with."
             )
         run = global_model.run
-        if run.model.kind == "history":
-            raise RunDirError(
-                f"{global_model.directory} holds a model=history recommender; fedrec serve "
-                "serves model=mf and model=neumf only (history serving is not built yet). "
-                "Use `fedrec recommend` for batch recommendations."
-            )
         model = build_model(
             run.model,
             num_users=data.num_users,
             num_items=data.num_items,
             generator=torch.Generator().manual_seed(options.seed),
         )
+        if model.USER_REPRESENTATION != LOCAL_VECTOR:
+            raise RunDirError(
+                f"{global_model.directory} holds a model={run.model.kind} recommender (users "
+                f"represented by {model.USER_REPRESENTATION}); fedrec serve serves models of "
+                "local user vectors (model=mf, model=neumf) only (serving "
+                f"{run.model.kind} is not built yet). Use `fedrec recommend` for batch "
+                "recommendations."
+            )
         try:
             model.load_shared(global_model.shared)
         except ValueError as exc:

@@ -2,6 +2,10 @@
 
 The registry (:mod:`common.models.registry`) is import-light, so the CLIs read
 the model names without importing torch; the names below load on first use.
+A model subclasses :class:`~common.models.local_vector.LocalVectorRecommender`
+(a user is their own vector) or :class:`~common.models.recent_items.RecentItemsRecommender`
+(a user is their recent items), lives in its own module and has one line in
+:data:`~common.models.registry.MODELS`.
 """
 
 from __future__ import annotations
@@ -9,9 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from common.models.base import ModelConfig, Recommender, build_model
+    from common.models.base import (
+        LOCAL_VECTOR,
+        RECENT_ITEMS,
+        ModelConfig,
+        Recommender,
+        build_model,
+    )
 
-__all__ = ["ModelConfig", "Recommender", "build_model"]
+__all__ = ["LOCAL_VECTOR", "RECENT_ITEMS", "ModelConfig", "Recommender", "build_model"]
 
 
 def __getattr__(name: str) -> Any:

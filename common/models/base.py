@@ -1,4 +1,17 @@
-"""The recommender interface and the shared/local parameter split.
+"""The recommender interface: how a model represents a user, and the few operations
+the rest of fedrec needs of it.
+
+A model declares ``USER_REPRESENTATION``:
+
+* :data:`LOCAL_VECTOR`: each user has their own parameters (a vector, a bias),
+  learnt from their interactions (MF, NeuMF; :mod:`common.models.local_vector`);
+* :data:`RECENT_ITEMS`: a user is the items they interacted with, most recent
+  first (the history model, sequence models; :mod:`common.models.recent_items`).
+
+Everything else talks to a model through :class:`Recommender`: the examples
+of a batch of users and their per-user loss (training), the scores of every
+item for a batch of users (evaluation, serving), the shared/local split of its
+parameters (federation), and fitting a new user from a few items (fold-in).
 
 *Shared* parameters (item embeddings, item biases, MLP weights) are what the
 federation trains together. *Local* parameters (user embeddings and biases)
@@ -10,8 +23,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -20,6 +35,11 @@ from common.models.registry import check_kind, model_class
 
 if TYPE_CHECKING:
     from common.data.dataset import UserItemData
+    from common.models.batches import Batch, TrainingSettings
+
+UserRepresentation = Literal["local-vector", "recent-items"]
+LOCAL_VECTOR: Final = "local-vector"
+RECENT_ITEMS: Final = "recent-items"
 
 
 @dataclass(frozen=True)
@@ -53,12 +73,16 @@ class ModelConfig:
 
 
 class Recommender(nn.Module, ABC):
-    """Scores (user, item) pairs; splits its parameters into shared and local.
+    """A recommender as the rest of fedrec sees it.
 
-    Subclasses list their user-owned parameters in ``LOCAL_PARAMETERS`` (names
-    as in ``named_parameters()``); every other parameter is shared.
+    Subclasses declare ``USER_REPRESENTATION`` and list their user-owned
+    parameters in ``LOCAL_PARAMETERS`` (names as in ``named_parameters()``);
+    every other parameter is shared. Most models subclass one of the two
+    representations' bases, which implement :meth:`make_batch` (and, for local
+    vectors, the loss and fold-in) once for all their models.
     """
 
+    USER_REPRESENTATION: ClassVar[UserRepresentation]
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]]
 
     def __init__(self, *, num_users: int, num_items: int) -> None:
@@ -66,26 +90,60 @@ class Recommender(nn.Module, ABC):
         self.num_users = num_users
         self.num_items = num_items
 
+    # --- training ----------------------------------------------------------------------
     @abstractmethod
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Logits for pairs: ``users`` and ``items`` are (n,) int64; returns (n,)."""
+    def make_batch(
+        self,
+        data: UserItemData,
+        users: npt.NDArray[np.int64],
+        settings: TrainingSettings,
+        *,
+        rng: np.random.Generator,
+        item_pool: npt.NDArray[np.int64] | None = None,
+    ) -> Batch:
+        """The training examples of ``users`` (local indices into ``data``), drawn with ``rng``.
 
-    def score_all(self, users: torch.Tensor, *, chunk_items: int = 4096) -> torch.Tensor:
-        """Logits of every catalog item for each user: (len(users), num_items).
-
-        The default loops over item chunks with :meth:`score`; models with a
-        cheaper closed form (MF: a matmul) override it.
+        With ``item_pool``, examples use only pool items where the model can
+        restrict them (private training on items frequent enough to learn).
         """
-        rows = []
-        for start in range(0, self.num_items, chunk_items):
-            items = torch.arange(start, min(start + chunk_items, self.num_items))
-            pair_users = users.repeat_interleave(len(items))  # (n * chunk,)
-            pair_items = items.repeat(len(users))  # (n * chunk,)
-            rows.append(self.score(pair_users, pair_items).view(len(users), len(items)))
-        return torch.cat(rows, dim=1)
 
+    @abstractmethod
+    def user_losses(self, batch: Batch, settings: TrainingSettings) -> torch.Tensor:
+        """Each user's training loss on ``batch``, shape (B,), weight decay included.
+
+        The batch loss is their sum or mean: each term depends on its own user's
+        examples only, which is what per-user clipping (DP-SGD) needs.
+        """
+
+    # --- scoring -----------------------------------------------------------------------
+    @abstractmethod
+    def score_all(self, users: torch.Tensor, *, chunk_items: int = 4096) -> torch.Tensor:
+        """Logits of every catalog item for each user: (len(users), num_items)."""
+
+    @abstractmethod
+    def item_vectors(self) -> list[nn.Embedding]:
+        """Embedding tables indexed by item (item-to-item similarity)."""
+
+    # --- a new user --------------------------------------------------------------------
+    @abstractmethod
+    def fold_in_user(
+        self,
+        positives: npt.NDArray[np.int64],
+        negatives: npt.NDArray[np.int64],
+        settings: TrainingSettings,
+        *,
+        iterations: int,
+    ) -> None:
+        """Fit user 0 to a new user's ``positives`` (against ``negatives``); shared
+        parameters stay as they are.
+
+        Called on a one-user model whose local parameters are zero, with at
+        least one positive (:func:`client.serving.foldin.fold_in`).
+        """
+
+    # --- the party's data and initialisation -------------------------------------------
     def bind(self, data: UserItemData) -> None:
-        """Give the model this party's data, if it scores from it (history models); else no-op.
+        """Give the model this party's data, if it scores from it (recent items); else no-op.
 
         Called wherever a model is built for one party's users, before training or scoring.
         """
@@ -93,14 +151,7 @@ class Recommender(nn.Module, ABC):
     def initialised(self) -> None:
         """Adjust the generic initialisation of :func:`build_model` (no-op by default)."""
 
-    @abstractmethod
-    def user_vectors(self) -> list[nn.Embedding]:
-        """Embedding tables indexed by user (the rows that regularisation touches)."""
-
-    @abstractmethod
-    def item_vectors(self) -> list[nn.Embedding]:
-        """Embedding tables indexed by item."""
-
+    # --- shared and local parameters ----------------------------------------------------
     def shared_parameters(self) -> dict[str, torch.Tensor]:
         """Name → tensor for every parameter the federation trains together."""
         return {

@@ -11,8 +11,8 @@
 * ``q_i, b_i`` are the output item vectors and biases (``item_out``, a Linear).
 
 Every item table is shared; only ``user_embedding`` is local. A party's
-histories come from its own training data (:meth:`bind`) and never leave it:
-the model holds them as a plain attribute, outside ``state_dict``.
+histories come from its own training data and never leave it
+(:class:`~common.models.recent_items.RecentItemsRecommender`).
 
 Training is next-item prediction over the whole catalog: for a sampled
 position ``t`` of a user's time-ordered items, the context is the items before
@@ -25,49 +25,39 @@ as leading dimension (:mod:`client.clipping`).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.dataset import UserItemData
-from common.models.base import ModelConfig, Recommender
+from common.models.base import ModelConfig
+from common.models.batches import Batch, SequenceBatch
+from common.models.local_vector import fold_in_by_lbfgs
+from common.models.recent_items import RecentItemsRecommender
+
+if TYPE_CHECKING:
+    from common.models.batches import TrainingSettings
 
 
-class HistoryModel(Recommender):
+class HistoryModel(RecentItemsRecommender):
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]] = ("user_embedding.weight",)
 
     def __init__(self, config: ModelConfig, *, num_users: int, num_items: int) -> None:
-        super().__init__(num_users=num_users, num_items=num_items)
+        super().__init__(num_users=num_users, num_items=num_items, max_history=config.history_max)
         dim = config.embedding_dim
-        self.pad = num_items  # the padding id of the input tables
         self.window = config.history_window
-        self.max_history = config.history_max
         self.decay = torch.tensor([config.history_decay**k for k in range(self.window)])  # (K,)
         self.user_embedding = nn.Embedding(num_users, dim)  # (users, dim), local
         self.history_long = nn.Embedding(num_items + 1, dim)  # (items + pad, dim)
         self.history_short = nn.Embedding(num_items + 1, dim)  # (items + pad, dim)
         self.item_out = nn.Linear(dim, num_items)  # weight (items, dim), bias (items,)
-        self.sequences = torch.full((num_users, 1), self.pad, dtype=torch.int64)
-        self.lengths = torch.zeros(num_users, dtype=torch.int64)
 
     def initialised(self) -> None:
         with torch.no_grad():
             self.user_embedding.weight.zero_()  # a user starts as their history alone
-
-    # --- the party's histories -------------------------------------------------------
-    def bind(self, data: UserItemData) -> None:
-        """Use ``data``'s training items (time-ordered) as each user's history."""
-        counts = np.minimum(np.diff(data.train_indptr), self.max_history)
-        width = max(1, int(counts.max(initial=0)))
-        sequences = np.full((data.num_users, width), self.pad, dtype=np.int64)
-        for user in np.flatnonzero(counts):
-            end = data.train_indptr[user + 1]
-            sequences[user, : counts[user]] = data.train_items[end - counts[user] : end]
-        self.sequences = torch.as_tensor(sequences)
-        self.lengths = torch.as_tensor(counts.astype(np.int64))
 
     # --- the user vector ----------------------------------------------------------------
     def context(self, users: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
@@ -113,7 +103,39 @@ class HistoryModel(Recommender):
         loss = loss * valid.to(loss.dtype)
         return loss.sum(1) / valid.sum(1).clamp(min=1).to(loss.dtype)  # (B,)
 
+    def user_losses(self, batch: Batch, settings: TrainingSettings) -> torch.Tensor:
+        """Next-item softmax at the batch's positions plus L2 on the users' residuals: (B,)."""
+        if not isinstance(batch, SequenceBatch):
+            raise TypeError(f"HistoryModel trains on SequenceBatch, got {type(batch).__name__}")
+        per_user = self.sequence_loss(batch.users, batch.ends)  # (B,)
+        if settings.weight_decay > 0:
+            per_user = per_user + settings.weight_decay * self.user_embedding(batch.users).pow(
+                2
+            ).sum(-1)
+        return per_user
+
+    def fold_in_user(
+        self,
+        positives: npt.NDArray[np.int64],
+        negatives: npt.NDArray[np.int64],
+        settings: TrainingSettings,
+        *,
+        iterations: int,
+    ) -> None:
+        """Fit the residual ``p_u`` of user 0 (whose bound history is empty) by L-BFGS,
+        as a local-vector model does (:func:`~common.models.local_vector.fold_in_by_lbfgs`)."""
+        fold_in_by_lbfgs(
+            self,
+            self.score,
+            self.user_vectors(),
+            positives,
+            negatives,
+            settings,
+            iterations=iterations,
+        )
+
     def user_vectors(self) -> list[nn.Embedding]:
+        """The user-indexed (local) table: the residuals."""
         return [self.user_embedding]
 
     def item_vectors(self) -> list[nn.Embedding]:

@@ -7,10 +7,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from common.models.base import ModelConfig, Recommender
+from common.models.base import ModelConfig
+from common.models.local_vector import LocalVectorRecommender
 
 
-class NeuMF(Recommender):
+class NeuMF(LocalVectorRecommender):
     """``score = w . [p_u * q_i ; MLP([p'_u ; q'_i])] + b_i``.
 
     Local: the two user tables (``gmf_user``, ``mlp_user``). Shared: the two item

@@ -11,12 +11,12 @@ from torch import nn
 
 from client import clipping
 from client.clipping import CLIP_EPSILON, PerUserClipper
-from client.examples import UserBatch, build_sequence_batch, build_user_batch
 from client.training import per_user_loss
 from common.config import TrainConfig
 from common.data.catalog import ItemCatalog
 from common.data.dataset import build_user_item_data
 from common.models import ModelConfig, build_model
+from common.models.batches import UserBatch, build_sequence_batch, build_user_batch
 from common.models.mf import MatrixFactorization
 from tests.conftest import make_events
 

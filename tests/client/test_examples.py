@@ -1,12 +1,12 @@
 import numpy as np
 import torch
 
-from client.examples import build_user_batch
 from client.training import per_user_loss
 from common.config import TrainConfig
 from common.data.catalog import ItemCatalog
 from common.data.dataset import build_user_item_data
 from common.models import ModelConfig, build_model
+from common.models.batches import build_user_batch
 from tests.conftest import make_events
 
 

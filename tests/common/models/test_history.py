@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from client.examples import build_sequence_batch
 from client.training import train_local
 from common.config import TrainConfig
 from common.data.catalog import ItemCatalog
 from common.data.dataset import build_user_item_data
 from common.evaluation import evaluate_model
 from common.models import ModelConfig, build_model
+from common.models.batches import build_sequence_batch
 from common.models.history import HistoryModel
 from tests.conftest import make_events
 

@@ -11,10 +11,11 @@ from torch import nn
 
 from common.errors import ConfigError
 from common.models import ModelConfig, Recommender, build_model
+from common.models.local_vector import LocalVectorRecommender
 from common.models.registry import MODELS, ModelEntry, model_class, model_kinds
 
 
-class ToyModel(Recommender):
+class ToyModel(LocalVectorRecommender):
     """A dot product of a user and an item table: registered by this test, not by fedrec."""
 
     LOCAL_PARAMETERS = ("users.weight",)

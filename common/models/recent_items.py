@@ -1,0 +1,65 @@
+"""Models that represent a user by the items they interacted with, most recent first.
+
+A party's histories come from its own training data (:meth:`bind`, time
+ordered, at most ``max_history`` items per user) and never leave it: the
+model holds them as plain attributes, outside ``state_dict``. Training is
+next-item prediction: a batch holds sampled target positions of each user's
+history (:class:`~common.models.batches.SequenceBatch`); a subclass says how
+it scores a position from the items before it (:meth:`user_losses`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from common.models.base import RECENT_ITEMS, Recommender, UserRepresentation
+from common.models.batches import SequenceBatch, build_sequence_batch
+
+if TYPE_CHECKING:
+    from common.data.dataset import UserItemData
+    from common.models.batches import TrainingSettings
+
+
+class RecentItemsRecommender(Recommender):
+    """Holds each user's recent items; samples next-item positions from them to train."""
+
+    USER_REPRESENTATION: ClassVar[UserRepresentation] = RECENT_ITEMS
+
+    def __init__(self, *, num_users: int, num_items: int, max_history: int) -> None:
+        super().__init__(num_users=num_users, num_items=num_items)
+        self.pad = num_items  # the padding id of item-input tables (sized num_items + 1)
+        self.max_history = max_history
+        self.sequences = torch.full((num_users, 1), self.pad, dtype=torch.int64)  # (users, L)
+        self.lengths = torch.zeros(num_users, dtype=torch.int64)  # (users,)
+
+    def bind(self, data: UserItemData) -> None:
+        """Use ``data``'s training items (time-ordered) as each user's history."""
+        counts = np.minimum(np.diff(data.train_indptr), self.max_history)
+        width = max(1, int(counts.max(initial=0)))
+        sequences = np.full((data.num_users, width), self.pad, dtype=np.int64)
+        for user in np.flatnonzero(counts):
+            end = data.train_indptr[user + 1]
+            sequences[user, : counts[user]] = data.train_items[end - counts[user] : end]
+        self.sequences = torch.as_tensor(sequences)
+        self.lengths = torch.as_tensor(counts.astype(np.int64))
+
+    def make_batch(
+        self,
+        data: UserItemData,
+        users: npt.NDArray[np.int64],
+        settings: TrainingSettings,
+        *,
+        rng: np.random.Generator,
+        item_pool: npt.NDArray[np.int64] | None = None,
+    ) -> SequenceBatch:
+        """``positions_per_user`` target positions of each user's bound history.
+
+        Targets are the user's own items, so ``item_pool`` restricts nothing here.
+        """
+        return build_sequence_batch(
+            self.lengths.numpy(), users, positions=settings.positions_per_user, rng=rng
+        )
