@@ -67,6 +67,8 @@ def start_ray(init_args: dict[str, Any]) -> None:
 
     import ray
 
+    from common.models.registry import MODELS_ENVIRONMENT
+
     if ray.is_initialized():
         return
     pythonpath = os.pathsep.join(sys.path)  # as flwr's RayBackend.init_ray
@@ -74,7 +76,10 @@ def start_ray(init_args: dict[str, Any]) -> None:
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
     os.environ["PYTHONPATH"] = pythonpath
     try:
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+        env_vars = {"PYTHONPATH": pythonpath}
+        if os.environ.get(MODELS_ENVIRONMENT):  # models registered outside the tree
+            env_vars[MODELS_ENVIRONMENT] = os.environ[MODELS_ENVIRONMENT]
+        ray.init(runtime_env={"env_vars": env_vars}, **init_args)
     except Exception as exc:  # Ray raises many kinds (RuntimeError, ConnectionError, ...)
         text = str(exc).strip()
         cause = text.splitlines()[0].rstrip(".") if text else type(exc).__name__
