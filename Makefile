@@ -1,7 +1,7 @@
 # Two entry points do all set-up on a fresh machine (Python + pip + the torch CPU wheel):
 #   make demo   installs into .venv and runs a simulated federation on synthetic data
 #   make test   installs into .venv and runs the test suite (what .ci/run calls)
-# A coordinator machine also needs nginx (server/proxy.py puts it on the public port):
+# A coordinator machine also needs nginx (server/ops/proxy.py puts it on the public port):
 #   make coordinator-setup   installs the Debian package when nginx is missing (root or sudo)
 PYTHON ?= python3
 VENV   := .venv

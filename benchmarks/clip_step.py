@@ -3,7 +3,7 @@
 Times, on one thread, the median over repeats (after warm-up) of
 
 * ``plain``: ``per_user_loss(...).mean().backward()`` with ordinary dense grads,
-* ``clipper``: :meth:`client.clipping.PerUserClipper.backward` on the same batch
+* ``clipper``: :meth:`client.training.clipping.PerUserClipper.backward` on the same batch
   (one backward; per-user norms; clipped dense sum),
 
 for MF (and NeuMF for reference) at 1024 users x ~50 rows on a 10k-item catalog
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.clipping import PerUserClipper
-from client.training import per_user_loss
+from client.training.clipping import PerUserClipper
+from client.training.loop import per_user_loss
 from common.config import TrainConfig
 from common.models import ModelConfig, Recommender, build_model
 from common.models.batches import UserBatch

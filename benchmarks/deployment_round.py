@@ -18,7 +18,7 @@ Two configurations are run side by side, each in a fresh federation:
 
 * ``flower-defaults``: a cold ``flwr-clientapp`` process per message and
   Flower's own poll intervals (SuperNode 3 s, SuperExec 1 s, Grid 3 s);
-* ``fedrec``: warm ClientApp processes (client/warm_start.py) and short polls
+* ``fedrec``: warm ClientApp processes (client/deploy/warm_start.py) and short polls
   (SuperNode 0.5 s, SuperExec 0.1 s, Grid 0.1 s).
 
     python benchmarks/deployment_round.py [--rounds 5] [--out FILE]

@@ -4,9 +4,9 @@ Throughput: the same MF model and the same batches (1024 users, ~50 rows
 each, 10k-item catalog, dim 32, one thread), timed alternately so both see the
 same machine load:
 
-* ``non-private``: :class:`client.training.NonPrivateStep` (forward, backward,
+* ``non-private``: :class:`client.training.loop.NonPrivateStep` (forward, backward,
   Adam on every parameter);
-* ``dp``: :class:`client.private_training.PrivateStep` (per-user clipped sums
+* ``dp``: :class:`client.training.private.PrivateStep` (per-user clipped sums
   in one backward, Opacus's DP optimizer adding N(0, (sigma C)^2) noise to the
   whole item table, Adam on shared parameters, Adam on the users' own rows).
 
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.private_training import PrivateStep
-from client.training import NonPrivateStep
+from client.training.loop import NonPrivateStep
+from client.training.private import PrivateStep
 from common.config import TrainConfig
 from common.models import ModelConfig, Recommender, build_model
 from common.models.batches import UserBatch

@@ -39,7 +39,7 @@ from client.serving.api import stubs  # noqa: E402
 from client.serving.index import ServingIndex, ServingOptions  # noqa: E402
 from client.serving.model_dir import load_global_model, publish  # noqa: E402
 from client.serving.service import ModelHolder, start_server  # noqa: E402
-from client.state import MerchantStore  # noqa: E402
+from client.state.store import MerchantStore  # noqa: E402
 from common.config import parse_run_config  # noqa: E402
 from common.constants import MERCHANT_DATA_FILE, MERCHANT_USERS_FILE  # noqa: E402
 from common.data.catalog import ItemCatalog  # noqa: E402

@@ -35,7 +35,7 @@ def _sequential_baseline(run_dir: Path, config, rounds: int) -> float:
     import torch
 
     from client.merchant import Merchant
-    from client.state import MerchantStore
+    from client.state.store import MerchantStore
     from common.models.base import build_model
     from common.seeding import torch_generator
 

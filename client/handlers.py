@@ -201,7 +201,7 @@ def encode_catalog(state: Path, keys: tuple[str, ...], *, sent_digest: object) -
     ``sent_digest`` is the catalog's SHA-256 as the coordinator sent it; a
     catalog that does not match it arrived damaged and is refused.
     """
-    from client.enrolment import encode_for_catalog
+    from client.deploy.enrolment import encode_for_catalog
     from common.data.catalog import ItemCatalog, catalog_digest
 
     digest = catalog_digest(keys)

@@ -69,7 +69,7 @@ def run_name(fields: Mapping[str, Any], *, run_id: int) -> str:
 def round_plan(fields: Mapping[str, Any], run: RunConfig, *, training: bool = False) -> RoundPlan:
     """The round plan the fields carry; in a signed run it must be the plan the operator signed.
 
-    :mod:`client.run_guard` checked the run's settings against the operator's
+    :mod:`client.deploy.run_guard` checked the run's settings against the operator's
     signature and the merchant's policy; this binds each message's
     instructions (training, privacy, SecAgg+) to those same settings.
     """

@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from client.ledger import MerchantLedger
 from client.merchant_privacy import MerchantPrivacy
 from client.releases import CountsRelease, PrivacyReport, Release, SharedArrays, TrainOutcome
-from client.state import MerchantStore
-from client.training import OptimizerCarry, fit_local, train_local
+from client.state.ledger import MerchantLedger
+from client.state.store import MerchantStore
+from client.training.loop import OptimizerCarry, fit_local, train_local
 from common.config import RoundPlan, TrainConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
@@ -198,7 +198,7 @@ class Merchant:
         run: str,
         secagg: bool = False,
     ) -> TrainOutcome:
-        from client.private_training import train_private
+        from client.training.private import train_private
 
         account = self.privacy.open_account(
             plan, run=run, server_round=server_round, kind=EVENT_DP_SGD

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from client.ledger import MerchantLedger
 from client.releases import CountsRelease, PrivacyReport, Release
-from client.state import MerchantStore
+from client.state.ledger import MerchantLedger
+from client.state.store import MerchantStore
 from common.config import RoundPlan
 from common.constants import COUNTS_ARRAY
 from common.data.dataset import UserItemData
@@ -85,7 +85,7 @@ class MerchantPrivacy:
         Raises :class:`AccountDisagrees` if the ledger shows more spent than
         the account holds (the file deleted or edited): never a fresh account then.
         """
-        from client.private_training import private_population
+        from client.training.private import private_population
 
         path = self.store.privacy_account_path
         account = PrivacyAccount.load(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from client.merchant import Merchant
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.config import RunConfig
 from common.constants import NODE_PARTITION_ID, NODE_STATE_DIR
 from common.errors import ConfigError

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from client.training import TrainStats
+from client.training.loop import TrainStats
 from common.constants import (
     DP_CLIP,
     DP_COUNT_NOISE,

@@ -104,7 +104,7 @@ class FederationConfig:
     min_train_nodes: int = 1  # fewer merchants training (e.g. out of budget) ends the run
     # The largest merchant admitted (users under user-level DP, else training interactions):
     # caps a reported num-examples and the local steps behind the update-norm bound
-    # (server/update_bounds.py).
+    # (server/rounds/update_bounds.py).
     max_merchant_examples: int = 100_000_000
     max_update_norm: float = 0.0  # L2 bound on one merchant's update; 0 = derived
 

@@ -13,7 +13,7 @@ header is canonical JSON naming
 * ``run-name`` and ``signed-at`` (UTC), so a record names what was approved.
 
 A merchant verifies the envelope against the key it pinned at enrolment
-before anything of the run executes (:mod:`client.run_guard`). Signing and
+before anything of the run executes (:mod:`client.deploy.run_guard`). Signing and
 verification are the ``cryptography`` package's Ed25519 (through
 :mod:`common.privacy.signing`); nothing here imports Flower.
 """

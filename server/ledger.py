@@ -11,7 +11,7 @@ entry, and a committed update's hash equal to the hash of the arrays
 actually received), records them
 verbatim (``merchant-entries``), and after each round records every merchant's
 head (``round-head``): its countersignature. An update the coordinator left out
-of the model (non-finite, too large, a bad weight: :mod:`server.update_bounds`)
+of the model (non-finite, too large, a bad weight: :mod:`server.rounds.update_bounds`)
 is recorded with its reason (``update-rejected``), and under client-level DP
 each noised aggregate the coordinator computed (``client-dp-release``), with
 its noise, its sizes and the cumulative epsilon. ``close`` ends a run.

@@ -15,10 +15,10 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import RoundPlan, RunConfig, parse_run_config
-from server.progress import PROGRESS_FILE, Progress
 from server.rounds.admission import wait_for_nodes
 from server.rounds.loop import run_federation
 from server.rounds.outputs import save_outputs
+from server.rounds.progress import PROGRESS_FILE, Progress
 from server.rounds.records import RoundRecord
 from server.rounds.start import announce, initial_arrays, open_ledger, run_options, strategy_for
 
@@ -78,3 +78,6 @@ def make_server_app(
         logger.info("federation finished; global model and history in %s", output)
 
     return app
+
+
+app = make_server_app()

@@ -33,7 +33,7 @@ def build_strategy(config: FederationConfig, train: TrainConfig, *, num_nodes: i
     """A Flower strategy that aggregates shared parameters weighted by ``num-examples``.
 
     The weight is the coordinator's, not the merchant's word:
-    :mod:`server.update_bounds` sets it to 1 for every accepted reply under
+    :mod:`server.rounds.update_bounds` sets it to 1 for every accepted reply under
     privacy (uniform FedAvg) and bounds the reported count otherwise.
 
     FedProx needs ``proximal-mu > 0`` in the training settings (the merchants

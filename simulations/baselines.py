@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from client.training import OptimizerCarry, train_local
+from client.training.loop import OptimizerCarry, train_local
 from common.config import RunConfig, parse_run_config, to_run_config
 from common.data.dataset import UserItemData
 from common.errors import ConfigError

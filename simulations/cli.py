@@ -3,8 +3,8 @@
     fedrec simulate  [--data FILE --format FMT] [--merchants N] [--rounds R] ...
     fedrec recommend RUN_DIR --k 10 --out recs.csv
     fedrec audit verify|epsilon ...   (simulations/audit_cli.py)
-    fedrec coordinator init|start|admit|revoke|status, fedrec run   (server/cli.py)
-    fedrec merchant keygen|join                                      (client/cli.py)
+    fedrec coordinator init|start|admit|revoke|status, fedrec run   (server/ops/cli.py)
+    fedrec merchant keygen|join                                      (client/deploy/cli.py)
 
 Flags are parsed here, at the edge, into the frozen configs of ``common``;
 errors of kind :class:`common.errors.FedrecError` print one paragraph and exit
@@ -287,9 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_recommend(sub)
     _add_personalisation(sub)
-    from client.cli import add_merchant
+    from client.deploy.cli import add_merchant
     from client.serving.cli import add_serve
-    from server.cli import add_coordinator, add_run
+    from server.ops.cli import add_coordinator, add_run
     from simulations.audit_cli import add_audit
     from simulations.experiment_cli import add_experiment
 

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import torch
 
 from client.serving.foldin import fold_in
-from client.training import train_local
+from client.training.loop import train_local
 from common.config import RunConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError

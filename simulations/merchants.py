@@ -43,7 +43,7 @@ def prepare_merchants(
     """
     import hashlib
 
-    from client.state import MerchantStore
+    from client.state.store import MerchantStore
 
     catalog = ItemCatalog.from_keys(
         np.concatenate([events.item_id, np.asarray(extra_items, object)])
@@ -116,7 +116,7 @@ def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -
     """Refuse before anything runs if delta is not below 1/examples at some merchant."""
     if not run.privacy.merchant_dp:
         return
-    from client.private_training import private_population
+    from client.training.private import private_population
 
     problems = []
     for name, data in sorted(merchants.items()):

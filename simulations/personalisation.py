@@ -19,7 +19,7 @@ import torch
 
 from client.serving.model_dir import load_global_model
 from client.serving.personalise import FINE_TUNE_EPOCHS, personalise
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.constants import MERCHANTS_DIR
 from common.errors import RunDirError
 from common.evaluation import evaluate_model

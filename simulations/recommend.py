@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.config import parse_run_config
 from common.constants import (
     GLOBAL_MODEL_FILE,

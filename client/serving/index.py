@@ -38,7 +38,7 @@ from client.serving.defaults import MAX_K
 from client.serving.foldin import fold_in
 from client.serving.model_dir import GlobalModel
 from client.serving.personalise import personalise
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.constants import MERCHANT_CATALOG_DIGEST_FILE, MERCHANT_PSEUDONYM_KEY_FILE
 from common.data.catalog import catalog_digest
 from common.data.dataset import UserItemData
@@ -198,7 +198,7 @@ class ServingIndex:
             assert local is not None
             model.load_local(local)
         else:  # a merchant new to this model: its users are fitted to it here, at no privacy cost
-            from client.training import fit_local
+            from client.training.loop import fit_local
 
             logger.info("fitting %d users of %s to the global model", data.num_users, store.name)
             fit_local(
@@ -258,7 +258,7 @@ class ServingIndex:
         """The local index of a raw user ID (pseudonymised when the state has a key)."""
         key = user_id
         if self.pseudonym_key is not None:
-            from client.pseudonym import pseudonymise
+            from client.deploy.pseudonym import pseudonymise
 
             key = str(pseudonymise(self.pseudonym_key, [user_id])[0])
         return self.user_index.get(key)

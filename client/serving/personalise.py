@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from client.serving.defaults import DEFAULT_LAMBDA, FINE_TUNE_EPOCHS
-from client.training import fit_local, train_local
+from client.training.loop import fit_local, train_local
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError

@@ -20,7 +20,7 @@ position ``t`` of a user's time-ordered items, the context is the items before
 loss is the mean over their sampled positions, one term of the batch loss, so
 per-user DP-SGD clips it like any other: every shared parameter enters through
 an ``nn.Embedding`` or the ``nn.Linear`` output, called with the batch's users
-as leading dimension (:mod:`client.clipping`).
+as leading dimension (:mod:`client.training.clipping`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ What is checked, for every ledger file:
 
 Rollback: a merchant keeps, beside its ledger, the newest of its entries the
 coordinator acknowledged holding (``ledger.countersigned.json``, written by
-:mod:`client.ledger`, with the coordinator's signature of that statement,
+:mod:`client.state.ledger`, with the coordinator's signature of that statement,
 :mod:`common.privacy.held_ack`, checked against the operator key the
 merchant pinned; the coordinator records those entries in its signed
 ledger and countersigns them at the round's end). A ledger shorter than that

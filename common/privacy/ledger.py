@@ -42,7 +42,7 @@ LEDGER_FORMAT = "fedrec-ledger/1"
 ZERO_HASH = "0" * 64
 HEAD_SUFFIX = ".head.json"
 # Beside a merchant's ledger: the newest of its entries the coordinator acknowledged holding
-# (written by :mod:`client.ledger`, checked against rollback by
+# (written by :mod:`client.state.ledger`, checked against rollback by
 # :mod:`common.privacy.chain_check`).
 COUNTERSIGNED_SUFFIX = ".countersigned.json"
 

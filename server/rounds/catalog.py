@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from common.config import FederationConfig
 from common.constants import CATALOG_ACTION, CATALOG_DIGEST_FIELD, CATALOG_ITEMS_FIELD, CATALOG_KEY
 from common.data.catalog import ItemCatalog, catalog_digest
-from server import transport
+from server.rounds import transport
 from server.rounds.records import FederationError
 from server.rounds.replies import merchant_of, split
 

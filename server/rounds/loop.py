@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 
 from common.config import FederationConfig, RoundPlan
 from common.constants import TOP_K_FIELD
-from server import transport
-from server.checkpoint import Checkpoint, save_checkpoint, strategy_state
+from server.rounds import transport
 from server.rounds.admission import wait_for_nodes
 from server.rounds.catalog import CatalogState, admit_late_joiners, confirm_catalog
+from server.rounds.checkpoint import Checkpoint, save_checkpoint, strategy_state
 from server.rounds.instructions import round_config, with_prior
 from server.rounds.prior import collect_item_prior
 from server.rounds.records import FederationError, FederationResult, RoundRecord, RunOptions
 from server.rounds.replies import merchant_of, metrics, silent, split
 from server.rounds.train import train_round
-from server.update_bounds import UpdateBounds, derive_bounds, non_finite
+from server.rounds.update_bounds import UpdateBounds, derive_bounds, non_finite
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord, Message
@@ -142,7 +142,7 @@ class RoundLoop:
         """Continue after ``checkpoint``'s last round, with its model, history and accounts."""
         from flwr.app import Array, ArrayRecord
 
-        from server.checkpoint import restore_strategy_state
+        from server.rounds.checkpoint import restore_strategy_state
 
         if problem := non_finite(checkpoint.arrays):  # written before updates were checked
             raise FederationError(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from common.config import RoundPlan
 from common.constants import COUNTS_ARRAY, DP_COUNT_NOISE, ITEM_COUNTS_KEY
 from common.models.prior import ItemPrior
-from server import transport
+from server.rounds import transport
 from server.rounds.instructions import round_config
 from server.rounds.records import FederationError, RunOptions
 from server.rounds.replies import merchant_of, metrics, privacy_of, refusal, split

@@ -13,12 +13,12 @@ from common.data.catalog import ItemCatalog
 from common.errors import ExitCode, FedrecError
 from common.models.prior import ItemPrior
 from server.rounds.replies import merchant_of
-from server.updates import payload_bytes
+from server.rounds.updates import payload_bytes
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord, Context, Message
 
-    from server.checkpoint import Checkpoint
+    from server.rounds.checkpoint import Checkpoint
 
 
 class FederationError(FedrecError):

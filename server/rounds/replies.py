@@ -1,7 +1,7 @@
 """Reading merchants' replies: who sent them, their metrics, privacy reports and refusals.
 
 Every decoded train reply is judged before aggregation (:func:`judge`, over
-:mod:`server.update_bounds`: shapes, finite values, the update's L2 norm, the
+:mod:`server.rounds.update_bounds`: shapes, finite values, the update's L2 norm, the
 weight); a rejected one is left out and named in the round's failures.
 """
 
@@ -22,7 +22,7 @@ from common.constants import (
     METRICS_KEY,
     WEIGHT_KEY,
 )
-from server.update_bounds import UpdateBounds, check_update
+from server.rounds.update_bounds import UpdateBounds, check_update
 
 if TYPE_CHECKING:
     from flwr.app import Message

@@ -67,7 +67,7 @@ def initial_arrays(run: RunConfig) -> ArrayRecord:
 
 def run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:
     """Deployment extras: run name, catalog, SecAgg+, checkpoint and resume."""
-    from server.checkpoint import CHECKPOINT_FILE, check_resumable, load_checkpoint
+    from server.rounds.checkpoint import CHECKPOINT_FILE, check_resumable, load_checkpoint
 
     checkpoint_path = output / CHECKPOINT_FILE
     settings = to_run_config(run)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.constants import SECAGG_FIELD, SERVER_ROUND_FIELD
-from server import transport
-from server.checkpoint import STRATEGY_STATE
+from server.rounds import transport
+from server.rounds.checkpoint import STRATEGY_STATE
 from server.rounds.instructions import round_config, with_prior
 from server.rounds.records import FederationError, RoundRecord
 from server.rounds.replies import judge, merchant_of, metrics, privacy_of, refusal, silent, split
-from server.update_bounds import check_global, check_secure_aggregate
-from server.updates import decode_update
+from server.rounds.update_bounds import check_global, check_secure_aggregate
+from server.rounds.updates import decode_update
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord, Message
@@ -72,7 +72,7 @@ def exchange(loop: RoundLoop, record: RoundRecord, messages: list[Message]) -> E
         assert options.secagg is not None and options.context is not None
         from flwr.app import ConfigRecord
 
-        from server.secagg import secure_train_round
+        from server.rounds.secagg import secure_train_round
 
         config = round_config(
             loop.plan, options, **{SERVER_ROUND_FIELD: record.round, SECAGG_FIELD: True}

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from client.merchant import Merchant
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.config import TrainConfig
 from common.constants import MERCHANT_DATA_FILE, MERCHANT_USERS_FILE
 from common.errors import ConfigError

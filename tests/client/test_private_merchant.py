@@ -7,7 +7,7 @@ import torch
 from dp_accounting import rdp
 
 from client.merchant import Merchant
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.config import RoundPlan, TrainConfig
 from common.constants import MERCHANT_DATA_FILE, MERCHANT_USERS_FILE
 from common.data.catalog import ItemCatalog

@@ -15,7 +15,7 @@ from client.client_app import make_client_app
 from common.config import RunConfig
 from common.constants import DP_REFUSED, NODE_STATE_DIR
 from common.privacy.ledger import read_ledger
-from server import transport
+from server.rounds import transport
 from server.rounds.prior import collect_item_prior
 from server.rounds.records import FederationError, RunOptions
 from tests.client.test_private_merchant import MODEL, PLAN, _merchant, data  # noqa: F401

@@ -8,12 +8,12 @@ from common.errors import ExitCode, FedrecError
 
 # Modules that define error kinds (importing them registers the subclasses).
 MODULES = (
-    "client.coordinator_probe",
-    "client.supernode",
+    "client.deploy.coordinator_probe",
+    "client.deploy.supernode",
     "common.run_signature",
     "server.rounds.records",
-    "server.flwr_cli",
-    "server.submit",
+    "server.ops.flwr_cli",
+    "server.ops.submit",
     "simulations.audit_report",
     "simulations.sweep",
 )

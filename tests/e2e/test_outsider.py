@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from server.flwr_cli import CONNECTION, ControlError, FlowerCli
+from server.ops.flwr_cli import CONNECTION, ControlError, FlowerCli
 from tests.e2e.federation import Federation
 
 pytestmark = pytest.mark.e2e

@@ -21,9 +21,9 @@ import pytest
 
 from common.privacy.ledger import read_ledger
 from common.privacy.verify import verify_path
-from server.coordinator import CoordinatorDir
-from server.submit import Submission, _toml_table, resolve_settings
-from server.superlink import control
+from server.ops.coordinator import CoordinatorDir
+from server.ops.submit import Submission, _toml_table, resolve_settings
+from server.ops.superlink import control
 from tests.e2e.federation import Federation
 
 pytestmark = pytest.mark.e2e

@@ -62,7 +62,7 @@ DP_METRICS = {
 
 def _epsilon_after(run, data, rounds):
     """What a merchant will have spent after the count release and ``rounds`` rounds."""
-    from client.private_training import private_population
+    from client.training.private import private_population
 
     plan = plan_privacy(
         run.privacy,

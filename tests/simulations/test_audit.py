@@ -232,7 +232,7 @@ def test_a_report_written_beside_its_ledger_is_checked_by_verify_of_the_director
 
 
 def test_a_report_of_an_earlier_head_still_verifies_after_the_ledger_grows(merchant_dir, tmp_path):
-    from client.ledger import MerchantLedger
+    from client.state.ledger import MerchantLedger
 
     write_report(merchant_dir, tmp_path / "audit")
     MerchantLedger(merchant_dir, "shop").non_dp_release(
@@ -275,7 +275,7 @@ def test_epsilon_calculator_matches_the_accountants(capsys):
 
 
 def test_a_run_refused_before_execution_is_stated_apart_from_budget_refusals(merchant_dir):
-    from client.run_guard import record_refusal
+    from client.deploy.run_guard import record_refusal
     from common.privacy.ledger import read_ledger
     from simulations.audit_report import statement, summarize
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from client.serving.personalise import DEFAULT_LAMBDA
-from client.state import MerchantStore
-from client.training import train_local
+from client.state.store import MerchantStore
+from client.training.loop import train_local
 from common.config import parse_run_config
 from common.constants import GLOBAL_MODEL_FILE, RUN_CONFIG_FILE
 from common.data.dataset import concat_user_item_data

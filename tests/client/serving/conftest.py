@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from client.pseudonym import load_or_create_key, pseudonymise
+from client.deploy.pseudonym import load_or_create_key, pseudonymise
 from client.serving.model_dir import publish
-from client.state import MerchantStore
+from client.state.store import MerchantStore
 from common.config import parse_run_config
 from common.constants import MERCHANT_DATA_FILE, MERCHANT_PSEUDONYM_KEY_FILE, MERCHANT_USERS_FILE
 from common.data.catalog import ItemCatalog

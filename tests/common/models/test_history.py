@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from client.training import train_local
+from client.training.loop import train_local
 from common.config import TrainConfig
 from common.data.catalog import ItemCatalog
 from common.data.dataset import build_user_item_data

@@ -60,6 +60,6 @@ def test_a_model_defined_elsewhere_needs_only_its_registry_entry(monkeypatch) ->
 
 
 def test_the_cli_reads_model_names_without_importing_torch() -> None:
-    code = "import sys, simulations.cli, server.cli; print('torch' in sys.modules)"
+    code = "import sys, simulations.cli, server.ops.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client.ledger import MerchantLedger
+from client.state.ledger import MerchantLedger
 from common.privacy.held_ack import HeldAck
 from common.privacy.ledger import (
     CLOSE,

@@ -1,0 +1,78 @@
+"""``fedrec merchant keygen|join``: flags to typed calls."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.data.formats import DEFAULT_FORMAT, format_help
+from common.errors import ExitCode
+
+
+def _say(text: str) -> None:
+    print(f"fedrec: {text}", flush=True)
+
+
+def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("merchant", help="join a federation as a merchant")
+    cmds = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    keygen = cmds.add_parser("keygen", help="make this merchant's node key pair")
+    keygen.add_argument("dir", type=Path, metavar="DIR")
+    keygen.add_argument("--overwrite", action="store_true", help="replace an existing key")
+    keygen.set_defaults(handler=_keygen)
+
+    join = cmds.add_parser("join", help="enrol an event log and serve the federation")
+    join.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    join.add_argument("--ca", required=True, type=Path, help="the federation's ca.pem")
+    join.add_argument(
+        "--operator-key",
+        type=Path,
+        metavar="FILE",
+        help="the operator's operator.pub, pinned at first join (runs it did not sign are refused)",
+    )
+    join.add_argument("--key", required=True, type=Path, metavar="DIR", help="node key directory")
+    join.add_argument("--data", required=True, type=Path, metavar="FILE", help="event log")
+    join.add_argument("--format", default=DEFAULT_FORMAT, help=format_help())
+    join.add_argument("--state", required=True, type=Path, metavar="DIR", help="durable state")
+    join.add_argument("--name", help="merchant name (default: the state directory's name)")
+    join.add_argument("--poll", type=float, default=0.5, help="idle poll seconds (0.5)")
+    join.add_argument(
+        "--no-warm-start",
+        action="store_true",
+        help="start each ClientApp process cold (Flower's default; seconds slower per message)",
+    )
+    join.set_defaults(handler=_join)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from client.deploy.node_key import generate_node_key
+    from common.node_keys import fingerprint, load_public_key
+
+    public = generate_node_key(args.dir, overwrite=args.overwrite)
+    _say(
+        f"node key written to {args.dir} (fingerprint {fingerprint(load_public_key(public))}). "
+        f"Send {public} to the coordinator operator; keep node.key private."
+    )
+    return ExitCode.OK
+
+
+def _join(args: argparse.Namespace) -> int:
+    from client.deploy.enrolment import read_info
+    from client.deploy.supernode import JoinSpec, join
+
+    info = read_info(args.state) if args.state.is_dir() else None
+    name = args.name or (str(info["name"]) if info else args.state.resolve().name)
+    spec = JoinSpec(
+        coordinator=args.coordinator,
+        ca=args.ca,
+        operator_key=args.operator_key,
+        key_dir=args.key,
+        data=args.data,
+        state=args.state,
+        name=name,
+        fmt=args.format,
+        poll=args.poll,
+        warm=not args.no_warm_start,
+    )
+    return join(spec, say=_say)
