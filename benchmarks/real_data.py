@@ -28,7 +28,8 @@ error by the delta method: SE(a/b) = sd(a_i - r b_i) / (sqrt(n) mean(b)).
     python benchmarks/real_data.py --split validation   # tuning and ablations: no test item read
 
 Writes ``benchmarks/results/real_data.json`` and ``real_data.md`` (datasets
-not run keep their previous entries).
+not run keep their previous entries). The rows are built in ``real_data_rows.py``
+and the report is rendered in ``real_data_report.py``; this script runs them.
 """
 
 from __future__ import annotations
@@ -38,40 +39,43 @@ import dataclasses
 import datetime
 import functools
 import json
-import math
-import os
-import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from common.config import RunConfig, parse_run_config
-from common.constants import hr_at, ndcg_at
-from common.data.catalog import ItemCatalog
-from common.data.dataset import UserItemData, build_user_item_data
-from common.data.loaders import load_events
-from common.data.partition import PartitionConfig
-from common.data.schema import Interactions
-from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
-from common.recipes import run_settings
-from common.seeding import numpy_rng
-from simulations.reference import LAMBDA_GRID
-from simulations.runner import DataSource
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-K = 10
-SEED = 0
+from real_data_report import machine_info, markdown, versions  # noqa: E402  (sibling modules)
+from real_data_rows import (  # noqa: E402
+    SEED,
+    K,
+    Row,
+    centralised_row,
+    ease_row,
+    federated_row,
+    ials_row,
+    named,
+    popularity_row,
+    summarise,
+)
+
+from common.config import parse_run_config  # noqa: E402
+from common.data.catalog import ItemCatalog  # noqa: E402
+from common.data.dataset import UserItemData, build_user_item_data  # noqa: E402
+from common.data.loaders import load_events  # noqa: E402
+from common.data.partition import PartitionConfig  # noqa: E402
+from common.data.schema import Interactions  # noqa: E402
+from common.recipes import run_settings  # noqa: E402
+from simulations.reference import LAMBDA_GRID  # noqa: E402
+from simulations.runner import DataSource  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT.parent / "shared" / "data"
-HR, NDCG = hr_at(K), ndcg_at(K)
-BASELINE = "EASE^R"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,6 @@ IALS_GRID: dict[str, tuple[float, ...]] = {
     "regularization": (0.01, 0.1, 1.0),
     "alpha": (1.0, 10.0, 40.0),
 }
-IALS_ITERATIONS = 15
 QUICK_IALS_GRID: dict[str, tuple[float, ...]] = {
     "factors": (64,),
     "regularization": (0.1,),
@@ -122,293 +125,6 @@ FEDERATIONS = (
         PartitionConfig(scheme="dirichlet", num_parties=10, alpha=0.5),
     ),
 )
-
-
-@dataclass
-class Row:
-    """One method on one dataset: per-user metrics aligned with the pooled test users."""
-
-    method: str
-    hr: npt.NDArray[np.float64] | None  # (test users,)
-    ndcg: npt.NDArray[np.float64] | None
-    seconds: float
-    params: dict[str, Any] = field(default_factory=dict)
-    validation: list[dict[str, Any]] = field(default_factory=list)
-    note: str = ""
-
-    @classmethod
-    def of(cls, method: str, result: EvaluationResult, seconds: float, **extra: Any) -> Row:
-        return cls(method, result.per_user[HR], result.per_user[NDCG], seconds, **extra)
-
-
-def _timed(work: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    out = work()
-    return out, time.perf_counter() - started
-
-
-# --- methods ---------------------------------------------------------------------------------
-
-
-def popularity_row(pooled: UserItemData) -> Row:
-    from simulations.baselines import evaluate_popularity
-
-    result, seconds = _timed(lambda: evaluate_popularity(pooled, k=K, seed=SEED))
-    return Row.of("popularity", result, seconds)
-
-
-def _evaluate_ease(data: UserItemData, lam: float, *, stream: str) -> EvaluationResult:
-    from simulations.reference import ease_weights, score_ease
-
-    return score_ease(data, ease_weights(data, lam), k=K, rng=numpy_rng(SEED, "evaluate", stream))
-
-
-def ease_row(pooled: UserItemData, grid: tuple[float, ...]) -> Row:
-    """λ of ``grid`` with the best validation NDCG@10 (ties: first), refitted on all training data.
-
-    The same split, weights, scoring, tie rule and random streams as
-    ``reference.choose_ease_lambda`` + ``evaluate_ease`` (what ``fedrec simulate``
-    prints), with the grid and per-λ progress of this benchmark.
-    """
-    from simulations.reference import validation_split
-
-    started = time.perf_counter()
-    split = validation_split(pooled)
-    table = {}
-    for lam in grid:
-        table[lam] = _evaluate_ease(split, lam, stream="ease-validation").means[NDCG]
-        print(f"  EASE^R validation λ={lam:g}: {table[lam]:.4f}", flush=True)
-    best = max(grid, key=lambda lam: -math.inf if math.isnan(table[lam]) else table[lam])
-    result = _evaluate_ease(pooled, best, stream="ease")
-    return Row.of(
-        BASELINE,
-        result,
-        time.perf_counter() - started,
-        params={"lambda": best},
-        validation=[{"lambda": lam, NDCG: value} for lam, value in table.items()],
-    )
-
-
-def _binary_csr(data: UserItemData) -> Any:
-    from scipy.sparse import csr_matrix
-
-    x = csr_matrix(
-        (np.ones(data.num_train, dtype=np.float32), data.train_items, data.train_indptr),
-        shape=(data.num_users, data.num_items),
-    )
-    x.sum_duplicates()
-    x.data[:] = 1.0
-    return x
-
-
-def _fit_ials(data: UserItemData, params: dict[str, Any]) -> EvaluationResult:
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # implicit's own threads; BLAS threads would fight them
-        model = AlternatingLeastSquares(
-            factors=params["factors"],
-            regularization=params["regularization"],
-            alpha=params["alpha"],
-            iterations=IALS_ITERATIONS,
-            num_threads=2,
-            random_state=SEED,
-        )
-        model.fit(_binary_csr(data), show_progress=False)
-    users_f = np.asarray(model.user_factors)  # (users, factors)
-    items_f = np.asarray(model.item_factors)  # (items, factors)
-    return evaluate_scores(
-        lambda users: users_f[users] @ items_f.T,
-        data,
-        k=K,
-        rng=numpy_rng(SEED, "evaluate", "ials"),
-    )
-
-
-def ials_row(pooled: UserItemData, grid: dict[str, tuple[float, ...]]) -> Row:
-    try:
-        import implicit
-    except ImportError:
-        reason = (
-            "the 'implicit' package is not installed: pip install -e '.[bench]' "
-            "(or pip install implicit==0.7.2)"
-        )
-        print(f"  iALS skipped: {reason}", flush=True)
-        return Row("iALS (implicit)", None, None, 0.0, note=f"skipped: {reason}")
-    from simulations.reference import validation_split
-
-    started = time.perf_counter()
-    split = validation_split(pooled)
-    validation = []
-    for factors in grid["factors"]:
-        for reg in grid["regularization"]:
-            for alpha in grid["alpha"]:
-                params = {"factors": int(factors), "regularization": reg, "alpha": alpha}
-                result, seconds = _timed(functools.partial(_fit_ials, split, params))
-                validation.append({**params, NDCG: result.means[NDCG], "seconds": seconds})
-                print(f"  iALS validation {params}: {result.means[NDCG]:.4f}", flush=True)
-    best = max(validation, key=lambda v: v[NDCG])
-    chosen = {name: best[name] for name in ("factors", "regularization", "alpha")}
-    result = _fit_ials(pooled, chosen)
-    return Row.of(
-        "iALS (implicit)",
-        result,
-        time.perf_counter() - started,
-        params={**chosen, "iterations": IALS_ITERATIONS, "implicit": implicit.__version__},
-        validation=validation,
-    )
-
-
-def centralised_row(pooled: UserItemData, run: RunConfig, *, recipe: str = "") -> Row:
-    from simulations.baselines import train_centralised
-
-    # as many steps as the 5-merchant IID federation takes together (with local-steps)
-    result, seconds = _timed(lambda: train_centralised(pooled, run, parties=5))
-    return Row.of(_named("fedrec centralised", recipe), result, seconds, params=_settings(run))
-
-
-def _named(method: str, recipe: str) -> str:
-    """``method``, or ``method [recipe]`` for rows run with ``--set`` settings."""
-    return f"{method} [{recipe}]" if recipe else method
-
-
-def _settings(run: RunConfig) -> dict[str, Any]:
-    settings = {
-        "model": run.model.kind,
-        "embedding_dim": run.model.embedding_dim,
-        "rounds": run.federation.num_rounds,
-        **(
-            {"local_steps": run.privacy.local_steps}
-            if run.privacy.local_steps
-            else {"local_epochs": run.train.local_epochs}
-        ),
-        "batch_users": run.train.batch_users,
-        "loss": "next-item softmax" if run.model.kind == "history" else run.train.loss,
-        "learning_rate": run.train.learning_rate,
-        "learning_rate_schedule": run.train.learning_rate_schedule,
-        "keep_optimizer_state": run.train.keep_optimizer_state,
-        "weight_decay": run.train.weight_decay,
-        "strategy": run.federation.strategy,
-    }
-    if run.federation.strategy == "fedavgm":
-        settings |= {
-            "fedavgm_learning_rate": run.federation.fedavgm_learning_rate,
-            "fedavgm_momentum": run.federation.fedavgm_momentum,
-        }
-    if run.model.kind == "history":
-        settings |= {
-            "positions_per_user": run.train.positions_per_user,
-            "history_window": run.model.history_window,
-            "history_decay": run.model.history_decay,
-        }
-    return settings
-
-
-def federated_row(
-    label: str,
-    partition: PartitionConfig,
-    source: DataSource,
-    events: Interactions,
-    pooled: UserItemData,
-    run: RunConfig,
-    scratch: Path,
-) -> Row:
-    """``run`` through the Simulation Engine on ``events`` (loaded from ``source``)."""
-    from simulations.runner import SimulationSpec, simulate
-
-    spec = SimulationSpec(
-        run=run,
-        source=source,
-        partition=partition,
-        run_dir=scratch
-        / "-".join(
-            (Path(source.name()).stem, partition.scheme, str(partition.num_parties), label[-12:])
-        ).replace(" ", "_"),
-        overwrite=True,
-        baselines=False,
-    )
-    results, seconds = _timed(lambda: simulate(spec, events=events))
-    hr, ndcg, means = _federated_per_user(spec.run_dir, pooled)
-    reported = results["federated"]["overall"]
-    note = (
-        f"per-user metrics recomputed from the run directory; mean NDCG@10 {means[NDCG]:.5f} "
-        f"vs {reported[NDCG]:.5f} in metrics.json"
-    )
-    params = _settings(run) | {"partition": dataclasses.asdict(partition)}
-    return Row(label, hr, ndcg, seconds, params=params, note=note)
-
-
-def _federated_per_user(
-    run_dir: Path, pooled: UserItemData
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], dict[str, float]]:
-    """Each merchant's users scored by the global model and its saved user vectors."""
-    import torch
-
-    from client.serving.model_dir import load_global_model
-    from client.state import MerchantStore
-    from common.constants import MERCHANTS_DIR
-    from common.models.base import build_model
-
-    global_model = load_global_model(run_dir)
-    position = {key: i for i, key in enumerate(np.asarray(pooled.user_keys)[pooled.test_users])}
-    hr = np.full(len(pooled.test_users), np.nan)
-    ndcg = np.full(len(pooled.test_users), np.nan)
-    for directory in sorted(p for p in (run_dir / MERCHANTS_DIR).iterdir() if p.is_dir()):
-        store = MerchantStore(directory)
-        data = store.load_data()
-        local = store.load_local()
-        if local is None or len(data.test_users) == 0:
-            continue
-        model = build_model(
-            global_model.run.model,
-            num_users=data.num_users,
-            num_items=data.num_items,
-            generator=torch.Generator().manual_seed(SEED),
-        )
-        model.bind(data)
-        model.load_shared(global_model.shared)
-        model.load_local(local)
-        result = evaluate_model(
-            model, data, k=K, rng=numpy_rng(SEED, "evaluate", store.name), prior=global_model.prior
-        )
-        rows = [position[data.user_keys[u]] for u in result.users]
-        hr[rows] = result.per_user[HR]
-        ndcg[rows] = result.per_user[NDCG]
-    missing = int(np.isnan(ndcg).sum())
-    if missing:
-        raise RuntimeError(f"{missing} test users were not evaluated by any merchant")
-    return hr, ndcg, {HR: float(hr.mean()), NDCG: float(ndcg.mean())}
-
-
-# --- statistics and reports ------------------------------------------------------------------
-
-
-def _mean_se(values: npt.NDArray[np.float64]) -> tuple[float, float]:
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
-
-
-def _ratio_se(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """mean(a) / mean(b) and its paired delta-method standard error over the same users."""
-    ratio = float(a.mean() / b.mean())
-    se = float((a - ratio * b).std(ddof=1) / (math.sqrt(len(a)) * b.mean()))
-    return ratio, se
-
-
-def summarise(rows: list[Row]) -> list[dict[str, Any]]:
-    base = next((r for r in rows if r.method == BASELINE and r.ndcg is not None), None)
-    out = []
-    for row in rows:
-        entry: dict[str, Any] = {"method": row.method, "seconds": row.seconds}
-        if row.hr is not None and row.ndcg is not None:
-            entry[HR], entry[f"{HR}_se"] = _mean_se(row.hr)
-            entry[NDCG], entry[f"{NDCG}_se"] = _mean_se(row.ndcg)
-            entry["users"] = len(row.ndcg)
-            if base is not None and base.ndcg is not None:
-                ratio, se = _ratio_se(row.ndcg, base.ndcg)
-                entry[f"{NDCG}_over_ease"], entry[f"{NDCG}_over_ease_paired_se"] = ratio, se
-        entry |= {"params": row.params, "validation": row.validation, "note": row.note}
-        out.append(entry)
-    return out
 
 
 def training_events(pooled: UserItemData, catalog: ItemCatalog) -> Interactions:
@@ -471,7 +187,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
     for label, partition in FEDERATIONS:
         federate = functools.partial(
             federated_row,
-            _named(label, args.recipe),
+            named(label, args.recipe),
             partition,
             source,
             events,
@@ -494,7 +210,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
         )
         federate = functools.partial(
             federated_row,
-            _named(iid[0], f"ablation: {name}"),
+            named(iid[0], f"ablation: {name}"),
             iid[1],
             source,
             events,
@@ -525,102 +241,6 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "methods": summarise(rows),
     }
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "scipy", "torch", "flwr", "opacus", "implicit"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
-
-
-def _fmt(entry: dict[str, Any], key: str, digits: int = 4) -> str:
-    if key not in entry:
-        return "–"
-    return f"{entry[key]:.{digits}f} ± {entry[f'{key}_se']:.{digits}f}"
-
-
-def _validation_lines(methods: list[dict[str, Any]]) -> str:
-    """Validation NDCG@10 (training data only) behind each tuned choice."""
-    out = []
-    for m in methods:
-        table = m["validation"]
-        if m["method"] == BASELINE and table:
-            cells = ", ".join(f"λ={v['lambda']:g}: {v[NDCG]:.4f}" for v in table)
-            out.append(f"- {BASELINE} validation NDCG@10: {cells}.\n")
-        elif table:
-            best = max(table, key=lambda v: v[NDCG])
-            worst = min(table, key=lambda v: v[NDCG])
-            out.append(
-                f"- {m['method']} validation NDCG@10 over {len(table)} settings: best "
-                f"{best[NDCG]:.4f} (chosen), worst {worst[NDCG]:.4f}.\n"
-            )
-    return "\n" + "".join(out) if out else ""
-
-
-def markdown(report: dict[str, Any]) -> str:
-    lines = [
-        "# Real data: fedrec beside popularity, EASE^R and iALS\n\n",
-        f"Leave-last-out by timestamp, full ranking over the catalog, training items excluded; "
-        f"mean ± standard error over test users. Ratio: NDCG@10 over {BASELINE}'s on the same "
-        "users, ± paired delta-method standard error. EASE^R's λ and iALS's factors, "
-        "regularisation and alpha are chosen on a validation split of the training data only "
-        "(each user's last training item), then refitted on all training data. fedrec rows: "
-        "non-private, the product's defaults for a real log (common/recipes.py, chosen on "
-        "the validation split) unless a row names another recipe; federated rows run "
-        "through Flower's Simulation Engine and are scored per user from the run directory "
-        "(global model + each merchant's user vectors), so all rows share the same test users. "
-        "Seconds: wall time including tuning, on a machine shared with other work, so rough "
-        "(the same ML-100K centralised row took 91 s and 9 s in two runs with identical "
-        "metrics). Generated by `benchmarks/real_data.py`.\n",
-    ]
-    for data in report["datasets"].values():
-        lines.append(
-            f"\n## {data['dataset']}: {data['users']} users, {data['items']} items, "
-            f"{data['test_users']} test users\n\n{data['source']}. Run {data['date']}"
-            f"{' (quick mode)' if data['quick'] else ''}; federated rows "
-            f"{data['federated_rounds']} rounds.\n\n"
-        )
-        lines.append(
-            "| method | HR@10 | NDCG@10 | NDCG@10 ÷ EASE^R | settings | seconds |\n"
-            "|---|---|---|---|---|---|\n"
-        )
-        for m in data["methods"]:
-            ratio = (
-                f"{m[f'{NDCG}_over_ease']:.3f} ± {m[f'{NDCG}_over_ease_paired_se']:.3f}"
-                if f"{NDCG}_over_ease" in m
-                else "–"
-            )
-            settings = ", ".join(
-                f"{k}={v}" for k, v in m["params"].items() if k not in ("partition", "implicit")
-            )
-            if m["note"].startswith("skipped"):
-                settings = m["note"]
-            lines.append(
-                f"| {m['method']} | {_fmt(m, HR)} | {_fmt(m, NDCG)} | {ratio} | {settings} "
-                f"| {m['seconds']:.0f} |\n"
-            )
-        lines.append(_validation_lines(data["methods"]))
-    machine = report["machine"]
-    lines.append(
-        f"\nMachine: {machine['cpu']}, {machine['cpus']} CPUs; versions: "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-        + ".\n"
-    )
-    return "".join(lines)
 
 
 def _check_data(root: Path, names: list[str]) -> None:
@@ -716,8 +336,8 @@ def main() -> None:
             report["datasets"][name] = fresh
             report |= {
                 "ratio_se": "paired delta method over the same test users",
-                "versions": _versions(),
-                "machine": _machine(),
+                "versions": versions(),
+                "machine": machine_info(),
             }
             args.out_dir.mkdir(parents=True, exist_ok=True)
             out_json.write_text(json.dumps(report, indent=2))

@@ -16,8 +16,8 @@ issue 14), and reports on each, side by side:
 as NDCG@10 with standard errors and a ratio to EASE^R on the same users (paired
 delta-method SE), beside the same ratios measured on MovieLens 100K and Amazon
 Beauty (read from ``benchmarks/results/real_data.json``, written by
-``real_data.py``). Rows reuse ``real_data.py``'s methods, so both benchmarks
-score alike.
+``real_data.py``). Rows reuse ``real_data.py``'s methods (``real_data_rows.py``), so
+both benchmarks score alike.
 
     python benchmarks/synthetic_realism.py [--quick]
     python benchmarks/synthetic_realism.py --render   # after real_data.py: new real ratios
@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_data import (  # noqa: E402  (a sibling script, not a package)
+from real_data_rows import (  # noqa: E402  (a sibling module, not a package)
     NDCG,
     Row,
     centralised_row,

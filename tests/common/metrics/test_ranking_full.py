@@ -1,19 +1,19 @@
-"""Tie-aware leave-last-out ranking metrics: hand-computed numbers, oracles, properties."""
+"""Tie-aware leave-last-out ranking metrics over the full catalog: by hand, oracles, properties.
+
+Also the accumulator that averages per-user metrics over chunks.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.constants import AUC, hr_at, ndcg_at, recall_at, sampled_hr_at, sampled_ndcg_at
-from common.metrics import ranking
+from common.constants import AUC, hr_at, ndcg_at, recall_at
 from common.metrics.ranking import (
     RankingAccumulator,
     count_candidates,
@@ -21,11 +21,8 @@ from common.metrics.ranking import (
     full_ranking_positions,
     mean_metrics,
     metrics_from_positions,
-    sample_negatives,
-    sampled_positions,
 )
-
-INF = math.inf
+from tests.common.metrics.ranking_helpers import INF, _csr, _problems
 
 # Two users, six items.
 # user 0: target 2 (0.5); excluded {0, 3} (0.9, 0.7). Candidates 1 (0.1), 4 (0.5), 5 (0.3)
@@ -41,13 +38,6 @@ SCORES = np.array(
 TARGETS = np.array([2, 4])
 INDPTR = np.array([0, 2, 3])
 INDICES = np.array([0, 3, 1])
-
-
-def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    indices = np.array([i for r in rows for i in r], dtype=np.int64)
-    return indptr, indices
-
 
 # --- full ranking positions --------------------------------------------------
 
@@ -216,24 +206,6 @@ def _slow_positions(
     return greater, ties
 
 
-@st.composite
-def _problems(draw: st.DrawFn, *, tied: bool) -> tuple[np.ndarray, np.ndarray, list[set[int]]]:
-    n_users = draw(st.integers(1, 6))
-    n_items = draw(st.integers(2, 12))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if tied:  # few distinct values, including -inf and +inf
-        values = np.array([-INF, -1.0, 0.0, 0.5, 1.0, INF])
-        scores = values[rng.integers(0, values.size, size=(n_users, n_items))]
-    else:
-        scores = np.stack([rng.permutation(n_items) for _ in range(n_users)]).astype(float)
-    targets = rng.integers(0, n_items, size=n_users)
-    excluded = []
-    for u in range(n_users):
-        pool = [i for i in range(n_items) if i != targets[u]]
-        excluded.append({i for i in pool if rng.random() < 0.4})
-    return scores, targets, excluded
-
-
 @settings(max_examples=150, deadline=None)
 @given(problem=_problems(tied=False))
 def test_no_ties_positions_equal_argsort_rank(
@@ -308,125 +280,6 @@ def test_tie_aware_metrics_equal_average_over_all_tie_breaks(
         assert m[ndcg_at(k)][0] == pytest.approx(ndcg_sum[j] / n_perm)
     if cands:
         assert m[AUC][0] == pytest.approx(auc_sum / n_perm)
-
-
-# --- sampled protocol ----------------------------------------------------------
-
-
-def test_sampled_positions_and_metrics_by_hand() -> None:
-    # Prepare: target 0.5 vs negatives [0.9, 0.5, 0.1, 0.5] -> g = 1, t = 2.
-    # sampled HR@2 = clip(2 - 1, 0, 3)/3 = 1/3; NDCG@2 = (1/log2(3))/3 (only r = 1 counts).
-    # Execute
-    greater, ties = sampled_positions(np.array([0.5]), np.array([[0.9, 0.5, 0.1, 0.5]]))
-    m = metrics_from_positions(greater, ties, k=2, sampled=True)
-    # Assert
-    assert (greater.tolist(), ties.tolist()) == ([1], [2])
-    assert set(m) == {sampled_hr_at(2), sampled_ndcg_at(2)}
-    assert m[sampled_hr_at(2)] == pytest.approx([1 / 3])
-    assert m[sampled_ndcg_at(2)] == pytest.approx([1 / math.log2(3) / 3])
-
-
-def _check_negatives(
-    negatives: np.ndarray, targets: np.ndarray, indptr: np.ndarray, indices: np.ndarray
-) -> None:
-    for u, row in enumerate(negatives):
-        forbidden = set(indices[indptr[u] : indptr[u + 1]].tolist()) | {int(targets[u])}
-        assert len(set(row.tolist())) == row.size, "negatives repeat within a user"
-        assert not forbidden & set(row.tolist()), "a negative is excluded or the target"
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    problem=_problems(tied=False),
-    num_negatives=st.integers(0, 4),
-    rounds=st.sampled_from([0, 1, 32]),  # 0: exact path only; 1: mixed; 32: as shipped
-)
-def test_sampled_negatives_avoid_exclusions_and_target(
-    problem: tuple[np.ndarray, np.ndarray, list[set[int]]], num_negatives: int, rounds: int
-) -> None:
-    # Prepare
-    scores, targets, excluded = problem
-    n_items = scores.shape[1]
-    rows = [sorted(e) for e in excluded]
-    eligible = [n_items - 1 - len(r) for r in rows]
-    indptr, indices = _csr(rows)
-    kwargs: dict[str, Any] = dict(
-        n_items=n_items, targets=targets, exclude_indptr=indptr, exclude_indices=indices
-    )
-    if min(eligible) < num_negatives:
-        with pytest.raises(ValueError, match="fewer than num_negatives"):
-            sample_negatives(**kwargs, num_negatives=num_negatives, rng=np.random.default_rng(0))
-        return
-    # Execute
-    with mock.patch.object(ranking, "_MAX_REJECTION_ROUNDS", rounds):
-        negatives = sample_negatives(
-            **kwargs, num_negatives=num_negatives, rng=np.random.default_rng(0)
-        )
-    # Assert
-    assert negatives.shape == (len(targets), num_negatives)
-    _check_negatives(negatives, targets, indptr, indices)
-
-
-def test_sampled_negatives_at_scale_are_valid_and_deterministic() -> None:
-    # Prepare: 300 users, 1000 items, up to 600 training items each.
-    rng = np.random.default_rng(7)
-    rows = [sorted(rng.choice(1000, size=rng.integers(0, 600), replace=False)) for _ in range(300)]
-    targets = np.array([next(i for i in range(1000) if i not in set(r)) for r in rows])
-    indptr, indices = _csr(rows)
-    kwargs: dict[str, Any] = dict(
-        n_items=1000, targets=targets, exclude_indptr=indptr, exclude_indices=indices
-    )
-    # Execute
-    first = sample_negatives(**kwargs, rng=np.random.default_rng(42))
-    again = sample_negatives(**kwargs, rng=np.random.default_rng(42))
-    other = sample_negatives(**kwargs, rng=np.random.default_rng(43))
-    # Assert
-    assert first.shape == (300, 99)
-    _check_negatives(first, targets, indptr, indices)
-    np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first, other)
-
-
-def test_sampled_negatives_when_almost_everything_is_excluded() -> None:
-    # Prepare: 5000 items, the user excluded all but the target (0) and items 10..14, so
-    # rejection alone would take thousands of rounds; the exact completion must kick in.
-    rows = [[i for i in range(1, 5000) if not 10 <= i < 15]]
-    indptr, indices = _csr(rows)
-    # Execute
-    negatives = sample_negatives(
-        n_items=5000, targets=[0], exclude_indptr=indptr, exclude_indices=indices,
-        num_negatives=5, rng=np.random.default_rng(0),
-    )  # fmt: skip
-    # Assert
-    assert sorted(negatives[0].tolist()) == [10, 11, 12, 13, 14]
-
-
-def test_sampled_negatives_are_uniform() -> None:
-    # Prepare: 5 items, target 1, item 0 excluded -> pick 2 of {2, 3, 4}; each item is in
-    # a draw with probability 2/3, so over 3000 users each appears about 2000 times.
-    n = 3000
-    indptr = np.arange(n + 1)
-    indices = np.zeros(n, dtype=np.int64)
-    # Execute
-    negatives = sample_negatives(
-        n_items=5, targets=np.ones(n, dtype=np.int64), exclude_indptr=indptr,
-        exclude_indices=indices, num_negatives=2, rng=np.random.default_rng(1),
-    )  # fmt: skip
-    counts = np.bincount(negatives.ravel(), minlength=5)
-    # Assert: binomial sd = sqrt(3000 * 2/3 * 1/3) ~ 26; allow 5 sd.
-    assert counts[:2].tolist() == [0, 0]
-    assert np.all(np.abs(counts[2:] - 2000) < 130)
-
-
-def test_sampled_negatives_refuse_users_with_too_few_items_and_list_them() -> None:
-    # Prepare: 4 items; user 0 (target 0, excludes 1, 2) has 1 eligible item, user 1 has 3.
-    indptr, indices = _csr([[1, 2], []])
-    # Execute / Assert
-    with pytest.raises(ValueError, match=r"1 users have fewer than num_negatives=2.*user 0: 1"):
-        sample_negatives(
-            n_items=4, targets=[0, 0], exclude_indptr=indptr, exclude_indices=indices,
-            num_negatives=2, rng=np.random.default_rng(0),
-        )  # fmt: skip
 
 
 # --- accumulator -----------------------------------------------------------------
