@@ -15,6 +15,7 @@ from typing import Any
 
 from common.choices import LOSSES, SCHEDULES, SERVER_STATE_STRATEGIES, STRATEGIES
 from common.compression import CompressionConfig
+from common.config_keys import KEYS
 from common.errors import ConfigError
 from common.models.base import ModelConfig
 from common.privacy.config import PrivacyConfig
@@ -240,67 +241,8 @@ class RunConfig:
             )
 
 
-# Edge keys → (section, field). One table, used both ways.
-_KEYS: dict[str, tuple[str, str]] = {
-    "model": ("model", "kind"),
-    "embedding-dim": ("model", "embedding_dim"),
-    "mlp-layers": ("model", "mlp_layers"),
-    "positions-per-user": ("train", "positions_per_user"),
-    "history-window": ("model", "history_window"),
-    "history-decay": ("model", "history_decay"),
-    "history-max": ("model", "history_max"),
-    "local-epochs": ("train", "local_epochs"),
-    "batch-users": ("train", "batch_users"),
-    "learning-rate": ("train", "learning_rate"),
-    "num-negatives": ("train", "num_negatives"),
-    "max-interactions-per-user": ("train", "max_interactions_per_user"),
-    "weight-decay": ("train", "weight_decay"),
-    "loss": ("train", "loss"),
-    "proximal-mu": ("train", "proximal_mu"),
-    "user-epochs": ("train", "user_epochs"),
-    "keep-optimizer-state": ("train", "keep_optimizer_state"),
-    "learning-rate-schedule": ("train", "learning_rate_schedule"),
-    "num-server-rounds": ("federation", "num_rounds"),
-    "strategy": ("federation", "strategy"),
-    "server-learning-rate": ("federation", "server_learning_rate"),
-    "fedavgm-learning-rate": ("federation", "fedavgm_learning_rate"),
-    "fedavgm-momentum": ("federation", "fedavgm_momentum"),
-    "min-nodes": ("federation", "min_nodes"),
-    "fraction-train": ("federation", "fraction_train"),
-    "fraction-evaluate": ("federation", "fraction_evaluate"),
-    "round-timeout": ("federation", "round_timeout"),
-    "node-wait-timeout": ("federation", "node_wait_timeout"),
-    "evaluate-every": ("federation", "evaluate_every"),
-    "top-k": ("federation", "top_k"),
-    "seed": ("federation", "seed"),
-    "min-train-nodes": ("federation", "min_train_nodes"),
-    "max-merchant-examples": ("federation", "max_merchant_examples"),
-    "max-update-norm": ("federation", "max_update_norm"),
-    "privacy-unit": ("privacy", "unit"),
-    "target-epsilon": ("privacy", "target_epsilon"),
-    "target-delta": ("privacy", "delta"),
-    "epsilon-max": ("privacy", "epsilon_max"),
-    "max-grad-norm": ("privacy", "max_grad_norm"),
-    "accountant": ("privacy", "accountant"),
-    "count-epsilon-share": ("privacy", "count_share"),
-    "item-threshold": ("privacy", "item_threshold"),
-    "local-steps": ("privacy", "local_steps"),
-    "client-clip": ("privacy", "client_clip"),
-    "device-epsilon": ("privacy", "device_epsilon"),
-    "secagg": ("secagg", "enabled"),
-    "secagg-clip-range": ("secagg", "clipping_range"),
-    "secagg-threshold": ("secagg", "threshold"),
-    "compression": ("compression", "kind"),
-    "topk-fraction": ("compression", "topk_fraction"),
-    "merchants-dir": ("", "merchants_dir"),
-    "num-items": ("", "num_items"),
-    "output-dir": ("", "output_dir"),
-    "catalog": ("", "catalog"),
-    "resume": ("", "resume"),
-    "coordinator-key": ("", "coordinator_key"),
-    "merchant-keys-dir": ("", "merchant_keys_dir"),
-    "run-signature": ("", "run_signature"),
-}
+# Edge keys → (section, field): common/config_keys.py, one table used both ways.
+_KEYS = KEYS
 _SECTIONS = {
     "model": ModelConfig,
     "train": TrainConfig,

@@ -113,10 +113,19 @@ def check_merchants_evaluable(merchants: dict[str, UserItemData], *, source: str
 
 
 def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -> None:
-    """Refuse before anything runs if delta is not below 1/examples at some merchant."""
+    """Refuse before anything runs if the model cannot be trained privately, or if delta is
+    not below 1/examples at some merchant."""
     if not run.privacy.merchant_dp:
         return
     from client.training.private import private_population
+    from common.models.registry import model_class
+
+    if not getattr(model_class(run.model.kind), "PER_USER_CLIPPING", True):
+        raise ConfigError(
+            f"model={run.model.kind} cannot be trained with privacy-unit={run.privacy.unit} yet: "
+            "exact per-user clipping does not cover its LayerNorm and attention modules. Run it "
+            "without privacy, or choose model=mf, neumf or history for a private run."
+        )
 
     problems = []
     for name, data in sorted(merchants.items()):

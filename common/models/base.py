@@ -54,6 +54,10 @@ class ModelConfig:
     history_window: int = 10
     history_decay: float = 0.7
     history_max: int = 200
+    # SASRec (common/models/sasrec.py): attention blocks, heads per block, dropout
+    sasrec_blocks: int = 2
+    sasrec_heads: int = 1
+    dropout: float = 0.2
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -70,6 +74,18 @@ class ModelConfig:
             )
         if not 0 < self.history_decay <= 1:
             raise ConfigError(f"history-decay must be in (0, 1], got {self.history_decay}.")
+        if self.sasrec_blocks < 1 or self.sasrec_heads < 1:
+            raise ConfigError(
+                f"sasrec-blocks and sasrec-heads must be >= 1, got {self.sasrec_blocks} and "
+                f"{self.sasrec_heads}."
+            )
+        if self.embedding_dim % self.sasrec_heads:
+            raise ConfigError(
+                f"embedding-dim {self.embedding_dim} must be a multiple of sasrec-heads "
+                f"{self.sasrec_heads}: each head reads an equal slice."
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
 
 
 class Recommender(nn.Module, ABC):
@@ -84,6 +100,9 @@ class Recommender(nn.Module, ABC):
 
     USER_REPRESENTATION: ClassVar[UserRepresentation]
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]]
+    # Whether exact per-user clipping (client/training/clipping.py) covers every shared
+    # module; private training refuses a model that says False.
+    PER_USER_CLIPPING: ClassVar[bool] = True
 
     def __init__(self, *, num_users: int, num_items: int) -> None:
         super().__init__()

@@ -48,6 +48,9 @@ MODELS: dict[str, ModelEntry] = {
     "history": ModelEntry(
         "common.models.history:HistoryModel", "the user's own recent items, next-item softmax"
     ),
+    "sasrec": ModelEntry(
+        "common.models.sasrec:SASRec", "SASRec: causal self-attention over the recent items"
+    ),
 }
 
 
