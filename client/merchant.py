@@ -51,7 +51,11 @@ class Merchant:
         self.ledger = MerchantLedger(store.directory, store.name, key_path=store.ledger_key_path)
         self._names: tuple[list[str], list[str]] | None = None
         self.privacy = MerchantPrivacy(
-            store, self.ledger, data=lambda: self.data, parameter_names=self.parameter_names
+            store,
+            self.ledger,
+            data=lambda: self.data,
+            parameter_names=self.parameter_names,
+            model=model_config.kind,
         )
 
     @property

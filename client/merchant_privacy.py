@@ -64,8 +64,10 @@ class MerchantPrivacy:
         *,
         data: Callable[[], UserItemData],
         parameter_names: Callable[[], tuple[list[str], list[str]]],
+        model: str,
     ) -> None:
         self.store = store
+        self.model = model  # the kind trained (common.models.registry), named in each release
         self.ledger = ledger
         self._data = data
         self._parameter_names = parameter_names
@@ -177,6 +179,7 @@ class MerchantPrivacy:
             released=[COUNTS_ARRAY] if release.kind == EVENT_ITEM_COUNTS else shared,
             kept_local=local,
             secagg=release.secagg,
+            model=self.model,
         )
 
     def spend(self, account: PrivacyAccount, release: Release, *, what: str) -> int:

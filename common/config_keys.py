@@ -20,6 +20,7 @@ KEYS: Final[dict[str, tuple[str, str]]] = {
     "sasrec-blocks": ("model", "sasrec_blocks"),
     "sasrec-heads": ("model", "sasrec_heads"),
     "dropout": ("model", "dropout"),
+    "sasrec-negatives": ("model", "sasrec_negatives"),
     "local-epochs": ("train", "local_epochs"),
     "batch-users": ("train", "batch_users"),
     "learning-rate": ("train", "learning_rate"),

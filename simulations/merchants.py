@@ -120,11 +120,10 @@ def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -
     from client.training.private import private_population
     from common.models.registry import model_class
 
-    if not getattr(model_class(run.model.kind), "PER_USER_CLIPPING", True):
+    probe = model_class(run.model.kind)(run.model, num_users=1, num_items=1)  # tiny, unfitted
+    if (problem := probe.clipping_problem()) is not None:
         raise ConfigError(
-            f"model={run.model.kind} cannot be trained with privacy-unit={run.privacy.unit} yet: "
-            "exact per-user clipping does not cover its LayerNorm and attention modules. Run it "
-            "without privacy, or choose model=mf, neumf or history for a private run."
+            f"privacy-unit={run.privacy.unit} needs exact per-user clipping: {problem}"
         )
 
     problems = []

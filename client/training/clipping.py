@@ -11,13 +11,12 @@ Forward hooks on the modules owning shared parameters record each row's inputs
 while those parameters stop requiring grad (so autograd never builds a
 catalog-sized gradient); one ``.backward()`` gives the gradient of every hooked
 output per row, row ``r`` belongs to user ``row_slot[r]``, and per-user norms
-and the clipped sum follow in closed form:
-
-* ``nn.Embedding``: rows of one (user, item) pair are summed, then squared.
-* ``nn.Linear``: ``G_u = sum_r b_r a_r^T`` (output grad times input), by
-  batched matmuls over padded blocks of users; the clipped sum is one matmul.
-* :class:`~common.models.layers.Offset`: a row's gradient of the scalar is the
-  sum of its output's gradient.
+and the clipped sum follow in closed form, module by module
+(:mod:`client.training.captures`: ``nn.Embedding``, ``nn.Linear``,
+``nn.LayerNorm`` and :class:`~common.models.layers.Offset`). Parameter-free
+operations between them (attention's softmax, activations, dropout) need
+nothing: autograd carries each row's gradient through them. A module called
+on (B, L, features) inputs (a sequence model) gives L rows per user.
 
 Local (user-owned) parameters get their ordinary, unclipped gradient. Shared
 parameters must be used only through their module's forward: a direct use of
@@ -26,257 +25,36 @@ parameters must be used only through their module's forward: a direct use of
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
+from client.training.captures import (
+    Capture,
+    EmbeddingCapture,
+    LayerNormCapture,
+    LinearCapture,
+    OffsetCapture,
+)
 from common.models.base import Recommender
 from common.models.layers import Offset
 
 CLIP_EPSILON = 1e-6  # added to each norm before dividing, as Opacus does
-LINEAR_CHUNK_FLOATS = 1_000_000  # bound on each padded block of per-user linear gradients
-SUPPORTED_MODULES = (nn.Embedding, nn.Linear, Offset)
+CAPTURES: dict[type[nn.Module], type[Capture]] = {
+    nn.Embedding: EmbeddingCapture,
+    nn.Linear: LinearCapture,
+    nn.LayerNorm: LayerNormCapture,
+    Offset: OffsetCapture,
+}
+SUPPORTED_MODULES = tuple(CAPTURES)
 
 
 @dataclass(frozen=True)
 class ClipResult:
     per_user_loss: torch.Tensor  # (B,) detached
     norms: torch.Tensor  # (B,) L2 norm of each user's full shared-parameter gradient, unclipped
-
-
-@dataclass
-class _Call:
-    """One forward call of a hooked module: what went in, and the gradient that came back."""
-
-    slot: torch.Tensor  # (m,) user slot of each flattened row
-    inputs: torch.Tensor | None  # embedding: (m,) ids; linear: (m, in); offset: None
-    leaf: torch.Tensor | None = None  # detached stand-in for the output, when one was made
-    grad: torch.Tensor | None = None  # gradient of the output, set by a tensor hook
-
-    def output_grad(self) -> torch.Tensor | None:
-        return self.leaf.grad if self.leaf is not None else self.grad
-
-
-def _row_slots(row_slot: torch.Tensor, leading: int, rows: int, *, name: str) -> torch.Tensor:
-    """User slot of each row once an (n, ..., features) tensor is flattened to (rows, features)."""
-    n = len(row_slot)
-    if leading != n:
-        raise ValueError(
-            f"{name} was called on {leading} rows but the batch has {n} rows (row_slot): "
-            "inside loss_fn every call of a module owning shared parameters must be aligned "
-            "with row_slot, one row per example row."
-        )
-    if rows == n or n == 0:
-        return row_slot
-    return row_slot.repeat_interleave(rows // n)  # (rows,)
-
-
-Accumulate = Callable[[torch.Tensor], None]  # adds sum_u factor[u] * g_u to the .grad fields
-
-
-def _cat(parts: list[torch.Tensor | None], empty: torch.Tensor) -> torch.Tensor:
-    """Rows of all parts (``empty`` if there are none)."""
-    tensors = [t for t in parts if t is not None]
-    return torch.cat(tensors) if tensors else empty
-
-
-class _Capture(ABC):
-    """Hooks one module owning shared parameters; turns its row grads into per-user terms.
-
-    Per step: :meth:`install`, forward and backward, :meth:`remove`, :meth:`per_user`.
-    """
-
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name = name
-        self.module = module
-        self.calls: list[_Call] = []
-        self.row_slot = torch.empty(0, dtype=torch.int64)
-        self._handle: RemovableHandle | None = None
-        self.trained: dict[str, torch.Tensor] = {}
-
-    def install(self, row_slot: torch.Tensor) -> None:
-        self.calls, self.row_slot = [], row_slot
-        params = self.module.named_parameters(recurse=False)
-        self.trained = {n: p for n, p in params if p.requires_grad}
-        for p in self.trained.values():
-            p.requires_grad_(False)
-        self._handle = self.module.register_forward_hook(self._hook)
-
-    def remove(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        for p in self.trained.values():
-            p.requires_grad_(True)
-
-    def _record(self, output: torch.Tensor, call: _Call) -> torch.Tensor:
-        """Arrange to receive the gradient of ``output``; return what the model should see."""
-        self.calls.append(call)
-        if output.requires_grad:  # an upstream input needs its grad: keep the graph, observe
-            output.register_hook(lambda grad: setattr(call, "grad", grad))
-            return output
-        call.leaf = output.detach().requires_grad_(True)  # nothing upstream: a fresh leaf
-        return call.leaf
-
-    def _done(self) -> list[tuple[_Call, torch.Tensor]]:
-        """The calls whose output reached the loss, with their output gradients."""
-        return [(c, g) for c in self.calls if (g := c.output_grad()) is not None]
-
-    def _add_grad(self, name: str, value: torch.Tensor) -> None:
-        param = self.trained[name]
-        if param.grad is None:
-            param.grad = value
-        else:
-            param.grad += value
-
-    @abstractmethod
-    def _hook(
-        self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> torch.Tensor:
-        """Forward hook: record the call, return the (possibly replaced) output."""
-
-    @abstractmethod
-    def per_user(self, num_users: int) -> tuple[torch.Tensor, Accumulate]:
-        """(B,) squared norms of each user's gradient of the trained parameters, and the
-        function that adds the factor-weighted sum of those gradients to ``.grad``."""
-
-
-class _EmbeddingCapture(_Capture):
-    module: nn.Embedding
-
-    def _hook(
-        self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> torch.Tensor:
-        ids = args[0]
-        slot = _row_slots(self.row_slot, ids.shape[0], ids.numel(), name=self.name)
-        return self._record(output, _Call(slot=slot, inputs=ids.reshape(-1)))  # ids (m,)
-
-    def per_user(self, num_users: int) -> tuple[torch.Tensor, Accumulate]:
-        weight = self.module.weight
-        items_n, dim = weight.shape
-        done = self._done()
-        ids = _cat([c.inputs for c, _ in done], torch.empty(0, dtype=torch.int64))  # (m,)
-        slot = _cat([c.slot for c, _ in done], torch.empty(0, dtype=torch.int64))  # (m,)
-        grads = _cat([g.reshape(-1, dim) for _, g in done], weight.new_zeros(0, dim))  # (m, dim)
-        if self.module.padding_idx is not None:  # autograd gives that row no gradient
-            grads = grads * (ids != self.module.padding_idx).unsqueeze(1).to(grads.dtype)
-        key = slot * items_n + ids  # (m,) one int64 per (user, item) pair
-        unique, inverse = torch.unique(key, return_inverse=True)  # (P,), (m,)
-        pair_grads = grads.new_zeros(len(unique), dim).index_add_(0, inverse, grads)  # (P, dim)
-        pair_slot, pair_items = unique // items_n, unique % items_n  # (P,), (P,)
-
-        def accumulate(factor: torch.Tensor) -> None:
-            scaled = pair_grads * factor.to(grads.dtype)[pair_slot].unsqueeze(1)  # (P, dim)
-            self._add_grad("weight", torch.zeros_like(weight).index_add_(0, pair_items, scaled))
-
-        norm_sq = grads.new_zeros(num_users).index_add_(0, pair_slot, pair_grads.pow(2).sum(1))
-        return norm_sq, accumulate
-
-
-class _LinearCapture(_Capture):
-    module: nn.Linear
-
-    def _hook(
-        self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> torch.Tensor:
-        x = args[0]
-        in_f = self.module.in_features
-        slot = _row_slots(self.row_slot, x.shape[0], x.numel() // in_f, name=self.name)
-        return self._record(output, _Call(slot=slot, inputs=x.detach().reshape(-1, in_f)))
-
-    def per_user(self, num_users: int) -> tuple[torch.Tensor, Accumulate]:
-        weight = self.module.weight
-        out_f, in_f = weight.shape
-        done = self._done()
-        slot = _cat([c.slot for c, _ in done], torch.empty(0, dtype=torch.int64))  # (m,)
-        a = _cat([c.inputs for c, _ in done], weight.new_zeros(0, in_f))  # (m, in)
-        b = _cat([g.reshape(-1, out_f) for _, g in done], weight.new_zeros(0, out_f))  # (m, out)
-        norm_sq = b.new_zeros(num_users)  # (B,)
-        if "weight" in self.trained:
-            norm_sq += _outer_sum_norm_sq(slot, a, b, num_users)
-        if "bias" in self.trained:
-            bias_per_user = b.new_zeros(num_users, out_f).index_add_(0, slot, b)  # (B, out)
-            norm_sq += bias_per_user.pow(2).sum(1)
-
-        def accumulate(factor: torch.Tensor) -> None:
-            scaled = b * factor.to(b.dtype)[slot].unsqueeze(1)  # (m, out)
-            if "weight" in self.trained:
-                self._add_grad("weight", scaled.T @ a)  # (out, in)
-            if "bias" in self.trained:
-                self._add_grad("bias", scaled.sum(0))  # (out,)
-
-        return norm_sq, accumulate
-
-
-def _outer_sum_norm_sq(
-    slot: torch.Tensor, a: torch.Tensor, b: torch.Tensor, num_users: int
-) -> torch.Tensor:
-    """(B,) squared Frobenius norm of ``G_u = sum_{r: slot[r] = u} b_r a_r^T``.
-
-    Users are ordered by row count and cut into blocks of similar counts; a
-    block's rows are zero-padded to (users, width, features) and its ``G``
-    comes from one batched matmul. Each padded tensor stays within
-    ``LINEAR_CHUNK_FLOATS``; the work is about ``rows * out * in``.
-    """
-    in_f, out_f = a.shape[1], b.shape[1]
-    counts = torch.bincount(slot, minlength=num_users)  # (B,)
-    by_count = torch.argsort(counts, stable=True)  # (B,) users, fewest rows first
-    rank = torch.empty_like(by_count)
-    rank[by_count] = torch.arange(num_users)  # (B,) position of each user in by_count
-    row_rank = rank[slot]  # (m,)
-    order = torch.argsort(row_rank, stable=True)  # (m,) row ids grouped by user, in that order
-    sorted_counts = counts[by_count]  # (B,) ascending
-    first_row = torch.cumsum(sorted_counts, 0) - sorted_counts  # (B,) in ``order``
-    pos = torch.arange(len(order)) - first_row[row_rank[order]]  # (m,) row within its user
-    widths, starts = sorted_counts.tolist(), first_row.tolist() + [len(order)]
-    total = a.new_zeros(num_users)  # (B,)
-    first = next((u for u, c in enumerate(widths) if c > 0), num_users)
-    while first < num_users:
-        last = first + 1  # grow the block of users while its padded tensors fit the budget
-        while (
-            last < num_users
-            and (last + 1 - first) * max(widths[last] * max(in_f, out_f), out_f * in_f)
-            <= LINEAR_CHUNK_FLOATS
-        ):
-            last += 1
-        users, width = last - first, widths[last - 1]
-        rows = order[starts[first] : starts[last]]  # (k,) row ids of the block
-        dest = (row_rank[rows] - first) * width + pos[starts[first] : starts[last]]  # (k,)
-        a_pad = a.new_zeros(users * width, in_f).index_copy_(0, dest, a.index_select(0, rows))
-        b_pad = b.new_zeros(users * width, out_f).index_copy_(0, dest, b.index_select(0, rows))
-        grads = torch.bmm(  # (users, out, in)
-            b_pad.view(users, width, out_f).transpose(1, 2), a_pad.view(users, width, in_f)
-        )
-        total[by_count[first:last]] = torch.linalg.vector_norm(grads.flatten(1), dim=1).square()
-        first = last
-    return total
-
-
-class _OffsetCapture(_Capture):
-    module: Offset
-
-    def _hook(
-        self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> torch.Tensor:
-        slot = _row_slots(self.row_slot, args[0].shape[0], args[0].shape[0], name=self.name)
-        return self._record(output, _Call(slot=slot, inputs=None))
-
-    def per_user(self, num_users: int) -> tuple[torch.Tensor, Accumulate]:
-        bias = self.module.bias
-        grad_per_user = bias.new_zeros(num_users)  # (B,) each user's gradient of the scalar
-        for call, grad in self._done():  # grad (n, ...): the scalar was added to every element
-            row_grad = grad.flatten(1).sum(1) if grad.dim() > 1 else grad  # (n,)
-            grad_per_user.index_add_(0, call.slot, row_grad)
-
-        def accumulate(factor: torch.Tensor) -> None:
-            total = (grad_per_user * factor.to(grad_per_user.dtype)).sum()
-            self._add_grad("bias", total.reshape(bias.shape))
-
-        return grad_per_user.pow(2), accumulate
 
 
 def _problem(name: str, module: nn.Module, local: tuple[str, ...]) -> str | None:
@@ -297,9 +75,9 @@ class PerUserClipper:
     """Per-user clipped sum of shared-parameter gradients with one backward pass.
 
     Every shared parameter must be owned directly by a plain ``nn.Embedding``,
-    an ``nn.Linear`` or an :class:`~common.models.layers.Offset` holding no
-    local parameter; anything else is refused at construction, naming the
-    parameters.
+    an ``nn.Linear``, an ``nn.LayerNorm`` or an :class:`~common.models.layers.Offset`
+    holding no local parameter; anything else is refused at construction,
+    naming the parameters.
     """
 
     def __init__(self, model: Recommender, *, max_norm: float) -> None:
@@ -326,14 +104,10 @@ class PerUserClipper:
                 f"{'; '.join(problems)}. Each shared parameter must belong directly to one of "
                 f"{supported} (plain, with no local parameter in the same module)."
             )
-        self._captures: list[_Capture] = []
-        for name, module in owners.items():
-            if isinstance(module, nn.Embedding):
-                self._captures.append(_EmbeddingCapture(name, module))
-            elif isinstance(module, nn.Linear):
-                self._captures.append(_LinearCapture(name, module))
-            elif isinstance(module, Offset):
-                self._captures.append(_OffsetCapture(name, module))
+        self._captures = [
+            CAPTURES[next(t for t in CAPTURES if isinstance(module, t))](name, module)
+            for name, module in owners.items()
+        ]
 
     def backward(
         self, loss_fn: Callable[[], torch.Tensor], *, row_slot: torch.Tensor, num_users: int
@@ -359,7 +133,7 @@ class PerUserClipper:
             for capture in self._captures
             if any(p.requires_grad for p in capture.module.parameters(recurse=False))
         ]
-        installed: list[_Capture] = []
+        installed: list[Capture] = []
         try:
             try:
                 for capture in active:

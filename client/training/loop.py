@@ -255,7 +255,7 @@ def fit_local(
     squares. Under DP it fits users to the incoming global items before the
     private steps, so those steps carry signal.
     """
-    if epochs < 1:
+    if epochs < 1 or not model.local_parameters():  # nothing user-owned to fit (e.g. SASRec)
         return 0
     active = active_users(data)
     shared = list(model.shared_parameters().values())

@@ -77,13 +77,8 @@ class PrivateStep:
         generator: torch.Generator,
         item_pool: npt.NDArray[np.int64] | None = None,
     ) -> None:
-        if not model.PER_USER_CLIPPING:
-            raise ConfigError(
-                f"Private training needs exact per-user clipping of every shared module; "
-                f"{type(model).__name__} has modules (LayerNorm, attention) the clipper does not "
-                "cover yet. Train it without privacy (privacy-unit=off), or choose model=mf, "
-                "neumf or history for a private run."
-            )
+        if (problem := model.clipping_problem()) is not None:
+            raise ConfigError(f"Private training needs exact per-user clipping: {problem}")
         from client.training.dp_optimizer import ClippedSumDPOptimizer  # imports Opacus
 
         self.model = model

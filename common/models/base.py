@@ -54,10 +54,12 @@ class ModelConfig:
     history_window: int = 10
     history_decay: float = 0.7
     history_max: int = 200
-    # SASRec (common/models/sasrec.py): attention blocks, heads per block, dropout
+    # SASRec (common/models/sasrec.py): attention blocks, heads per block, dropout, and the
+    # uniform negatives per user of its sampled softmax (0: full softmax over the catalog)
     sasrec_blocks: int = 2
     sasrec_heads: int = 1
     dropout: float = 0.2
+    sasrec_negatives: int = 0
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -86,6 +88,10 @@ class ModelConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.sasrec_negatives < 0:
+            raise ConfigError(
+                f"sasrec-negatives must be >= 0 (0: full softmax), got {self.sasrec_negatives}."
+            )
 
 
 class Recommender(nn.Module, ABC):
@@ -100,9 +106,6 @@ class Recommender(nn.Module, ABC):
 
     USER_REPRESENTATION: ClassVar[UserRepresentation]
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]]
-    # Whether exact per-user clipping (client/training/clipping.py) covers every shared
-    # module; private training refuses a model that says False.
-    PER_USER_CLIPPING: ClassVar[bool] = True
 
     def __init__(self, *, num_users: int, num_items: int) -> None:
         super().__init__()
@@ -200,6 +203,11 @@ class Recommender(nn.Module, ABC):
                         f"does not match the model's {tuple(shared[name].shape)}"
                     )
                 shared[name].copy_(tensor)
+
+    def clipping_problem(self) -> str | None:
+        """Why exact per-user clipping (:mod:`client.training.clipping`) cannot cover this
+        model as configured, or None when it can; private training refuses the model then."""
+        return None
 
     def load_local(self, arrays: dict[str, torch.Tensor]) -> None:
         """Overwrite local (user) parameters in place."""

@@ -11,6 +11,9 @@ A *recent-items* model (:mod:`common.models.recent_items`) learns to predict
 a user's next item: ``positions_per_user`` positions of their time-ordered
 items, each predicted from the items before it (:class:`SequenceBatch`).
 
+A model with a sampled softmax also draws ``K`` negatives per user, shared by
+that user's positions (:func:`draw_negatives`).
+
 Either way one batch row belongs to one user, so the batch loss is a sum of
 per-user terms.
 """
@@ -68,6 +71,7 @@ class SequenceBatch:
 
     users: torch.Tensor  # (B,) local user indices
     ends: torch.Tensor  # (B, M) target positions in each user's history; -1 = none
+    negatives: torch.Tensor | None = None  # (B, K) items each user's targets compete with
 
     @property
     def size(self) -> int:
@@ -172,3 +176,37 @@ def build_sequence_batch(
     return SequenceBatch(
         users=torch.as_tensor(users, dtype=torch.int64), ends=torch.as_tensor(ends)
     )
+
+
+def build_prefix_batch(
+    lengths: npt.NDArray[np.int64], users: npt.NDArray[np.int64]
+) -> SequenceBatch:
+    """Every target position of each user: 1..length-1 (all prefixes of the history).
+
+    ``ends`` is (B, W) with W the batch's longest history minus one; a user's
+    positions past their own history are -1.
+    """
+    length = lengths[users]  # (B,)
+    width = max(1, int(length.max(initial=1)) - 1)
+    ends = np.broadcast_to(np.arange(1, width + 1), (len(users), width)).copy()  # (B, W)
+    ends[ends >= length[:, None]] = -1
+    return SequenceBatch(
+        users=torch.as_tensor(users, dtype=torch.int64), ends=torch.as_tensor(ends)
+    )
+
+
+def draw_negatives(
+    num_users: int,
+    count: int,
+    *,
+    num_items: int,
+    rng: np.random.Generator,
+    item_pool: npt.NDArray[np.int64] | None = None,
+) -> torch.Tensor:
+    """``count`` items per user, uniform over the catalog (or ``item_pool``), with
+    replacement and independent of the data: (num_users, count)."""
+    if item_pool is None:
+        drawn = rng.integers(0, num_items, size=(num_users, count))
+    else:
+        drawn = item_pool[rng.integers(0, len(item_pool), size=(num_users, count))]
+    return torch.as_tensor(drawn, dtype=torch.int64)

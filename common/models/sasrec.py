@@ -9,17 +9,28 @@ pre-LayerNorm blocks and a full softmax over the catalog:
 * ``sasrec-blocks`` blocks, each causal multi-head self-attention
   (``sasrec-heads`` heads) and a position-wise feed-forward layer, both
   residual, with ``dropout``;
-* the hidden state after item ``t`` scores every catalog item by a dot product
-  with the same ``item_embedding`` rows (tied input and output), trained by
-  next-item cross-entropy at sampled positions
-  (:class:`~common.models.batches.SequenceBatch`).
+* the hidden state after item ``t`` scores items by a dot product with the
+  same ``item_embedding`` rows (tied input and output), trained by next-item
+  cross-entropy at every position of the user's history (all its prefixes,
+  :func:`~common.models.batches.build_prefix_batch`), averaged per user:
+  over the whole catalog (``sasrec-negatives = 0``), or a sampled softmax of
+  each target against ``sasrec-negatives`` uniform items drawn for that user
+  (shared by its positions; a negative equal to the target is masked), whose
+  cost does not grow with the catalog.
 
 Every parameter is shared: a user's representation is their own sequence,
 which stays with the party that holds it
 (:class:`~common.models.recent_items.RecentItemsRecommender`), so a new user
-is served from their recent items with nothing to fit. Per-user clipping of
-LayerNorm and attention is not built yet (:attr:`PER_USER_CLIPPING`): private
-training refuses this model.
+is served from their recent items with nothing to fit.
+
+Private training clips each user's whole-sequence gradient exactly
+(:mod:`client.training.clipping`): every parameter is owned by an
+``nn.Embedding``, ``nn.Linear`` or ``nn.LayerNorm`` called with the batch's
+users as leading dimension, attention and activations are functional, and
+the tied output reads ``item_embedding`` through its forward (the sampled
+softmax), so one user's input and output uses of a row are summed before
+squaring. The full softmax reads the table directly, so a private run needs
+``sasrec-negatives > 0`` (:meth:`clipping_problem`).
 """
 
 from __future__ import annotations
@@ -34,10 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.models.base import ModelConfig
-from common.models.batches import Batch, SequenceBatch
+from common.models.batches import Batch, SequenceBatch, build_prefix_batch, draw_negatives
 from common.models.recent_items import RecentItemsRecommender
 
 if TYPE_CHECKING:
+    from common.data.dataset import UserItemData
     from common.models.batches import TrainingSettings
 
 
@@ -79,7 +91,6 @@ class _Block(nn.Module):
 
 class SASRec(RecentItemsRecommender):
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]] = ()
-    PER_USER_CLIPPING: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, *, num_users: int, num_items: int) -> None:
         super().__init__(num_users=num_users, num_items=num_items, max_history=config.history_max)
@@ -90,7 +101,9 @@ class SASRec(RecentItemsRecommender):
             )
         self.scale = math.sqrt(dim)
         self.dropout = config.dropout
-        self.item_embedding = nn.Embedding(num_items + 1, dim)  # (items + pad, dim), tied output
+        self.negatives = config.sasrec_negatives
+        # (items + pad, dim), tied output
+        self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=self.pad)
         self.position = nn.Embedding(config.history_max, dim)  # (L, dim)
         self.blocks = nn.ModuleList(
             _Block(dim, config.sasrec_heads, config.dropout) for _ in range(config.sasrec_blocks)
@@ -99,7 +112,7 @@ class SASRec(RecentItemsRecommender):
 
     def encode(self, sequences: torch.Tensor) -> torch.Tensor:
         """Hidden state after each position of left-aligned sequences (B, L): (B, L, dim)."""
-        positions = torch.arange(sequences.shape[1])
+        positions = torch.arange(sequences.shape[1]).expand_as(sequences)  # (B, L): rows per user
         x = self.item_embedding(sequences) * self.scale + self.position(positions)
         x = F.dropout(x, self.dropout, self.training)
         for block in self.blocks:
@@ -120,6 +133,25 @@ class SASRec(RecentItemsRecommender):
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.score_all(users).gather(1, items.unsqueeze(1)).squeeze(1)
 
+    def make_batch(
+        self,
+        data: UserItemData,
+        users: npt.NDArray[np.int64],
+        settings: TrainingSettings,
+        *,
+        rng: np.random.Generator,
+        item_pool: npt.NDArray[np.int64] | None = None,
+    ) -> SequenceBatch:
+        """Every position of each user's bound history, plus ``sasrec-negatives`` uniform
+        items per user (from ``item_pool`` if given) for the sampled softmax."""
+        batch = build_prefix_batch(self.lengths.numpy(), users)
+        if not self.negatives:
+            return batch
+        negatives = draw_negatives(
+            len(users), self.negatives, num_items=self.num_items, rng=rng, item_pool=item_pool
+        )
+        return SequenceBatch(users=batch.users, ends=batch.ends, negatives=negatives)
+
     def user_losses(self, batch: Batch, settings: TrainingSettings) -> torch.Tensor:
         """Mean next-item cross-entropy at the batch's target positions, per user: (B,)."""
         if not isinstance(batch, SequenceBatch):
@@ -129,12 +161,43 @@ class SASRec(RecentItemsRecommender):
         safe = batch.ends.clamp(min=1)  # (B, M)
         hidden = self.encode(sequences)  # (B, L, dim)
         before = (safe - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        logits = self.logits(torch.gather(hidden, 1, before))  # (B, M, items)
+        states = torch.gather(hidden, 1, before)  # (B, M, dim)
         targets = torch.gather(sequences, 1, safe)  # (B, M)
         targets = torch.where(valid, targets, torch.zeros_like(targets))  # no pad as target
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        loss = loss.view(safe.shape) * valid.to(logits.dtype)
-        return loss.sum(1) / valid.sum(1).clamp(min=1).to(logits.dtype)
+        if batch.negatives is None:
+            logits = self.logits(states)  # (B, M, items)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        else:
+            loss = self.sampled_loss(states, targets, batch.negatives)
+        loss = loss.view(safe.shape) * valid.to(hidden.dtype)
+        return loss.sum(1) / valid.sum(1).clamp(min=1).to(hidden.dtype)
+
+    def sampled_loss(
+        self, states: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of each target against the user's negatives: (B * M,).
+
+        ``states`` (B, M, dim), ``targets`` (B, M), ``negatives`` (B, K); both item
+        sets are read through ``item_embedding``'s forward, one row per user.
+        """
+        positive = (states * self.item_embedding(targets)).sum(-1, keepdim=True)  # (B, M, 1)
+        negative = states @ self.item_embedding(negatives).transpose(1, 2)  # (B, M, K)
+        hit = negatives.unsqueeze(1) == targets.unsqueeze(-1)  # (B, M, K) the target itself
+        negative = negative.masked_fill(hit, float("-inf"))
+        logits = torch.cat([positive, negative], dim=-1).flatten(0, 1)  # (B * M, 1 + K)
+        return F.cross_entropy(
+            logits, torch.zeros(len(logits), dtype=torch.int64), reduction="none"
+        )
+
+    def clipping_problem(self) -> str | None:
+        if self.negatives:
+            return None
+        return (
+            "model=sasrec with sasrec-negatives=0 scores the whole catalog by reading "
+            "item_embedding's table directly, which per-user clipping cannot attribute to users. "
+            "Set sasrec-negatives (e.g. --set sasrec-negatives=256) for a private run: its "
+            "sampled softmax reads the table through the embedding, one row per user."
+        )
 
     def fold_in_user(
         self,

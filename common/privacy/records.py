@@ -4,8 +4,8 @@ Pure builders of entry bodies. A DP release record names the run, round and
 merchant; the unit of privacy and the adjacency it implies; the sampling
 scheme; sigma, C, q and steps; delta; cumulative epsilon under both Opacus
 accountants (RDP and PRV) and which one enforces the budget; the budget and
-what remains; the library versions that computed it; which parameters were
-released and which stayed local; whether secure aggregation was on. Values
+what remains; the library versions that computed it; the model kind and which
+parameters were released and which stayed local; whether secure aggregation was on. Values
 sent in clear beside a release are listed as non-DP.
 """
 
@@ -91,6 +91,7 @@ def release_record(
     released: list[str],
     kept_local: list[str],
     secagg: bool,
+    model: str,
 ) -> dict[str, Any]:
     """The body of a ``reserve`` entry: ``event`` is already in ``account``'s history."""
     plan = account.plan
@@ -120,6 +121,7 @@ def release_record(
         "target_epsilon": plan.target_epsilon,
         "planned_rounds": plan.planned_rounds,
         "population": plan.population,
+        "model": model,  # the registered kind whose parameters a training release carries
         "released": sorted(released),
         "kept_local": sorted(kept_local),
         "secagg": secagg,

@@ -60,6 +60,7 @@ def _spend(rounds: int, *, run: str = "spring") -> tuple[PrivacyAccount, list[En
             released=["counts"],
             kept_local=[],
             secagg=False,
+            model="mf",
         )
         entries.append(_entry(len(entries), RESERVE, body))
         closing = COMMIT if server_round < rounds else ABORT  # the last one crashed

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from client.training import clipping
+from client.training import captures
 from client.training.clipping import CLIP_EPSILON, PerUserClipper
 from client.training.loop import per_user_loss
 from common.config import TrainConfig
@@ -157,7 +157,7 @@ def test_random_batches_match_oracle(kind, rows_per_user, seed, weight_decay, lo
 
 @pytest.mark.parametrize("budget", [1, 600])
 def test_linear_norms_in_small_padded_blocks_match_oracle(monkeypatch, budget):
-    monkeypatch.setattr(clipping, "LINEAR_CHUNK_FLOATS", budget)  # 1: one user per block
+    monkeypatch.setattr(captures, "LINEAR_CHUNK_FLOATS", budget)  # 1: one user per block
     model = _model("neumf")
     _randomise_biases(model)
     _check_against_oracle(model, _batch(seed=3), TrainConfig(), max_norm=0.05)
@@ -265,12 +265,12 @@ def test_loss_of_wrong_shape_is_refused():
 
 
 class _ScaledMF(MatrixFactorization):
-    """MF with a free temperature parameter and a LayerNorm: neither can be clipped per user."""
+    """MF with a free temperature parameter and a BatchNorm: neither can be clipped per user."""
 
     def __init__(self) -> None:
         super().__init__(ModelConfig(embedding_dim=4), num_users=2, num_items=3)
         self.temperature = nn.Parameter(torch.ones(1))
-        self.norm = nn.LayerNorm(4)
+        self.norm = nn.BatchNorm1d(4)
 
     def score(self, users, items):
         return super().score(users, items) * self.temperature
@@ -281,8 +281,8 @@ def test_unsupported_shared_modules_are_all_named():
         PerUserClipper(_ScaledMF(), max_norm=1.0)
     message = str(raised.value)
     assert "['temperature'] (owned by _ScaledMF)" in message
-    assert "['norm.weight', 'norm.bias'] (owned by LayerNorm)" in message
-    assert "Embedding, Linear, Offset" in message
+    assert "['norm.weight', 'norm.bias'] (owned by BatchNorm1d)" in message
+    assert "Embedding, Linear, LayerNorm, Offset" in message
 
 
 @pytest.mark.parametrize("max_norm", [0.0, -1.0, float("inf"), float("nan")])

@@ -1,4 +1,5 @@
-"""SASRec: causal attention, every parameter shared, learns a sequence, refuses private runs."""
+"""SASRec: causal attention, every parameter shared, learns a sequence (full or sampled
+softmax); private runs need the sampled softmax."""
 
 from __future__ import annotations
 
@@ -79,9 +80,10 @@ def test_scores_come_from_the_users_last_item_and_losses_are_per_user():
     assert losses.shape == (3,) and torch.isfinite(losses).all()
 
 
-def test_sasrec_learns_that_the_next_item_follows_the_last_one():
+@pytest.mark.parametrize("negatives", [0, 3])
+def test_sasrec_learns_that_the_next_item_follows_the_last_one(negatives):
     data = _cycle_data()
-    model = _sasrec(data)
+    model = _sasrec(data, sasrec_negatives=negatives)
     config = dataclasses.replace(TrainConfig(), local_epochs=60, batch_users=8, learning_rate=0.01)
     train_local(model, data, config, rng=np.random.default_rng(0))
     result = evaluate_model(model, data, k=1, rng=np.random.default_rng(0))
@@ -89,7 +91,26 @@ def test_sasrec_learns_that_the_next_item_follows_the_last_one():
     assert result.means["hr@1"] > 0.9, result.means
 
 
-def test_private_training_refuses_sasrec_before_anything_is_released():
+def test_batches_hold_every_prefix_and_negatives_drawn_for_the_sampled_softmax():
+    data = _cycle_data(users=3, length=5)  # 4 training items each
+    model = _sasrec(data, sasrec_negatives=6)
+    batch = model.make_batch(data, np.array([2, 0]), TrainConfig(), rng=np.random.default_rng(0))
+    assert batch.ends.tolist() == [[1, 2, 3], [1, 2, 3]]  # every target after the first item
+    assert batch.negatives is not None and batch.negatives.shape == (2, 6)
+    pool = np.array([5, 6])
+    pooled = model.make_batch(
+        data, np.array([1]), TrainConfig(), rng=np.random.default_rng(0), item_pool=pool
+    )
+    assert set(pooled.negatives.flatten().tolist()) <= {5, 6}
+    assert (
+        _sasrec(data)
+        .make_batch(data, np.array([0]), TrainConfig(), rng=np.random.default_rng(0))
+        .negatives
+        is None
+    )
+
+
+def test_private_training_refuses_full_softmax_sasrec_before_anything_is_released():
     data = _cycle_data()
     model = _sasrec(data)
     plan = PrivacyPlan(
@@ -105,9 +126,20 @@ def test_private_training_refuses_sasrec_before_anything_is_released():
         noise_multiplier=1.0,
         count_noise_multiplier=0.0,
     )
-    with pytest.raises(ConfigError, match="per-user clipping"):
+    with pytest.raises(ConfigError, match="per-user clipping: model=sasrec with sasrec-neg"):
         PrivateStep(model, TrainConfig(), plan, generator=torch.Generator())
     run = parse_run_config({"model": "sasrec", "privacy-unit": "user", "target-epsilon": 3.0})
-    with pytest.raises(ConfigError, match="model=sasrec cannot be trained with privacy-unit=user"):
+    with pytest.raises(ConfigError, match="privacy-unit=user needs exact per-user clipping"):
         check_privacy_feasible(run, {"m": data})
+    sampled = parse_run_config(
+        {
+            "model": "sasrec",
+            "sasrec-negatives": 4,
+            "privacy-unit": "user",
+            "target-epsilon": 3.0,
+            "target-delta": 1e-3,
+        }
+    )
+    check_privacy_feasible(sampled, {"m": data})  # accepted
+    PrivateStep(_sasrec(data, sasrec_negatives=4), TrainConfig(), plan, generator=torch.Generator())
     assert isinstance(run, RunConfig)
