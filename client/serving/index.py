@@ -9,9 +9,14 @@ and never disturbs a request in flight.
 Recommend, for a user ID of this merchant (pseudonymised exactly as at
 enrolment when the state has a pseudonymisation key):
 
-* **personal**: the user has a vector fitted here;
+* **personal**: a model of local user vectors (MF, NeuMF) scores with the
+  vector fitted here; a recent-items model (SASRec, the history model) reads
+  the user's stored history, every item they have here in time order, with
+  the request's ``recent_item_ids`` (oldest first) after it;
 * **fold-in**: an unseen user with recent items gets a vector folded in from
   them (:mod:`client.serving.foldin`), no retraining;
+* **recent-items**: an unseen user with recent items, under a recent-items
+  model: the items are the user's sequence, read as is, nothing fitted;
 * **popularity**: an unseen user with no usable recent items gets the
   federation's private item counts after a private run, otherwise this
   merchant's own counts (which never leave it).
@@ -43,12 +48,14 @@ from common.constants import MERCHANT_CATALOG_DIGEST_FILE, MERCHANT_PSEUDONYM_KE
 from common.data.catalog import catalog_digest
 from common.data.dataset import UserItemData
 from common.errors import FedrecError, RunDirError
-from common.models.base import LOCAL_VECTOR, Recommender, build_model
+from common.models.base import Recommender, build_model
+from common.models.recent_items import RecentItemsRecommender
 from common.seeding import numpy_rng
 
 logger = logging.getLogger(__name__)
 
 PERSONAL, FOLD_IN, POPULARITY = "personal", "fold-in", "popularity"
+SEQUENCE = "recent-items"  # an unseen user read from their recent items (recent-items models)
 
 
 class ServingError(FedrecError):
@@ -130,8 +137,8 @@ class ServingIndex:
         by_user = np.lexsort((seen_items, seen_users))
         self._seen_items = seen_items[by_user]
         self._seen_ptr = np.searchsorted(seen_users[by_user], np.arange(data.num_users + 1))
-        with torch.no_grad():
-            vectors = torch.cat([t.weight for t in model.item_vectors()], dim=1).numpy()
+        with torch.no_grad():  # recent-items tables carry a padding row past the catalog
+            vectors = torch.cat([t.weight[:num_items] for t in model.item_vectors()], 1).numpy()
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self._unit_items = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)  # (items, d)
         self._mf = self.kind == "mf"
@@ -150,7 +157,11 @@ class ServingIndex:
             generator=torch.Generator().manual_seed(options.seed),
         )
         self._fold_model.load_shared({n: p.detach() for n, p in model.shared_parameters().items()})
+        self._fold_model.eval()
         self._fold_lock = threading.Lock()
+        self._sequences = isinstance(model, RecentItemsRecommender)
+        # Each user's items in time order (training, then the held-out last one).
+        self._history_ptr, self._history = _histories(data)
 
     # --- building -------------------------------------------------------------------------
     @classmethod
@@ -176,14 +187,6 @@ class ServingIndex:
             num_items=data.num_items,
             generator=torch.Generator().manual_seed(options.seed),
         )
-        if model.USER_REPRESENTATION != LOCAL_VECTOR:
-            raise RunDirError(
-                f"{global_model.directory} holds a model={run.model.kind} recommender (users "
-                f"represented by {model.USER_REPRESENTATION}); fedrec serve serves models of "
-                "local user vectors (model=mf, model=neumf) only (serving "
-                f"{run.model.kind} is not built yet). Use `fedrec recommend` for batch "
-                "recommendations."
-            )
         try:
             model.load_shared(global_model.shared)
         except ValueError as exc:
@@ -191,6 +194,8 @@ class ServingIndex:
                 f"{global_model.directory}: the global model does not match its own settings "
                 f"({exc})."
             ) from exc
+        if isinstance(model, RecentItemsRecommender):  # training histories while users are fitted
+            model.bind(data)
         local = store.load_local()
         wanted = {n: tuple(p.shape) for n, p in model.local_parameters().items()}
         fitted_here = local is None or {n: tuple(t.shape) for n, t in local.items()} != wanted
@@ -224,6 +229,8 @@ class ServingIndex:
             items = np.concatenate([data.train_items, data.test_items])
             popularity = np.bincount(items, minlength=data.num_items).astype(np.float64)
             source = "this merchant's own item counts (local only)"
+        if isinstance(model, RecentItemsRecommender):  # served from everything they did here
+            model.bind_histories(*_histories(data))
         key_path = state / MERCHANT_PSEUDONYM_KEY_FILE
         for parameter in model.parameters():
             parameter.requires_grad_(False)
@@ -282,8 +289,23 @@ class ServingIndex:
                 raw = self.model.score_all(torch.tensor([row])).numpy()[0]
         return self._finish(raw.astype(np.float32, copy=False))
 
+    def scores_for_sequence(self, items: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Scores of every catalog item for a recent-items model reading ``items`` (oldest
+        first) as a user's history: (items,). Nothing is fitted."""
+        assert isinstance(self._fold_model, RecentItemsRecommender)
+        with self._fold_lock, torch.no_grad():
+            self._fold_model.bind_histories(np.asarray([0, len(items)]), items)
+            raw = self._fold_model.score_all(torch.zeros(1, dtype=torch.int64)).numpy()[0]
+        return self._finish(raw.astype(np.float32, copy=False))
+
+    def history(self, row: int) -> npt.NDArray[np.int64]:
+        """A known user's items in time order."""
+        return self._history[self._history_ptr[row] : self._history_ptr[row + 1]]
+
     def scores_for_items(self, items: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Scores of every catalog item for a user folded in from ``items``: (items,)."""
+        if self._sequences:
+            return self.scores_for_sequence(items)
         with self._fold_lock:
             local = fold_in(
                 self._fold_model,
@@ -323,10 +345,15 @@ class ServingIndex:
         recent_items = np.asarray(known, dtype=np.int64)
         row = self.user_row(user_id)
         if row is not None:
-            strategy, scores = PERSONAL, self.scores_for_row(row)
+            if self._sequences and len(recent_items):  # the session continues the history
+                scores = self.scores_for_sequence(np.concatenate([self.history(row), recent_items]))
+            else:
+                scores = self.scores_for_row(row)
+            strategy = PERSONAL
             exclude = np.concatenate([self.seen_items(row), recent_items])
         elif len(recent_items) and self.trained[recent_items].any():
-            strategy, scores = FOLD_IN, self.scores_for_items(recent_items)
+            strategy = SEQUENCE if self._sequences else FOLD_IN
+            scores = self.scores_for_items(recent_items)
             exclude = recent_items
         else:
             strategy, scores = POPULARITY, self._popular_scores
@@ -353,3 +380,20 @@ class ServingIndex:
         scores = self._unit_items @ self._unit_items[item]
         scores = np.where(self.trained, scores, -np.inf).astype(np.float32)
         return self._top(scores, k, np.asarray([item], dtype=np.int64))
+
+
+def _histories(data: UserItemData) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Each user's items in time order as CSR ``(indptr, items)``: the training items (kept
+    in time order), then the held-out item, which is the latest."""
+    test = np.zeros(data.num_users, dtype=np.int64)
+    np.add.at(test, data.test_users, 1)
+    counts = np.diff(data.train_indptr) + test
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    items = np.empty(int(indptr[-1]), dtype=np.int64)
+    train_counts = np.diff(data.train_indptr)
+    slot = np.repeat(indptr[:-1], train_counts) + (
+        np.arange(data.num_train) - np.repeat(data.train_indptr[:-1], train_counts)
+    )
+    items[slot] = data.train_items
+    items[indptr[data.test_users + 1] - 1] = data.test_items
+    return indptr, items

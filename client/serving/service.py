@@ -27,6 +27,7 @@ from client.serving.index import (
     FOLD_IN,
     PERSONAL,
     POPULARITY,
+    SEQUENCE,
     ServingError,
     ServingIndex,
     ServingOptions,
@@ -93,7 +94,12 @@ class ModelHolder:
 
 
 def _strategy_enum(messages: Any, strategy: str) -> int:
-    names = {PERSONAL: "PERSONAL", FOLD_IN: "FOLD_IN", POPULARITY: "POPULARITY"}
+    names = {
+        PERSONAL: "PERSONAL",
+        FOLD_IN: "FOLD_IN",
+        POPULARITY: "POPULARITY",
+        SEQUENCE: "RECENT_ITEMS",
+    }
     return int(messages.Strategy.Value(names[strategy]))
 
 

@@ -38,14 +38,23 @@ class RecentItemsRecommender(Recommender):
 
     def bind(self, data: UserItemData) -> None:
         """Use ``data``'s training items (time-ordered) as each user's history."""
-        counts = np.minimum(np.diff(data.train_indptr), self.max_history)
+        self.bind_histories(data.train_indptr, data.train_items)
+
+    def bind_histories(self, indptr: npt.NDArray[np.int64], items: npt.NDArray[np.int64]) -> None:
+        """Histories as CSR, oldest item first: user ``u`` has ``items[indptr[u]:indptr[u+1]]``
+        (the last ``max_history`` of them are kept). Serving binds a request's items this way."""
+        users = len(indptr) - 1
+        if users > self.num_users:
+            raise ValueError(f"{users} histories for a model of {self.num_users} users")
+        counts = np.zeros(self.num_users, dtype=np.int64)
+        counts[:users] = np.minimum(np.diff(indptr), self.max_history)
         width = max(1, int(counts.max(initial=0)))
-        sequences = np.full((data.num_users, width), self.pad, dtype=np.int64)
+        sequences = np.full((self.num_users, width), self.pad, dtype=np.int64)
         for user in np.flatnonzero(counts):
-            end = data.train_indptr[user + 1]
-            sequences[user, : counts[user]] = data.train_items[end - counts[user] : end]
+            end = indptr[user + 1]
+            sequences[user, : counts[user]] = items[end - counts[user] : end]
         self.sequences = torch.as_tensor(sequences)
-        self.lengths = torch.as_tensor(counts.astype(np.int64))
+        self.lengths = torch.as_tensor(counts)
 
     def make_batch(
         self,
