@@ -67,6 +67,8 @@ Accumulate = Callable[[torch.Tensor], None]  # adds sum_u factor[u] * g_u to the
 def _cat(parts: list[torch.Tensor | None], empty: torch.Tensor) -> torch.Tensor:
     """Rows of all parts (``empty`` if there are none)."""
     tensors = [t for t in parts if t is not None]
+    if len(tensors) == 1:  # one call (a sequence model's layers): no copy
+        return tensors[0]
     return torch.cat(tensors) if tensors else empty
 
 
@@ -206,10 +208,22 @@ def _outer_sum_norm_sq(
     Users are ordered by row count and cut into blocks of similar counts; a
     block's rows are zero-padded to (users, width, features) and its ``G``
     comes from one batched matmul. Each padded tensor stays within
-    ``LINEAR_CHUNK_FLOATS``; the work is about ``rows * out * in``.
+    ``LINEAR_CHUNK_FLOATS``; the work is about ``rows * out * in``. When every
+    user has the same rows, in user order (a layer called on (B, L, features)),
+    the rows are already that block and are viewed, not copied.
     """
     in_f, out_f = a.shape[1], b.shape[1]
     counts = torch.bincount(slot, minlength=num_users)  # (B,)
+    width = int(counts[0]) if num_users else 0
+    if (
+        width
+        and len(slot) == width * num_users
+        and bool((slot[::width] == torch.arange(num_users)).all())
+        and bool((slot[1:] >= slot[:-1]).all())
+    ):
+        return _uniform_outer_norm_sq(
+            a.view(num_users, width, in_f), b.view(num_users, width, out_f)
+        )
     by_count = torch.argsort(counts, stable=True)  # (B,) users, fewest rows first
     rank = torch.empty_like(by_count)
     rank[by_count] = torch.arange(num_users)  # (B,) position of each user in by_count
@@ -239,6 +253,20 @@ def _outer_sum_norm_sq(
         )
         total[by_count[first:last]] = torch.linalg.vector_norm(grads.flatten(1), dim=1).square()
         first = last
+    return total
+
+
+def _uniform_outer_norm_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,) ``||b_u^T a_u||_F^2`` for a (B, L, in) and b (B, L, out), in blocks of users
+    whose (users, out, in) gradients stay within ``LINEAR_CHUNK_FLOATS``."""
+    users, _, in_f = a.shape
+    out_f = b.shape[2]
+    step = max(1, LINEAR_CHUNK_FLOATS // (in_f * out_f))
+    total = a.new_zeros(users)
+    for first in range(0, users, step):
+        block = slice(first, first + step)
+        grads = torch.bmm(b[block].transpose(1, 2), a[block])  # (users, out, in)
+        total[block] = torch.linalg.vector_norm(grads.flatten(1), dim=1).square()
     return total
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from client.training import captures
 from client.training.clipping import PerUserClipper
 from client.training.loop import per_user_loss
 from common.config import TrainConfig
@@ -96,3 +97,23 @@ def test_full_softmax_sasrec_is_refused_by_private_training():
     model, _ = _model(negatives=0)
     assert "sasrec-negatives" in model.clipping_problem()
     assert _model(negatives=4)[0].clipping_problem() is None
+
+
+def test_transformer_clipping_in_one_user_blocks_matches_the_oracle(monkeypatch):
+    monkeypatch.setattr(captures, "LINEAR_CHUNK_FLOATS", 1)  # every linear block: one user
+    model, data = _model()
+    config = TrainConfig()
+    batch = model.make_batch(
+        data, np.arange(data.num_users, dtype=np.int64), config, rng=np.random.default_rng(5)
+    )
+
+    def loss_fn():
+        return per_user_loss(model, batch, config)
+
+    clipped, norms, _ = _oracle(model, loss_fn, batch.size, 0.5)
+    result = PerUserClipper(model, max_norm=0.5).backward(
+        loss_fn, row_slot=batch.row_slot, num_users=batch.size
+    )
+    torch.testing.assert_close(result.norms, norms, atol=1e-5, rtol=1e-5)
+    for name, param in model.shared_parameters().items():
+        torch.testing.assert_close(param.grad, clipped[name], atol=1e-5, rtol=1e-5, msg=name)
