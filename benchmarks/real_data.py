@@ -15,7 +15,10 @@ the whole catalog, the user's training items excluded (``evaluate_scores``):
 * fedrec centralised (``train_centralised``) with the product's defaults for a
   real log (``common/recipes.py``);
 * fedrec federated, non-private, through the Simulation Engine: 5 merchants IID
-  and 10 merchants Dirichlet non-IID (alpha 0.5), the same defaults. Per-user
+  and 10 merchants Dirichlet non-IID (alpha 0.5), the same defaults;
+* with ``--epsilons``: user-level DP federated rows beside DP popularity at the
+  same ε on the same merchants (``real_data_private.py``; plot
+  ``real_data_private.png``). Per-user
   metrics are recomputed from the run directory (global model + each
   merchant's saved user vectors: what the merchant evaluated in the last round),
   so every row is scored on the same test users.
@@ -26,6 +29,8 @@ error by the delta method: SE(a/b) = sd(a_i - r b_i) / (sqrt(n) mean(b)).
     pip install -e '.[bench]'          # iALS; without it that row is skipped
     python benchmarks/real_data.py [--datasets ml-100k,beauty] [--quick]
     python benchmarks/real_data.py --split validation   # tuning and ablations: no test item read
+    python benchmarks/real_data.py --datasets beauty --methods private --epsilons 1,3,8 \
+        --set model=sasrec ... --private-set max-grad-norm=... --recipe NAME   # DP rows
 
 Writes ``benchmarks/results/real_data.json`` and ``real_data.md`` (datasets
 not run keep their previous entries). The rows are built in ``real_data_rows.py``
@@ -50,7 +55,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_data_report import machine_info, markdown, versions  # noqa: E402  (sibling modules)
+from real_data_private import plot, private_rows  # noqa: E402  (sibling modules)
+from real_data_report import machine_info, markdown, versions  # noqa: E402
 from real_data_rows import (  # noqa: E402
     SEED,
     K,
@@ -178,7 +184,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
         )
         if args.quick:
             run = fed_run
-    steps: list[tuple[str, Callable[[], Row]]] = [
+    steps: list[tuple[str, Callable[[], Row | list[Row]]]] = [
         ("popularity", lambda: popularity_row(pooled)),
         ("ease", lambda: ease_row(pooled, QUICK_EASE_GRID if args.quick else args.ease_grid)),
         ("ials", lambda: ials_row(pooled, QUICK_IALS_GRID if args.quick else IALS_GRID)),
@@ -196,6 +202,40 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
             scratch,
         )
         steps.append((partition.scheme, federate))
+    for epsilon in args.epsilons:
+        private_run = parse_run_config(
+            run_settings(
+                {**args.settings, **args.private_settings},
+                {
+                    "privacy-unit": "user",
+                    "target-epsilon": epsilon,
+                    "target-delta": args.delta,
+                    "accountant": "rdp",
+                },
+            )
+        )
+        private_run = dataclasses.replace(private_run, num_items=len(catalog))
+        if rounds:
+            private_run = dataclasses.replace(
+                private_run,
+                federation=dataclasses.replace(private_run.federation, num_rounds=rounds),
+            )
+        steps.append(
+            (
+                "private",
+                functools.partial(
+                    private_rows,
+                    private_run,
+                    epsilon=epsilon,
+                    merchants=args.private_merchants,
+                    recipe=args.recipe,
+                    source=source,
+                    events=events,
+                    pooled=pooled,
+                    scratch=scratch,
+                ),
+            )
+        )
     iid = FEDERATIONS[0]
     for name in args.ablate:
         ablated = parse_run_config(
@@ -223,10 +263,11 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
     for name, step in steps:
         if args.methods and name not in args.methods:
             continue
-        row = step()
-        shown = "skipped" if row.ndcg is None else f"NDCG@10 {row.ndcg.mean():.4f}"
-        print(f"{dataset.name}: {row.method}: {shown} in {row.seconds:.1f} s", flush=True)
-        rows.append(row)
+        made = step()
+        for row in made if isinstance(made, list) else [made]:
+            shown = "skipped" if row.ndcg is None else f"NDCG@10 {row.ndcg.mean():.4f}"
+            print(f"{dataset.name}: {row.method}: {shown} in {row.seconds:.1f} s", flush=True)
+            rows.append(row)
     return {
         "dataset": dataset.name,
         "source": dataset.cite,
@@ -268,7 +309,8 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         default="",
-        help="only these steps: popularity,ease,ials,centralised,iid,dirichlet (default all)",
+        help="only these steps: popularity,ease,ials,centralised,iid,dirichlet,private "
+        "(default all)",
     )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT, help=f"default: {DATA_ROOT}")
@@ -291,6 +333,24 @@ def main() -> None:
     )
     parser.add_argument("--recipe", default="", help="name of the --set settings, shown per row")
     parser.add_argument(
+        "--epsilons",
+        default="",
+        help="user-level DP rows at these ε (e.g. 1,3,8): the federated model beside DP "
+        "popularity on the same merchants (method 'private')",
+    )
+    parser.add_argument("--delta", type=float, default=1e-6, help="δ of the DP rows")
+    parser.add_argument(
+        "--private-merchants", type=int, default=3, help="IID merchants of the DP rows"
+    )
+    parser.add_argument(
+        "--private-set",
+        dest="private_pairs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run setting for the DP rows only, over --set (repeatable)",
+    )
+    parser.add_argument(
         "--ablate",
         default="",
         help=f"leave-one-out rows of the recipe on 5 IID merchants: {','.join(ABLATIONS)} or all",
@@ -307,7 +367,9 @@ def main() -> None:
     if args.render:
         if not out_json.is_file():
             sys.exit(f"no real_data.json in {args.out_dir} to render; run the benchmark first")
-        (args.out_dir / "real_data.md").write_text(markdown(json.loads(out_json.read_text())))
+        rendered = json.loads(out_json.read_text())
+        (args.out_dir / "real_data.md").write_text(markdown(rendered))
+        plot(rendered, args.out_dir / "real_data_private.png")
         return
     args.methods = {m for m in args.methods.split(",") if m}
     args.ablate = (
@@ -320,6 +382,8 @@ def main() -> None:
     if args.pairs and not args.recipe:
         parser.error("--set needs --recipe NAME: rows with other settings must say so")
     args.settings = dict(pair.split("=", 1) for pair in args.pairs)
+    args.private_settings = dict(pair.split("=", 1) for pair in args.private_pairs)
+    args.epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     _check_data(args.data_root, names)
     report: dict[str, Any] = {"benchmark": "real_data", "k": K, "seed": SEED, "datasets": {}}
@@ -342,6 +406,7 @@ def main() -> None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             out_json.write_text(json.dumps(report, indent=2))
             (args.out_dir / "real_data.md").write_text(markdown(report))
+            plot(report, args.out_dir / "real_data_private.png")
     print(markdown(report))
 
 

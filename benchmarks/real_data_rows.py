@@ -175,7 +175,9 @@ def centralised_row(pooled: UserItemData, run: RunConfig, *, recipe: str = "") -
 
     # as many steps as the 5-merchant IID federation takes together (with local-steps)
     result, seconds = _timed(lambda: train_centralised(pooled, run, parties=5))
-    return Row.of(named("fedrec centralised", recipe), result, seconds, params=_settings(run))
+    return Row.of(
+        named("fedrec centralised", recipe), result, seconds, params=run_settings_summary(run)
+    )
 
 
 def named(method: str, recipe: str) -> str:
@@ -183,7 +185,16 @@ def named(method: str, recipe: str) -> str:
     return f"{method} [{recipe}]" if recipe else method
 
 
-def _settings(run: RunConfig) -> dict[str, Any]:
+def _loss_name(run: RunConfig) -> str:
+    if run.model.kind == "history":
+        return "next-item softmax"
+    if run.model.kind == "sasrec":
+        negatives = run.model.sasrec_negatives
+        return f"sampled softmax ({negatives} negatives)" if negatives else "next-item softmax"
+    return run.train.loss
+
+
+def run_settings_summary(run: RunConfig) -> dict[str, Any]:
     settings = {
         "model": run.model.kind,
         "embedding_dim": run.model.embedding_dim,
@@ -194,7 +205,7 @@ def _settings(run: RunConfig) -> dict[str, Any]:
             else {"local_epochs": run.train.local_epochs}
         ),
         "batch_users": run.train.batch_users,
-        "loss": "next-item softmax" if run.model.kind == "history" else run.train.loss,
+        "loss": _loss_name(run),
         "learning_rate": run.train.learning_rate,
         "learning_rate_schedule": run.train.learning_rate_schedule,
         "keep_optimizer_state": run.train.keep_optimizer_state,
@@ -205,6 +216,13 @@ def _settings(run: RunConfig) -> dict[str, Any]:
         settings |= {
             "fedavgm_learning_rate": run.federation.fedavgm_learning_rate,
             "fedavgm_momentum": run.federation.fedavgm_momentum,
+        }
+    if run.model.kind == "sasrec":
+        settings |= {
+            "blocks": run.model.sasrec_blocks,
+            "heads": run.model.sasrec_heads,
+            "dropout": run.model.dropout,
+            "max_sequence": run.model.history_max,
         }
     if run.model.kind == "history":
         settings |= {
@@ -239,17 +257,17 @@ def federated_row(
         baselines=False,
     )
     results, seconds = _timed(lambda: simulate(spec, events=events))
-    hr, ndcg, means = _federated_per_user(spec.run_dir, pooled)
+    hr, ndcg, means = federated_per_user(spec.run_dir, pooled)
     reported = results["federated"]["overall"]
     note = (
         f"per-user metrics recomputed from the run directory; mean NDCG@10 {means[NDCG]:.5f} "
         f"vs {reported[NDCG]:.5f} in metrics.json"
     )
-    params = _settings(run) | {"partition": dataclasses.asdict(partition)}
+    params = run_settings_summary(run) | {"partition": dataclasses.asdict(partition)}
     return Row(label, hr, ndcg, seconds, params=params, note=note)
 
 
-def _federated_per_user(
+def federated_per_user(
     run_dir: Path, pooled: UserItemData
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], dict[str, float]]:
     """Each merchant's users scored by the global model and its saved user vectors."""
@@ -298,7 +316,7 @@ def _mean_se(values: npt.NDArray[np.float64]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def _ratio_se(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> tuple[float, float]:
+def ratio_se(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> tuple[float, float]:
     """mean(a) / mean(b) and its paired delta-method standard error over the same users."""
     ratio = float(a.mean() / b.mean())
     se = float((a - ratio * b).std(ddof=1) / (math.sqrt(len(a)) * b.mean()))
@@ -315,7 +333,7 @@ def summarise(rows: list[Row]) -> list[dict[str, Any]]:
             entry[NDCG], entry[f"{NDCG}_se"] = _mean_se(row.ndcg)
             entry["users"] = len(row.ndcg)
             if base is not None and base.ndcg is not None:
-                ratio, se = _ratio_se(row.ndcg, base.ndcg)
+                ratio, se = ratio_se(row.ndcg, base.ndcg)
                 entry[f"{NDCG}_over_ease"], entry[f"{NDCG}_over_ease_paired_se"] = ratio, se
         entry |= {"params": row.params, "validation": row.validation, "note": row.note}
         out.append(entry)
