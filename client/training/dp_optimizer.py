@@ -68,6 +68,10 @@ class ClippedSumDPOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[mi
             _check_processed_flag(p.summed_grad)
             grad = p.summed_grad
             rows = self._noised_rows.get(id(p))
+            if rows is not None:  # rows outside: clipped gradient dropped, released unchanged
+                outside = torch.ones(grad.shape[0], dtype=torch.bool, device=grad.device)
+                outside[rows] = False
+                grad[outside] = 0.0
             if grad.dim() == 0 or (rows is None and grad.numel() <= NOISE_BLOCK):
                 grad.add_(_generate_noise(std, grad, self.generator, self.secure_mode))
             else:

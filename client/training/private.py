@@ -53,7 +53,8 @@ def private_population(data: UserItemData, unit: str) -> npt.NDArray[np.int64]:
 def _item_rows(
     model: Recommender, items: npt.NDArray[np.int64]
 ) -> dict[torch.Tensor, torch.Tensor]:
-    """Shared item-indexed tables -> the rows (trained items) that may move."""
+    """Shared item-indexed tables (with or without a padding row past the catalog) -> the
+    rows (trained items) that may move; every other row keeps its released value."""
     rows = torch.as_tensor(items, dtype=torch.int64)
     shared = {id(p) for p in model.shared_parameters().values()}
     return {
@@ -61,7 +62,7 @@ def _item_rows(
         for module in model.modules()
         if isinstance(module, torch.nn.Embedding)
         and id(module.weight) in shared
-        and module.num_embeddings == model.num_items
+        and module.num_embeddings in (model.num_items, model.num_items + 1)
     }
 
 

@@ -46,6 +46,17 @@ def test_only_listed_rows_move():
     assert moved.tolist() == [3, 7]
 
 
+def test_a_clipped_gradient_outside_the_listed_rows_is_dropped_not_released():
+    """A sequence model reads untrained items as inputs and targets: their rows have a
+    (private) clipped gradient that no noise covers, so it must not move them."""
+    param = torch.nn.Parameter(torch.zeros(20, 4))
+    grad = torch.zeros(20, 4)
+    grad[[3, 11, 19]] = 1.0  # 11 and 19 are outside the trained rows
+    step = _noise_of(param, sigma=1.0, clip=1.0, batch=1, rows=torch.tensor([3, 7]), grad=grad)
+    moved = np.flatnonzero(np.abs(step).sum(axis=1) > 0)
+    assert moved.tolist() == [3, 7]
+
+
 def test_the_clipped_sum_is_kept_and_averaged():
     param = torch.nn.Parameter(torch.zeros(3))
     step = _noise_of(param, sigma=1e-9, clip=1.0, batch=4, grad=torch.tensor([4.0, 8.0, -4.0]))
