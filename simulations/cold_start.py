@@ -89,6 +89,8 @@ def hide_users(
             test_users=data.test_users[keep_test],
             test_items=data.test_items[keep_test],
             test_values=data.test_values[keep_test],
+            train_events=None if data.train_events is None else data.train_events[keep_row],
+            test_events=None if data.test_events is None else data.test_events[keep_test],
         ),
         hidden.astype(np.int64),
     )

@@ -126,6 +126,8 @@ def validation_split(data: UserItemData) -> UserItemData:
         test_users=np.flatnonzero(held).astype(np.int64),
         test_items=data.train_items[last],
         test_values=data.train_values[last],
+        train_events=None if data.train_events is None else data.train_events[keep],
+        test_events=None if data.train_events is None else data.train_events[last],
     )
 
 

@@ -11,13 +11,17 @@ from common.data.schema import Interactions
 
 
 def make_events(
-    rows: list[tuple[str, str, int]], merchants: list[str] | None = None
+    rows: list[tuple[str, str, int]],
+    merchants: list[str] | None = None,
+    *,
+    event_types: list[str] | None = None,
 ) -> Interactions:
     users, items, times = zip(*rows, strict=True)
     return Interactions(
         user_id=np.asarray(users, dtype=object),
         item_id=np.asarray(items, dtype=object),
         timestamp=np.asarray(times, dtype=np.int64),
+        event_type=None if event_types is None else np.asarray(event_types, dtype=object),
         merchant_id=None if merchants is None else np.asarray(merchants, dtype=object),
     )
 

@@ -161,7 +161,7 @@ class ServingIndex:
         self._fold_lock = threading.Lock()
         self._sequences = isinstance(model, RecentItemsRecommender)
         # Each user's items in time order (training, then the held-out last one).
-        self._history_ptr, self._history = _histories(data)
+        self._history_ptr, self._history, self._history_events = _histories(data)
 
     # --- building -------------------------------------------------------------------------
     @classmethod
@@ -230,7 +230,8 @@ class ServingIndex:
             popularity = np.bincount(items, minlength=data.num_items).astype(np.float64)
             source = "this merchant's own item counts (local only)"
         if isinstance(model, RecentItemsRecommender):  # served from everything they did here
-            model.bind_histories(*_histories(data))
+            indptr, items, events = _histories(data)
+            model.bind_histories(indptr, items, events=events)
         key_path = state / MERCHANT_PSEUDONYM_KEY_FILE
         for parameter in model.parameters():
             parameter.requires_grad_(False)
@@ -289,18 +290,23 @@ class ServingIndex:
                 raw = self.model.score_all(torch.tensor([row])).numpy()[0]
         return self._finish(raw.astype(np.float32, copy=False))
 
-    def scores_for_sequence(self, items: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    def scores_for_sequence(
+        self, items: npt.NDArray[np.int64], events: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Scores of every catalog item for a recent-items model reading ``items`` (oldest
-        first) as a user's history: (items,). Nothing is fitted."""
+        first, with their event types when known) as a user's history: (items,). Nothing
+        is fitted."""
         assert isinstance(self._fold_model, RecentItemsRecommender)
         with self._fold_lock, torch.no_grad():
-            self._fold_model.bind_histories(np.asarray([0, len(items)]), items)
+            self._fold_model.bind_histories(np.asarray([0, len(items)]), items, events=events)
             raw = self._fold_model.score_all(torch.zeros(1, dtype=torch.int64)).numpy()[0]
         return self._finish(raw.astype(np.float32, copy=False))
 
-    def history(self, row: int) -> npt.NDArray[np.int64]:
-        """A known user's items in time order."""
-        return self._history[self._history_ptr[row] : self._history_ptr[row + 1]]
+    def history(self, row: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+        """A known user's items in time order, and their event types when stored."""
+        span = slice(self._history_ptr[row], self._history_ptr[row + 1])
+        events = None if self._history_events is None else self._history_events[span]
+        return self._history[span], events
 
     def scores_for_items(self, items: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Scores of every catalog item for a user folded in from ``items``: (items,)."""
@@ -346,7 +352,10 @@ class ServingIndex:
         row = self.user_row(user_id)
         if row is not None:
             if self._sequences and len(recent_items):  # the session continues the history
-                scores = self.scores_for_sequence(np.concatenate([self.history(row), recent_items]))
+                items, events = self.history(row)
+                if events is not None:  # a request's items have no event type: "not known"
+                    events = np.concatenate([events, np.full(len(recent_items), -1)])
+                scores = self.scores_for_sequence(np.concatenate([items, recent_items]), events)
             else:
                 scores = self.scores_for_row(row)
             strategy = PERSONAL
@@ -382,18 +391,24 @@ class ServingIndex:
         return self._top(scores, k, np.asarray([item], dtype=np.int64))
 
 
-def _histories(data: UserItemData) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Each user's items in time order as CSR ``(indptr, items)``: the training items (kept
-    in time order), then the held-out item, which is the latest."""
+def _histories(
+    data: UserItemData,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """Each user's items in time order as CSR ``(indptr, items, event types or None)``: the
+    training items (kept in time order), then the held-out item, which is the latest."""
     test = np.zeros(data.num_users, dtype=np.int64)
     np.add.at(test, data.test_users, 1)
     counts = np.diff(data.train_indptr) + test
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    items = np.empty(int(indptr[-1]), dtype=np.int64)
     train_counts = np.diff(data.train_indptr)
     slot = np.repeat(indptr[:-1], train_counts) + (
         np.arange(data.num_train) - np.repeat(data.train_indptr[:-1], train_counts)
     )
-    items[slot] = data.train_items
-    items[indptr[data.test_users + 1] - 1] = data.test_items
-    return indptr, items
+    last = indptr[data.test_users + 1] - 1
+    items = np.empty(int(indptr[-1]), dtype=np.int64)
+    items[slot], items[last] = data.train_items, data.test_items
+    if data.train_events is None or data.test_events is None:
+        return indptr, items, None
+    events = np.empty(int(indptr[-1]), dtype=np.int64)
+    events[slot], events[last] = data.train_events, data.test_events
+    return indptr, items, events

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from common.data.catalog import ItemCatalog
-from common.data.schema import Interactions
+from common.data.schema import EVENT_TYPES, Interactions
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -32,6 +32,9 @@ class UserItemData:
     ``u`` are ``train_items[train_indptr[u]:train_indptr[u + 1]]``. ``test_users``
     and ``test_items`` have one entry per evaluated user (users with at least two
     distinct items); the test item never appears among that user's training items.
+    ``train_events`` / ``test_events`` give each pair's event type (view, cart,
+    purchase, ...: an index into :data:`~common.data.schema.EVENT_TYPES`) when
+    the log has an ``event_type`` column, else None.
     """
 
     user_keys: tuple[str, ...]
@@ -43,6 +46,9 @@ class UserItemData:
     test_items: IntArray  # (num_test,)
     test_values: FloatArray  # (num_test,)
     unknown_items: int = 0
+    # Event type of each pair (index into schema.EVENT_TYPES), when the log has them.
+    train_events: IntArray | None = None  # (num_train,)
+    test_events: IntArray | None = None  # (num_test,)
 
     @property
     def num_users(self) -> int:
@@ -78,17 +84,19 @@ class UserItemData:
 
         directory = Path(directory)
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            num_items=np.int64(self.num_items),
-            unknown_items=np.int64(self.unknown_items),
-            train_indptr=self.train_indptr,
-            train_items=self.train_items,
-            train_values=self.train_values,
-            test_users=self.test_users,
-            test_items=self.test_items,
-            test_values=self.test_values,
-        )
+        arrays: dict[str, npt.NDArray[np.generic]] = {
+            "num_items": np.asarray(self.num_items, dtype=np.int64),
+            "unknown_items": np.asarray(self.unknown_items, dtype=np.int64),
+            "train_indptr": self.train_indptr,
+            "train_items": self.train_items,
+            "train_values": self.train_values,
+            "test_users": self.test_users,
+            "test_items": self.test_items,
+            "test_values": self.test_values,
+        }
+        if self.train_events is not None and self.test_events is not None:
+            arrays |= {"train_events": self.train_events, "test_events": self.test_events}
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(directory / data_file, buffer.getvalue())
         atomic_write_bytes(directory / users_file, json.dumps(list(self.user_keys)).encode("utf-8"))
 
@@ -114,7 +122,7 @@ def build_user_item_data(
     """Encode events through ``catalog``, de-duplicate, and split leave-last-out.
 
     Repeated (user, item) events collapse to one pair carrying the latest
-    timestamp and that event's value. Each user with two or more distinct items
+    timestamp and that event's value and event type. Each user with two or more distinct items
     gives their latest item to the test set (ties broken by catalog index);
     users with a single item only train. Items outside the catalog are counted
     in ``unknown_items`` and skipped.
@@ -128,6 +136,7 @@ def build_user_item_data(
             "item": encoded.indices[known],
             "ts": events.timestamp[known],
             "value": values[known].astype(np.float32),
+            "event": _event_codes(events.event_type, len(events))[known],
         }
     )
     user_codes, user_keys = pd.factorize(frame["user"], sort=True)
@@ -138,6 +147,8 @@ def build_user_item_data(
     users = frame["user"].to_numpy(np.int64)
     items = frame["item"].to_numpy(np.int64)
     vals = frame["value"].to_numpy(np.float32)
+    kinds = frame["event"].to_numpy(np.int64)
+    typed = events.event_type is not None
     num_users = len(user_keys)
     counts = np.bincount(users, minlength=num_users)
     last = np.cumsum(counts) - 1  # position of each user's latest pair
@@ -157,7 +168,17 @@ def build_user_item_data(
         test_items=items[is_test],
         test_values=vals[is_test],
         unknown_items=encoded.unknown_count,
+        train_events=kinds[~is_test] if typed else None,
+        test_events=kinds[is_test] if typed else None,
     )
+
+
+def _event_codes(event_type: npt.NDArray[np.object_] | None, count: int) -> IntArray:
+    """Index of each event's type in EVENT_TYPES (validated at load); -1 without the column."""
+    if event_type is None:
+        return np.full(count, -1, dtype=np.int64)
+    lookup = {name: i for i, name in enumerate(EVENT_TYPES)}
+    return np.asarray([lookup.get(str(e), -1) for e in event_type], dtype=np.int64)
 
 
 def count_evaluable_users(events: Interactions) -> int:
@@ -199,6 +220,17 @@ def concat_user_item_data(parts: list[UserItemData]) -> tuple[UserItemData, IntA
             test_items=np.concatenate([p.test_items for p in parts]),
             test_values=np.concatenate([p.test_values for p in parts]),
             unknown_items=sum(p.unknown_items for p in parts),
+            **_concat_events(parts),
         ),
         offsets,
     )
+
+
+def _concat_events(parts: list[UserItemData]) -> dict[str, IntArray | None]:
+    """Pooled event types, or none unless every part has them."""
+    if any(p.train_events is None or p.test_events is None for p in parts):
+        return {"train_events": None, "test_events": None}
+    return {
+        "train_events": np.concatenate([p.train_events for p in parts]),  # type: ignore[misc]
+        "test_events": np.concatenate([p.test_events for p in parts]),  # type: ignore[misc]
+    }

@@ -5,7 +5,9 @@ pre-LayerNorm blocks and a full softmax over the catalog:
 
 * the input is the user's time-ordered training items (at most ``history-max``,
   the most recent), embedded by ``item_embedding`` (scaled by sqrt(dim)) plus a
-  learned position (``position``);
+  learned position (``position``) plus the event type of each (``event``:
+  view, cart, purchase, ... or "not known", the only one a log without an
+  ``event_type`` column, or a serving request, uses);
 * ``sasrec-blocks`` blocks, each causal multi-head self-attention
   (``sasrec-heads`` heads) and a position-wise feed-forward layer, both
   residual, with ``dropout``;
@@ -105,15 +107,20 @@ class SASRec(RecentItemsRecommender):
         # (items + pad, dim), tied output
         self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=self.pad)
         self.position = nn.Embedding(config.history_max, dim)  # (L, dim)
+        self.event = nn.Embedding(self.no_event + 1, dim)  # (event types + not known, dim)
         self.blocks = nn.ModuleList(
             _Block(dim, config.sasrec_heads, config.dropout) for _ in range(config.sasrec_blocks)
         )
         self.norm = nn.LayerNorm(dim)
 
-    def encode(self, sequences: torch.Tensor) -> torch.Tensor:
-        """Hidden state after each position of left-aligned sequences (B, L): (B, L, dim)."""
+    def encode(self, sequences: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden state after each position of left-aligned sequences (B, L), with their event
+        types (B, L) (default: not known): (B, L, dim)."""
         positions = torch.arange(sequences.shape[1]).expand_as(sequences)  # (B, L): rows per user
+        if events is None:
+            events = torch.full_like(sequences, self.no_event)
         x = self.item_embedding(sequences) * self.scale + self.position(positions)
+        x = x + self.event(events)
         x = F.dropout(x, self.dropout, self.training)
         for block in self.blocks:
             x = block(x)
@@ -127,7 +134,8 @@ class SASRec(RecentItemsRecommender):
     def score_all(self, users: torch.Tensor, *, chunk_items: int = 4096) -> torch.Tensor:
         sequences = self.sequences[users]  # (n, L)
         last = (self.lengths[users] - 1).clamp(min=0)  # (n,) a user with no items reads a pad
-        hidden = self.encode(sequences)[torch.arange(len(users)), last]  # (n, dim)
+        hidden = self.encode(sequences, self.event_sequences[users])  # (n, L, dim)
+        hidden = hidden[torch.arange(len(users)), last]  # (n, dim)
         return self.logits(hidden)  # (n, items)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -159,7 +167,7 @@ class SASRec(RecentItemsRecommender):
         sequences = self.sequences[batch.users]  # (B, L)
         valid = batch.ends > 0  # a target needs at least one item before it
         safe = batch.ends.clamp(min=1)  # (B, M)
-        hidden = self.encode(sequences)  # (B, L, dim)
+        hidden = self.encode(sequences, self.event_sequences[batch.users])  # (B, L, dim)
         before = (safe - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         states = torch.gather(hidden, 1, before)  # (B, M, dim)
         targets = torch.gather(sequences, 1, safe)  # (B, M)

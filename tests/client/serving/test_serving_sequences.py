@@ -26,8 +26,9 @@ def _index(served: Served) -> ServingIndex:
     return ServingIndex.build(load_global_model(served.models), served.state, ServingOptions())
 
 
-def _reading(served: Served, items: list[int]) -> np.ndarray:
-    """Scores of a one-user copy of the model that reads ``items`` (oldest first)."""
+def _reading(served: Served, items: list[int], events: list[int] | None = None) -> np.ndarray:
+    """Scores of a one-user copy of the model that reads ``items`` (oldest first), with
+    their event types (default: not known)."""
     one = build_model(
         parse_run_config(served.settings).model,
         num_users=1,
@@ -36,7 +37,11 @@ def _reading(served: Served, items: list[int]) -> np.ndarray:
     )
     assert isinstance(one, RecentItemsRecommender)
     one.load_shared({n: p.detach() for n, p in served.model.shared_parameters().items()})
-    one.eval().bind_histories(np.asarray([0, len(items)]), np.asarray(items, dtype=np.int64))
+    one.eval().bind_histories(
+        np.asarray([0, len(items)]),
+        np.asarray(items, dtype=np.int64),
+        events=None if events is None else np.asarray(events, dtype=np.int64),
+    )
     with torch.no_grad():
         return one.score_all(torch.zeros(1, dtype=torch.int64)).numpy()[0].astype(np.float64)
 
@@ -47,10 +52,15 @@ def _top(served: Served, scores: np.ndarray, exclude: list[int], k: int) -> list
     return [served.catalog.keys[i] for i in np.argsort(-scores, kind="stable")[:k]]
 
 
-def _history(served: Served, user: int) -> list[int]:
-    """The user's items in time order: training items, then the held-out (latest) one."""
-    held = served.data.test_items[served.data.test_users == user]
-    return list(served.data.items_of(user)) + list(held)
+def _history(served: Served, user: int) -> tuple[list[int], list[int]]:
+    """The user's items in time order (training items, then the held-out, latest one) and
+    their event types (the synthetic log has views, carts and purchases)."""
+    data = served.data
+    assert data.train_events is not None and data.test_events is not None
+    held = data.test_users == user
+    span = slice(data.train_indptr[user], data.train_indptr[user + 1])
+    items = list(data.items_of(user)) + list(data.test_items[held])
+    return items, list(data.train_events[span]) + list(data.test_events[held])
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "history"])
@@ -58,10 +68,11 @@ def test_a_known_user_is_read_from_their_whole_history_here(tmp_path: Path, kind
     served = make_served(tmp_path, kind=kind)
     index = _index(served)
     for user in (0, 7):
-        history = _history(served, user)
+        history, events = _history(served, user)
+        assert len(set(events)) > 1  # more than one event type: they are read
         result = index.recommend(served.raw_users[user], 6)
         assert result.strategy == PERSONAL
-        want = _top(served, _reading(served, history), history, 6)
+        want = _top(served, _reading(served, history, events), history, 6)
         if kind == "sasrec":  # the history model adds the user's fitted residual (zero here)
             assert [key for key, _ in result.items] == want
         # Recent items continue the stored history.
@@ -69,7 +80,8 @@ def test_a_known_user_is_read_from_their_whole_history_here(tmp_path: Path, kind
         continued = index.recommend(
             served.raw_users[user], 6, recent=tuple(served.catalog.keys[i] for i in session)
         )
-        want = _top(served, _reading(served, history + session), history + session, 6)
+        both = history + session
+        want = _top(served, _reading(served, both, events + [-1, -1]), both, 6)
         assert [key for key, _ in continued.items] == want
 
 

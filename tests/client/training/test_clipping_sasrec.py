@@ -1,5 +1,6 @@
-"""PerUserClipper on SASRec (attention, LayerNorm, positions, a tied sampled-softmax output)
-against the one-user-at-a-time oracle: one backward per user, then clip and sum."""
+"""PerUserClipper on SASRec (attention, LayerNorm, positions, event types, a tied
+sampled-softmax output) against the one-user-at-a-time oracle: one backward per user,
+then clip and sum."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def _data():
         for u, items in enumerate(HISTORIES)
         for t, item in enumerate(items)
     ]
+    kinds = [("view", "cart", "purchase")[(i * 7) % 3] for i in range(len(rows))]
     return build_user_item_data(
-        make_events(rows), ItemCatalog.from_keys([f"i{j}" for j in range(NUM_ITEMS)])
+        make_events(rows, event_types=kinds),
+        ItemCatalog.from_keys([f"i{j}" for j in range(NUM_ITEMS)]),
     )
 
 
@@ -86,7 +89,14 @@ def test_transformer_clipping_matches_per_user_oracle(blocks, heads, max_norm):
     assert (norms[[0, 1, 3, 4]] > 0).all()
     torch.testing.assert_close(result.norms, norms, atol=1e-5, rtol=1e-5)
     shared = model.shared_parameters()
-    assert {n.split(".")[0] for n in shared} == {"item_embedding", "position", "blocks", "norm"}
+    assert {n.split(".")[0] for n in shared} == {
+        "item_embedding",
+        "position",
+        "event",
+        "blocks",
+        "norm",
+    }
+    assert model.event_sequences[0, :3].tolist() != [model.no_event] * 3  # typed inputs
     for name, param in shared.items():
         torch.testing.assert_close(param.grad, clipped[name], atol=1e-5, rtol=1e-5, msg=name)
     padding = model.item_embedding.weight.grad[model.pad]

@@ -59,3 +59,39 @@ def test_train_csr_matches_items_of(tiny_data):
     indptr, indices = tiny_data.train_csr(users)
     assert indptr.tolist() == [0, 1, 3, 4]
     assert indices.tolist() == [3, 0, 1, 0]  # u3: d ; u1: a b ; u2: a
+
+
+def _typed_data():
+    # u1: a view, b cart, a purchase (the latest event of a pair wins), c view -> test c
+    rows = [("u1", "a", 1), ("u1", "b", 2), ("u1", "a", 3), ("u1", "c", 4), ("u2", "b", 1)]
+    kinds = ["view", "cart", "purchase", "view", "purchase"]
+    catalog = ItemCatalog.from_keys(["a", "b", "c"])
+    return build_user_item_data(make_events(rows, event_types=kinds), catalog)
+
+
+def test_event_types_travel_with_each_pair_and_survive_save_load(tmp_path):
+    from common.data.dataset import UserItemData
+    from common.data.schema import EVENT_TYPES
+    from simulations.reference import validation_split
+
+    data = _typed_data()
+    codes = {name: i for i, name in enumerate(EVENT_TYPES)}
+    # u1 trains on b (cart) then a (purchase, its latest event), holds out c (view)
+    assert data.items_of(0).tolist() == [1, 0]
+    assert data.train_events.tolist()[:2] == [codes["cart"], codes["purchase"]]
+    assert data.test_events.tolist() == [codes["view"]]
+    data.save(tmp_path, data_file="d.npz", users_file="u.json")
+    loaded = UserItemData.load(tmp_path, data_file="d.npz", users_file="u.json")
+    np.testing.assert_array_equal(loaded.train_events, data.train_events)
+    np.testing.assert_array_equal(loaded.test_events, data.test_events)
+    pooled, _ = concat_user_item_data([data, data])
+    assert pooled.train_events.tolist() == data.train_events.tolist() * 2
+    split = validation_split(data)
+    assert split.test_events.tolist() == [codes["purchase"]]  # u1's last training pair
+    untyped = build_user_item_data(
+        make_events([("u", "a", 1), ("u", "b", 2)]), ItemCatalog.from_keys(["a", "b", "c"])
+    )
+    assert untyped.train_events is None and untyped.test_events is None
+    untyped.save(tmp_path, data_file="x.npz", users_file="x.json")
+    assert UserItemData.load(tmp_path, data_file="x.npz", users_file="x.json").train_events is None
+    assert concat_user_item_data([data, untyped])[0].train_events is None

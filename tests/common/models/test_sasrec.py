@@ -143,3 +143,34 @@ def test_private_training_refuses_full_softmax_sasrec_before_anything_is_release
     check_privacy_feasible(sampled, {"m": data})  # accepted
     PrivateStep(_sasrec(data, sasrec_negatives=4), TrainConfig(), plan, generator=torch.Generator())
     assert isinstance(run, RunConfig)
+
+
+def _typed_walks(*, users: int = 160, length: int = 7, items: int = 40, typed: bool = True):
+    """After viewing item i a user goes to i+1; after buying it, to i+2 (the type is a coin
+    flip): only a model that reads event types can tell which comes next."""
+    rng = np.random.default_rng(0)
+    rows, kinds = [], []
+    for u in range(users):
+        item = int(rng.integers(items))
+        for t in range(length):
+            kind = "purchase" if rng.random() < 0.5 else "view"
+            rows.append((f"u{u}", f"i{item % items}", t))
+            kinds.append(kind)
+            item += 2 if kind == "purchase" else 1
+    catalog = ItemCatalog.from_keys([f"i{j}" for j in range(items)])
+    events = make_events(rows, event_types=kinds if typed else None)
+    return build_user_item_data(events, catalog, hold_out=True)
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_event_types_are_an_input_the_model_learns_from(typed):
+    data = _typed_walks(typed=typed)
+    assert (data.train_events is not None) == typed
+    model = _sasrec(data, sasrec_negatives=0, sasrec_blocks=1)
+    config = dataclasses.replace(TrainConfig(), local_epochs=15, batch_users=16, learning_rate=0.02)
+    train_local(model, data, config, rng=np.random.default_rng(0))
+    hit = evaluate_model(model.eval(), data, k=1, rng=np.random.default_rng(0)).means["hr@1"]
+    if typed:
+        assert hit > 0.9, hit  # the last item's type says +1 or +2
+    else:
+        assert hit < 0.75, hit  # a coin flip the model cannot see
