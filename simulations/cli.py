@@ -114,7 +114,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from common.config import parse_run_config
     from common.data.partition import PartitionConfig
-    from common.recipes import REAL_LOG_DEFAULTS, parse_set_pairs, run_settings
+    from common.recipes import MODEL_RECIPES, REAL_LOG_DEFAULTS, parse_set_pairs, run_settings
     from simulations.report import render_results
     from simulations.run_dir import default_run_dir
     from simulations.runner import DataSource, SimulationSpec, simulate
@@ -170,7 +170,17 @@ def _simulate(args: argparse.Namespace) -> int:
         + f", partition {scheme}; data: "
         f"{args.data or 'synthetic federation'}"
     )
-    if not run.privacy.enabled and run.model.kind == REAL_LOG_DEFAULTS["model"]:
+    if run.model.kind in MODEL_RECIPES:
+        console.print(
+            f"recipe: {run.model.kind} defaults (common/recipes.py) beneath your settings: "
+            + (
+                f"sampled softmax against {run.model.sasrec_negatives} negatives, "
+                if run.model.sasrec_negatives
+                else "full softmax, "
+            )
+            + f"{run.train.learning_rate_schedule} learning rate, {run.federation.strategy}"
+        )
+    elif not run.privacy.enabled and run.model.kind == REAL_LOG_DEFAULTS["model"]:
         console.print(
             "recipe: real-log defaults (common/recipes.py) beneath your settings: next-item "
             f"softmax, Adam kept across rounds, {run.train.learning_rate_schedule} learning rate, "

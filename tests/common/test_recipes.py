@@ -37,3 +37,18 @@ def test_choosing_the_history_model_brings_its_recipe_on_any_data() -> None:
     dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
     private = parse_run_config(run_settings({"model": "history"}, dp))
     assert private.federation.strategy == "fedavg" and not private.train.keep_optimizer_state
+
+
+def test_choosing_sasrec_brings_its_own_recipe_private_or_not() -> None:
+    from common.recipes import SASREC_DEFAULTS, SASREC_PRIVATE_DEFAULTS
+
+    plain = parse_run_config(run_settings({"model": "sasrec"}, OFF, real_log=True))
+    assert plain.model.sasrec_negatives == SASREC_DEFAULTS["sasrec-negatives"]
+    assert plain.train.keep_optimizer_state and plain.federation.strategy == "fedavg"
+    assert plain.model.embedding_dim == SASREC_DEFAULTS["embedding-dim"]
+    dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
+    private = parse_run_config(run_settings({"model": "sasrec", "dropout": 0.3}, dp))
+    assert private.model.embedding_dim == SASREC_PRIVATE_DEFAULTS["embedding-dim"]
+    assert private.privacy.max_grad_norm == SASREC_PRIVATE_DEFAULTS["max-grad-norm"]
+    assert private.model.sasrec_negatives > 0  # a private SASRec needs the sampled softmax
+    assert private.model.dropout == 0.3 and not private.train.keep_optimizer_state
