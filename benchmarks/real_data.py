@@ -51,8 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_data_private import plot, private_rows  # noqa: E402  (sibling modules)
@@ -68,14 +66,14 @@ from real_data_rows import (  # noqa: E402
     named,
     popularity_row,
     summarise,
+    training_events,
 )
 
 from common.config import parse_run_config  # noqa: E402
 from common.data.catalog import ItemCatalog  # noqa: E402
-from common.data.dataset import UserItemData, build_user_item_data  # noqa: E402
+from common.data.dataset import build_user_item_data  # noqa: E402
 from common.data.loaders import load_events  # noqa: E402
 from common.data.partition import PartitionConfig  # noqa: E402
-from common.data.schema import Interactions  # noqa: E402
 from common.recipes import run_settings  # noqa: E402
 from simulations.reference import LAMBDA_GRID  # noqa: E402
 from simulations.runner import DataSource  # noqa: E402
@@ -131,24 +129,6 @@ FEDERATIONS = (
         PartitionConfig(scheme="dirichlet", num_parties=10, alpha=0.5),
     ),
 )
-
-
-def training_events(pooled: UserItemData, catalog: ItemCatalog) -> Interactions:
-    """The training pairs as an event log (timestamp = position in the user's history).
-
-    Split leave-last-out again, this gives the validation split: each user's last
-    training item is the target, and no test item is ever read.
-    """
-    counts = np.diff(pooled.train_indptr)
-    users = np.repeat(np.asarray(pooled.user_keys, dtype=object), counts)
-    starts = np.repeat(pooled.train_indptr[:-1], counts)
-    keys = np.asarray(catalog.keys, dtype=object)
-    return Interactions(
-        user_id=users,
-        item_id=keys[pooled.train_items],
-        timestamp=(np.arange(pooled.num_train) - starts).astype(np.int64),
-        value=pooled.train_values.astype(np.float32),
-    )
 
 
 def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:

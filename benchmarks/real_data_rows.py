@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from common.config import RunConfig
 from common.constants import hr_at, ndcg_at
+from common.data.catalog import ItemCatalog
 from common.data.dataset import UserItemData
 from common.data.partition import PartitionConfig
 from common.data.schema import Interactions
@@ -56,6 +57,27 @@ def _timed(work: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     out = work()
     return out, time.perf_counter() - started
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def training_events(pooled: UserItemData, catalog: ItemCatalog) -> Interactions:
+    """The training pairs as an event log (timestamp = position in the user's history).
+
+    Split leave-last-out again, this gives the validation split: each user's last
+    training item is the target, and no test item is ever read.
+    """
+    counts = np.diff(pooled.train_indptr)
+    users = np.repeat(np.asarray(pooled.user_keys, dtype=object), counts)
+    starts = np.repeat(pooled.train_indptr[:-1], counts)
+    keys = np.asarray(catalog.keys, dtype=object)
+    return Interactions(
+        user_id=users,
+        item_id=keys[pooled.train_items],
+        timestamp=(np.arange(pooled.num_train) - starts).astype(np.int64),
+        value=pooled.train_values.astype(np.float32),
+    )
 
 
 # --- methods ---------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ class ServingIndex:
         self._fold_lock = threading.Lock()
         self._sequences = isinstance(model, RecentItemsRecommender)
         # Each user's items in time order (training, then the held-out last one).
-        self._history_ptr, self._history, self._history_events = _histories(data)
+        self._history_ptr, self._history, self._history_events = data.histories()
 
     # --- building -------------------------------------------------------------------------
     @classmethod
@@ -230,7 +230,7 @@ class ServingIndex:
             popularity = np.bincount(items, minlength=data.num_items).astype(np.float64)
             source = "this merchant's own item counts (local only)"
         if isinstance(model, RecentItemsRecommender):  # served from everything they did here
-            indptr, items, events = _histories(data)
+            indptr, items, events = data.histories()
             model.bind_histories(indptr, items, events=events)
         key_path = state / MERCHANT_PSEUDONYM_KEY_FILE
         for parameter in model.parameters():
@@ -389,26 +389,3 @@ class ServingIndex:
         scores = self._unit_items @ self._unit_items[item]
         scores = np.where(self.trained, scores, -np.inf).astype(np.float32)
         return self._top(scores, k, np.asarray([item], dtype=np.int64))
-
-
-def _histories(
-    data: UserItemData,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
-    """Each user's items in time order as CSR ``(indptr, items, event types or None)``: the
-    training items (kept in time order), then the held-out item, which is the latest."""
-    test = np.zeros(data.num_users, dtype=np.int64)
-    np.add.at(test, data.test_users, 1)
-    counts = np.diff(data.train_indptr) + test
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    train_counts = np.diff(data.train_indptr)
-    slot = np.repeat(indptr[:-1], train_counts) + (
-        np.arange(data.num_train) - np.repeat(data.train_indptr[:-1], train_counts)
-    )
-    last = indptr[data.test_users + 1] - 1
-    items = np.empty(int(indptr[-1]), dtype=np.int64)
-    items[slot], items[last] = data.train_items, data.test_items
-    if data.train_events is None or data.test_events is None:
-        return indptr, items, None
-    events = np.empty(int(indptr[-1]), dtype=np.int64)
-    events[slot], events[last] = data.train_events, data.test_events
-    return indptr, items, events

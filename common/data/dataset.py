@@ -76,6 +76,25 @@ class UserItemData:
         positions = np.arange(indptr[-1]) - np.repeat(indptr[:-1] - starts, counts)
         return indptr, self.train_items[positions]
 
+    def histories(self) -> tuple[IntArray, IntArray, IntArray | None]:
+        """Each user's items in time order as CSR ``(indptr, items, event types or None)``:
+        the training items (stored oldest first), then the held-out item, the latest."""
+        test = np.zeros(self.num_users, dtype=np.int64)
+        np.add.at(test, self.test_users, 1)
+        train_counts = np.diff(self.train_indptr)
+        indptr = np.concatenate([[0], np.cumsum(train_counts + test)]).astype(np.int64)
+        slot = np.repeat(indptr[:-1], train_counts) + (
+            np.arange(self.num_train) - np.repeat(self.train_indptr[:-1], train_counts)
+        )
+        last = indptr[self.test_users + 1] - 1
+        items = np.empty(int(indptr[-1]), dtype=np.int64)
+        items[slot], items[last] = self.train_items, self.test_items
+        if self.train_events is None or self.test_events is None:
+            return indptr, items, None
+        events = np.empty(int(indptr[-1]), dtype=np.int64)
+        events[slot], events[last] = self.train_events, self.test_events
+        return indptr, items, events
+
     def save(self, directory: str | os.PathLike[str], *, data_file: str, users_file: str) -> None:
         """Write both files atomically (a crash leaves the previous version, never half)."""
         import io

@@ -95,3 +95,13 @@ def test_event_types_travel_with_each_pair_and_survive_save_load(tmp_path):
     untyped.save(tmp_path, data_file="x.npz", users_file="x.json")
     assert UserItemData.load(tmp_path, data_file="x.npz", users_file="x.json").train_events is None
     assert concat_user_item_data([data, untyped])[0].train_events is None
+
+
+def test_histories_put_the_held_out_item_last_with_its_event_type():
+    from common.data.schema import EVENT_TYPES
+
+    indptr, items, events = _typed_data().histories()
+    codes = {name: i for i, name in enumerate(EVENT_TYPES)}
+    assert indptr.tolist() == [0, 3, 4]
+    assert items.tolist() == [1, 0, 2, 1]  # u1: b, a, then held-out c; u2: b only
+    assert events.tolist() == [codes[k] for k in ("cart", "purchase", "view", "purchase")]
