@@ -144,12 +144,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
             se = [p[2] for p in points]
             ax.errorbar(eps, mean, yerr=se, marker="o", capsize=3, label=name)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks([1, 3, 8], labels=["1", "3", "8"])
         ax.set_ylim(bottom=0)
         ax.set_xlabel("user-level ε (δ = 1e-6, Opacus RDP)")
-        ax.set_ylabel("NDCG@10 (test users)")
+        held = "validation" if "validation" in data["dataset"] else "test"
+        ax.set_ylabel(f"NDCG@10 ({held} users, ± 1 SE)")
         ax.set_title(data["dataset"])
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
