@@ -94,6 +94,38 @@ def _render_client_level(privacy: dict[str, Any], *, console: Console) -> None:
         console.print("On-device training is not DP; a user's privacy is the client-level epsilon.")
 
 
+def privacy_results(
+    history: dict[str, Any],
+    *,
+    unit: str,
+    target_epsilon: float,
+    delta: float,
+    accountant: str,
+    device_epsilon: float = 0.0,
+) -> dict[str, Any]:
+    """What :func:`render_privacy` reads, from a run's history (``federation.json``).
+
+    The same for a simulation and a deployment (``fedrec run``), so both end
+    with the same per-merchant privacy table.
+    """
+    return {
+        "unit": unit,
+        "target_epsilon": target_epsilon,
+        "delta": delta,
+        "accountant": accountant,
+        "per_merchant": history.get("privacy", {}),
+        "refused": {
+            name: {"round": r["round"], "reason": reason}
+            for r in history.get("rounds", [])
+            for name, reason in r.get("refused", {}).items()
+        },
+        "stopped_early": history.get("stopped_early", ""),
+        "client_level": history.get("client_privacy", {}),
+        "device_epsilon": device_epsilon,
+        "trained_items": history.get("trained_items"),
+    }
+
+
 def render_privacy(results: dict[str, Any], *, console: Console) -> None:
     """Per merchant: epsilon spent, delta, sigma, C, q, steps, unit and accountant."""
     from common.privacy.config import SAMPLING, UNIT_DESCRIPTIONS
@@ -168,7 +200,7 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
         console.print(table.title)
         for row in rows:
             pairs = zip(headers[1:], row[1:], strict=True)
-            console.print(f"  {row[0]}: " + ", ".join(f"{h} {v}" for h, v in pairs))
+            console.print(f"  {row[0]}: " + ", ".join(f"{h} {v}" for h, v in pairs), soft_wrap=True)
         if table.caption:
             console.print(f"  ({table.caption})")
     if client_mode:

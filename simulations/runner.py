@@ -55,6 +55,7 @@ from simulations.merchants import (
 )
 from simulations.party_keys import ephemeral_party_keys
 from simulations.ray_backend import run_flower
+from simulations.report import privacy_results
 from simulations.run_dir import staged_run_dir
 from simulations.synthetic import SyntheticSpec, generate_federation
 
@@ -292,22 +293,14 @@ def simulate(
             f.startswith("evaluate:") for f in history["rounds"][-1]["failures"]
         )
         results["top_k"] = run.federation.top_k
-        results["privacy"] = {
-            "unit": run.privacy.unit,
-            "target_epsilon": run.privacy.target_epsilon,
-            "delta": run.privacy.delta,
-            "accountant": run.privacy.accountant,
-            "per_merchant": history.get("privacy", {}),
-            "refused": {
-                name: {"round": r["round"], "reason": reason}
-                for r in history["rounds"]
-                for name, reason in r.get("refused", {}).items()
-            },
-            "stopped_early": history.get("stopped_early", ""),
-            "client_level": history.get("client_privacy", {}),
-            "device_epsilon": run.privacy.device_epsilon,
-            "trained_items": history.get("trained_items"),
-        }
+        results["privacy"] = privacy_results(
+            history,
+            unit=run.privacy.unit,
+            target_epsilon=run.privacy.target_epsilon,
+            delta=run.privacy.delta,
+            accountant=run.privacy.accountant,
+            device_epsilon=run.privacy.device_epsilon,
+        )
         config = {
             "run": to_run_config(spec.run),
             "partition": asdict(spec.partition),

@@ -42,6 +42,11 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         action="store_true",
         help="start each ClientApp process cold (Flower's default; seconds slower per message)",
     )
+    join.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Flower's own lines too (always in STATE/logs/supernode.log)",
+    )
     join.set_defaults(handler=_join)
 
 
@@ -74,5 +79,6 @@ def _join(args: argparse.Namespace) -> int:
         fmt=args.format,
         poll=args.poll,
         warm=not args.no_warm_start,
+        verbose=args.verbose,
     )
     return join(spec, say=_say)

@@ -31,10 +31,11 @@ from typing import IO
 from client.deploy.coordinator_probe import JoinError, check_ca, parse_address, probe_coordinator
 from client.deploy.enrolment import enrol
 from client.deploy.node_key import PUBLIC_KEY_FILE, check_private_key
+from client.deploy.round_lines import LedgerFollower
 from client.deploy.run_guard import pin_operator_key, read_operator_key
 from client.deploy.warm_start import SOCKET_FILE, write_launcher
 from client.state.policy import ensure_policy
-from common.constants import MERCHANT_POLICY_FILE
+from common.constants import MERCHANT_LEDGER_FILE, MERCHANT_POLICY_FILE
 from common.data.formats import DEFAULT_FORMAT
 from common.errors import ConfigError, ExitCode
 from common.flower_env import FLOWER_ENV, with_flower_commands
@@ -43,6 +44,7 @@ from common.privacy.signing import key_fingerprint
 PID_FILE = "supernode.pid"
 RESTART_WINDOW = 90.0  # seconds a crashed node's old session may block re-activation
 SERVED_AFTER = 15.0  # a SuperNode that ran this long had been admitted
+STARTED = "Starting Flower SuperNode"  # Flower's line once the node runs
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class JoinSpec:
     poll: float = 0.5  # seconds between idle pulls
     warm: bool = True  # fork ClientApps from a pre-imported process (client/deploy/warm_start.py)
     operator_key: Path | None = None  # operator.pub to pin (None: the one pinned before)
+    verbose: bool = False  # show Flower's own lines too (they always go to logs/supernode.log)
 
 
 def _free_port() -> int:
@@ -279,6 +282,9 @@ def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     verdict = ""
     exited_at: float | None = None
+    rounds = LedgerFollower(spec.state, ledger=spec.state / MERCHANT_LEDGER_FILE)
+    if not spec.verbose:
+        say(f"Flower's own lines go to {logs / 'supernode.log'} (--verbose shows them here)")
     try:
         with (logs / "supernode.log").open("a", encoding="utf-8") as log:
             while True:
@@ -292,8 +298,13 @@ def _run_supernode(spec: JoinSpec, *, say: Callable[[str], None]) -> str:
                     log.write(line)
                     log.flush()
                     verdict = verdict or _classify(line, spec)
-                    if shown := _readable(line):
+                    shown = _readable(line)
+                    if shown and (spec.verbose or shown.startswith("error:")):
                         say(shown)
+                    elif STARTED in line:
+                        say(f"{spec.name}: SuperNode started; waiting for runs")
+                for done in rounds.lines():
+                    say(done)
                 if process.poll() is not None:
                     exited_at = exited_at or time.monotonic()
                     if time.monotonic() - exited_at > 1.0:  # its helpers may linger: stop them

@@ -212,7 +212,7 @@ def run_command_settings(args: argparse.Namespace) -> dict[str, object]:
 def _run(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from server.ops.submit import Submission, follow, submit
+    from server.ops.submit import Submission, follow, show_privacy, submit
     from server.ops.superlink import control
 
     directory = CoordinatorDir(args.dir)
@@ -226,6 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.detach:
         return ExitCode.OK
     progress = follow(control(directory), run_id, run_dir, say=_say)
+    show_privacy(run_dir)
     stopped = progress.get("stopped_early")
     _say(
         f"run {run_dir.name} finished"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import RunConfig, parse_run_config, to_run_config
+from common.constants import FEDERATION_FILE
 from common.errors import ConfigError, ExitCode, FedrecError, RunDirError
 from common.fileio import atomic_write_text
 from common.naming import check_name
@@ -226,6 +227,25 @@ def follow(
                     )
                 )
         time.sleep(poll)
+
+
+def show_privacy(run_dir: Path) -> None:
+    """The per-merchant privacy table ``fedrec simulate`` ends with, from the run's history."""
+    from rich.console import Console
+
+    from simulations.report import privacy_results, render_privacy
+
+    history = json.loads((run_dir / FEDERATION_FILE).read_text(encoding="utf-8"))
+    run = parse_run_config(history["config"])
+    results = privacy_results(
+        history,
+        unit=run.privacy.unit,
+        target_epsilon=run.privacy.target_epsilon,
+        delta=run.privacy.delta,
+        accountant=run.privacy.accountant,
+        device_epsilon=run.privacy.device_epsilon,
+    )
+    render_privacy({"privacy": results}, console=Console())
 
 
 def unfinished_runs(directory: CoordinatorDir) -> list[str]:

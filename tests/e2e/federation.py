@@ -144,7 +144,7 @@ class Federation:
         for name in self.merchants:
             self.join(name)
         for name in self.merchants:
-            self.wait_for_log(name, "Starting Flower SuperNode", timeout=60)
+            self.wait_for_log(name, "SuperNode started; waiting for runs", timeout=60)
 
     def kill(self, label: str) -> None:
         """SIGKILL a party and every process it started (a crash: nothing signs off)."""

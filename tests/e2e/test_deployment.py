@@ -80,6 +80,38 @@ def test_a_private_run_over_tls_writes_results_and_signed_ledgers(federation, pr
     assert raw_user.encode() not in (federation.state("shop-a") / "events.parquet").read_bytes()
 
 
+def test_the_operator_sees_the_privacy_table_and_each_merchant_one_line_per_release(
+    federation, private_run
+):
+    run_dir, output = private_run
+    history = json.loads((run_dir / "federation.json").read_text())
+    assert "Privacy spent per merchant" in output
+    for name in MERCHANTS:  # a row per merchant (one line each when the terminal is narrow)
+        spent = f"{history['privacy'][name]['dp-epsilon']:.3f}"
+        rows = [line for line in output.splitlines() if f" {name}" in line and spent in line]
+        assert len(rows) == 1 and "1e-06" in rows[0] and "RDP" in rows[0], output
+    terminal = federation.tail("shop-a", chars=100_000)
+    assert "private: item counts released with DP; epsilon " in terminal
+    for server_round in (1, 2):
+        line = f"private round {server_round}: trained, update released with DP; epsilon "
+        assert terminal.count(line) == 1, terminal
+    assert "private round 2: evaluated the global model, ndcg@10 " in terminal
+    assert "model private-round-0002 published for `fedrec serve`" in terminal
+    assert "Received" not in terminal and "SuperNode" in terminal  # Flower's lines: in its log
+    assert "Received" in (federation.state("shop-a") / "logs" / "supernode.log").read_text()
+
+
+def test_a_second_private_run_on_used_state_fails_with_each_merchants_reason(
+    federation, private_run
+):
+    again = federation.run("again", *RUN_ARGS)
+    assert again.returncode != 0
+    said = again.stdout + again.stderr
+    for name in MERCHANTS:
+        assert f"Merchant {name}: this state already spent epsilon" in said, said
+    assert "Use a fresh --state for a new private run" in said
+
+
 def test_each_merchant_serves_the_model_it_evaluated(federation, private_run):
     """`merchant join` publishes the evaluated global model; `fedrec serve` answers from it."""
     import grpc
