@@ -20,7 +20,14 @@ from server.rounds.loop import run_federation
 from server.rounds.outputs import save_outputs
 from server.rounds.progress import PROGRESS_FILE, Progress
 from server.rounds.records import RoundRecord
-from server.rounds.start import announce, initial_arrays, open_ledger, run_options, strategy_for
+from server.rounds.start import (
+    announce,
+    check_merchants_dir,
+    initial_arrays,
+    open_ledger,
+    run_options,
+    strategy_for,
+)
 
 # A child of Flower's logger, so these lines reach `flwr log` under the Deployment/Simulation
 # runtimes, and follow fedrec's --verbose switch in `fedrec simulate`.
@@ -36,6 +43,7 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run = config if config is not None else parse_run_config(context.run_config)
+        check_merchants_dir(run)
         initial = initial_arrays(run)
         output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}").resolve()
         options = run_options(run, output, context)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.config import RunConfig, to_run_config
-from common.constants import COORDINATOR_KEY_FILE, RUN_CATALOG_FILE, RUN_LEDGER_DIR
+from common.constants import (
+    COORDINATOR_KEY_FILE,
+    MERCHANT_DATA_FILE,
+    MERCHANT_USERS_FILE,
+    RUN_CATALOG_FILE,
+    RUN_LEDGER_DIR,
+    RUN_METRICS_FILE,
+)
 from common.data.catalog import ItemCatalog
 from common.errors import ConfigError
 from server.rounds.records import RunOptions
@@ -26,6 +33,26 @@ if TYPE_CHECKING:
     from server.ledger import FederationLedger
 
 logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see server_app
+
+
+def check_merchants_dir(config: RunConfig) -> None:
+    """Refuse to train on the merchants of a finished simulation (``flwr run`` on ``runs/demo``).
+
+    Their states and signed ledgers are that run's published record: a new run
+    would append to them and spend their privacy accounts. A copy is a new federation.
+    """
+    if not config.merchants_dir:
+        return
+    merchants = Path(config.merchants_dir).resolve()
+    run_dir = merchants.parent
+    if (run_dir / RUN_METRICS_FILE).is_file():
+        raise ConfigError(
+            f"merchants-dir={config.merchants_dir} belongs to the finished run {run_dir} (it has "
+            f"{RUN_METRICS_FILE}); its merchants' states and signed ledgers are that run's record "
+            "and are not trained again. Train a copy of its data instead: each merchant's "
+            f"{MERCHANT_DATA_FILE} and {MERCHANT_USERS_FILE}, and {RUN_CATALOG_FILE} beside "
+            "merchants/ (the README's `flwr run` recipe makes one)."
+        )
 
 
 def catalog_size(config: RunConfig) -> int:
