@@ -11,6 +11,7 @@ SERVING once a model is loaded and NOT_SERVING while shutting down.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from client.serving.index import (
 )
 from client.serving.model_dir import load_global_model, stamp
 from common.errors import FedrecError
+from common.ports import PortInUseError, bind_error, describe, in_use
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +178,21 @@ def make_servicer(holder: ModelHolder) -> Any:
     return RecommenderServicer()
 
 
+def refuse_taken_port(host: str, port: int, error: OSError | None) -> None:
+    """A :class:`PortInUseError` naming the port and the fix when ``error`` says it is not free."""
+    if error is None:
+        return
+    if in_use(error):
+        raise PortInUseError(
+            f"port {port} on {host} is in use ({describe(error)}); stop the other server "
+            "or choose --port."
+        )
+    raise PortInUseError(
+        f"cannot listen on {host}:{port} ({describe(error)}); pass an address of this machine "
+        "as --host (127.0.0.1, or 0.0.0.0 for every interface)."
+    )
+
+
 @dataclass
 class RunningServer:
     """A started server: its port, and how to stop it (health first, then in-flight grace)."""
@@ -208,18 +225,31 @@ def start_server(
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     _, services = stubs()
+    refuse_taken_port(host, port, bind_error(host, port))
     health_servicer = health.HealthServicer()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    # No SO_REUSEPORT: with gRPC's default a second server binds the same port and the
+    # kernel splits the connections between the two (another merchant's model answers).
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", 0)]
+    )
     services.add_RecommenderServicer_to_server(make_servicer(holder), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"
-    bound = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
-    if bound == 0:
-        raise OSError(f"cannot listen on {address}: the port is taken or the host is not local.")
+    try:
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:  # grpcio >= 1.60 raises "Failed to bind to address ..."
+        bound = 0
+    if bound == 0:  # taken between the check and here: nothing was started
+        server.stop(None)
+        refuse_taken_port(
+            host,
+            port,
+            bind_error(host, port) or OSError(errno.EADDRINUSE, "gRPC could not bind it"),
+        )
 
     def set_status() -> None:
         status = (
