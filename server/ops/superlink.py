@@ -115,7 +115,7 @@ def check_ready_to_start(directory: CoordinatorDir) -> None:
         else:
             raise ConfigError(
                 f"A coordinator for {directory.root} is already running (pid {pid}); stop it "
-                "first (Ctrl-C in its terminal, or `kill {pid}`)."
+                f"first (Ctrl-C in its terminal, or `kill {pid}`)."
             )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,19 @@ def test_start_refuses_a_certificate_without_the_loopback_names_and_says_how_to_
         f"`fedrec coordinator init {directory.root} --san coord.example.org --host 10.0.0.5 "
         "--port 19500 --internal-port 19501 --force-tls`" in message
     )
+
+
+def test_a_second_start_names_the_running_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(superlink, "find_nginx", lambda: "/usr/sbin/nginx")  # not under test
+    directory = init_coordinator(tmp_path / "coord", sans=["127.0.0.1"], port=19700)
+    directory.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    directory.pid_file.write_text(str(os.getpid()))  # a live process: this one
+    with pytest.raises(ConfigError) as refused:
+        superlink.check_ready_to_start(directory)
+    assert str(refused.value).endswith(
+        f"is already running (pid {os.getpid()}); stop it first (Ctrl-C in its terminal, or "
+        f"`kill {os.getpid()}`)."
+    )
+    assert "{pid}" not in str(refused.value)
