@@ -35,7 +35,9 @@ from pathlib import Path
 
 from common.errors import ConfigError, FedrecError
 from common.fileio import atomic_write_text
+from common.ports import bind_failure
 from server.ops.coordinator import CoordinatorDir
+from server.ops.listeners import proxy_port_in_use
 from server.ops.tls import LOOPBACK, LOOPBACK_NAME
 
 FLEET_PREFIX = "/v1/fleet/"
@@ -260,15 +262,27 @@ class RunningProxy:
     process: subprocess.Popen[bytes]
     log_offsets: tuple[tuple[Path, int], ...]
 
-    def errors(self, count: int = 3) -> str:
-        """The last ``[emerg]``/``[alert]`` lines nginx wrote since it started."""
+    def error_lines(self) -> list[str]:
+        """The ``[emerg]``/``[alert]`` lines nginx wrote since it started."""
         lines: list[str] = []
         for path, offset in self.log_offsets:
             with contextlib.suppress(OSError), path.open("rb") as handle:
                 handle.seek(offset)
                 text = handle.read().decode(errors="replace")
                 lines += [x.strip() for x in text.splitlines() if "[emerg]" in x or "[alert]" in x]
-        return " | ".join(lines[-count:]) or "(nothing in its error log)"
+        return lines
+
+    def errors(self, count: int = 3) -> str:
+        """The last ``[emerg]``/``[alert]`` lines, joined."""
+        return " | ".join(self.error_lines()[-count:]) or "(nothing in its error log)"
+
+    def failure(self, what: str) -> FedrecError:
+        """Why nginx stopped: its port taken (one sentence), else its last errors."""
+        spec = self.spec
+        line = bind_failure(self.error_lines())
+        if line is not None:
+            return proxy_port_in_use(port=spec.listen_port, listen=spec.listen, reason=line)
+        return FedrecError(f"{what}: {self.errors()}; its logs: {spec.logs / 'proxy*.log'}")
 
     def wait_until_serving(self, *, timeout: float) -> None:
         """Until nginx completes a TLS handshake with the coordinator's certificate."""
@@ -278,9 +292,8 @@ class RunningProxy:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise FedrecError(
-                    f"nginx exited (code {self.process.returncode}) while starting on "
-                    f"{spec.listen}: {self.errors()}; its logs: {spec.logs / 'proxy*.log'}"
+                raise self.failure(
+                    f"nginx exited (code {self.process.returncode}) while starting on {spec.listen}"
                 )
             try:
                 with (

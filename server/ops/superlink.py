@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import ConfigError, ExitCode, FedrecError
+from common.errors import ConfigError, ExitCode
 from server.ops.coordinator import (
     PENDING,
     REGISTERED,
@@ -39,6 +39,7 @@ from server.ops.coordinator import (
     save_admissions,
 )
 from server.ops.flwr_cli import ControlError, FlowerCli, flower_environment
+from server.ops.listeners import SuperLinkLog, check_ports_free
 from server.ops.proxy import RunningProxy, find_nginx, proxy_spec, start_proxy
 from server.ops.tls import LOOPBACK, LOOPBACK_NAME, LOOPBACK_SANS, certificate_info
 
@@ -74,6 +75,18 @@ def superlink_command(directory: CoordinatorDir) -> list[str]:
         "--port",
         str(settings.internal_port),
     ]
+
+
+def superlink_environment(directory: CoordinatorDir) -> dict[str, str]:
+    """Flower's environment, logging at INFO or finer.
+
+    A start waits for uvicorn's "running on" line (:meth:`SuperLinkLog.bound`),
+    which a quieter ``FLWR_LOG_LEVEL`` would drop.
+    """
+    env = flower_environment(directory.root / "flwr-home-superlink")
+    if env.get("FLWR_LOG_LEVEL", "INFO").upper() not in ("DEBUG", "INFO"):
+        env["FLWR_LOG_LEVEL"] = "INFO"
+    return env
 
 
 def check_ready_to_start(directory: CoordinatorDir) -> None:
@@ -117,22 +130,31 @@ def check_ready_to_start(directory: CoordinatorDir) -> None:
                 f"A coordinator for {directory.root} is already running (pid {pid}); stop it "
                 f"first (Ctrl-C in its terminal, or `kill {pid}`)."
             )
+    check_ports_free(directory)  # after: a running coordinator holds them, and says so
 
 
 def wait_until_serving(
-    directory: CoordinatorDir, process: subprocess.Popen, timeout: float
-) -> None:  # type: ignore[type-arg]
-    """Until the SuperLink completes a TLS handshake on its loopback port; else its log's reason."""
+    directory: CoordinatorDir,
+    process: subprocess.Popen,  # type: ignore[type-arg]
+    timeout: float,
+    log: SuperLinkLog,
+) -> None:
+    """Until the SuperLink logs that it runs on its port and completes a TLS handshake there.
+
+    The log line makes the port this process's own (another listener taking it
+    between the pre-flight check and the bind may answer the handshake); a
+    SuperLink that exits is explained by its log (:meth:`SuperLinkLog.failure`).
+    """
     settings = directory.settings()
     host, port = settings.local_address.rsplit(":", 1)
     context = ssl.create_default_context(cafile=str(directory.tls.ca_cert))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise FedrecError(
-                f"The SuperLink exited (code {process.returncode}) while starting: "
-                f"{last_log_lines(directory)}"
-            )
+            raise log.failure(f"The SuperLink exited (code {process.returncode}) while starting")
+        if not log.bound():
+            time.sleep(0.2)
+            continue
         try:
             with (
                 socket.create_connection((host, int(port)), timeout=1.0) as raw,
@@ -141,19 +163,9 @@ def wait_until_serving(
                 return
         except (OSError, ssl.SSLError):
             time.sleep(0.2)
-    raise FedrecError(
-        f"The SuperLink did not start serving on {settings.local_address} within {timeout:.0f} s: "
-        f"{last_log_lines(directory)}"
+    raise log.failure(
+        f"The SuperLink did not start serving on {settings.local_address} within {timeout:.0f} s"
     )
-
-
-def last_log_lines(directory: CoordinatorDir, count: int = 3) -> str:
-    path = directory.logs / "superlink.log"
-    try:
-        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-count:]) or "(empty log)"
 
 
 def reconcile(directory: CoordinatorDir, cli: FlowerCli, *, say: Callable[[str], None]) -> None:
@@ -221,6 +233,7 @@ def run_coordinator(
     directory.logs.mkdir(parents=True, exist_ok=True)
     directory.database.parent.mkdir(parents=True, exist_ok=True)
     log_path = directory.logs / "superlink.log"
+    superlink_log = SuperLinkLog.from_end(directory)
     with log_path.open("ab") as log:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"\n--- fedrec coordinator start {stamp}Z ---\n".encode())
@@ -229,7 +242,7 @@ def run_coordinator(
             superlink_command(directory),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=flower_environment(directory.root / "flwr-home-superlink"),
+            env=superlink_environment(directory),
         )  # same process group: whatever stops the coordinator stops the SuperLink too
     directory.pid_file.write_text(str(os.getpid()))
     stopping = False
@@ -241,7 +254,7 @@ def run_coordinator(
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     proxy: RunningProxy | None = None
     try:
-        wait_until_serving(directory, process, start_timeout)
+        wait_until_serving(directory, process, start_timeout, superlink_log)
         cli = control(directory)
         reconcile(directory, cli, say=say)  # admissions first: merchants may dial at once
         admitted = sum(a.status == REGISTERED for a in load_admissions(directory).values())
@@ -272,17 +285,13 @@ def run_coordinator(
                 except ControlError as exc:
                     say(f"admission check failed: {exc}")
         if process.poll() is not None and not stopping:
-            say(
-                f"the SuperLink exited unexpectedly (code {process.returncode}): "
-                f"{last_log_lines(directory)}"
+            raise superlink_log.failure(
+                f"the SuperLink exited unexpectedly (code {process.returncode})"
             )
-            return ExitCode.FAILED
         if proxy.process.poll() is not None and not stopping:
-            say(
-                f"nginx (the public proxy) exited unexpectedly (code {proxy.process.returncode}): "
-                f"{proxy.errors()}; stopping the SuperLink"
+            raise proxy.failure(
+                f"nginx (the public proxy) exited unexpectedly (code {proxy.process.returncode})"
             )
-            return ExitCode.FAILED
         return ExitCode.OK
     finally:
         if proxy is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
+from common.ports import PortInUseError
 from server.ops import proxy
 from server.ops.coordinator import CoordinatorDir, CoordinatorSettings, default_internal_port
 from server.ops.operations import init_coordinator
@@ -211,7 +212,13 @@ def test_a_port_in_use_fails_the_start_with_nginx_s_reason(tmp_path: Path) -> No
         assert NGINX is not None
         running = start_proxy(spec, nginx=NGINX)
         try:
-            with pytest.raises(Exception, match=r"nginx exited \(code 1\).*Address already in use"):
+            with pytest.raises(PortInUseError) as refused:
                 running.wait_until_serving(timeout=10)
         finally:
             running.stop()
+    port = spec.listen_port
+    assert str(refused.value) == (
+        f"port {port} is in use: nginx (the public proxy, Fleet API only) cannot listen on "
+        f"127.0.0.1:{port} (bind() to 127.0.0.1:{port} failed (98: Address already in use)); "
+        "stop the process that holds it or set port in coordinator.toml to a free port."
+    )
