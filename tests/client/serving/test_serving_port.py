@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def test_a_second_serve_on_a_used_port_exits_and_the_first_answers_every_request
         )
     finally:
         if second.poll() is None:
-            os.killpg(second.pid, 9)
+            os.killpg(second.pid, signal.SIGKILL)
             second.wait(timeout=10)
         running.stop(grace=1.0)
 
