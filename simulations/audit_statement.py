@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.privacy.config import sampling_description
+
 JOINT_DP_PROMISE = (
     "What joint differential privacy promises: whatever this merchant released (shared "
     "parameters and item counts) changes in distribution by at most the stated (epsilon, delta) "
@@ -59,8 +61,11 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def statement(summary: MerchantSummary) -> str:
-    """A privacy officer's paragraph: every field behind the number, in words."""
+def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
+    """A privacy officer's paragraph: every field behind the number, in words.
+
+    ``promise=False`` leaves out :data:`JOINT_DP_PROMISE` (a page that states it once).
+    """
     latest = summary.latest
     if latest is None:
         return " ".join(
@@ -80,7 +85,8 @@ def statement(summary: MerchantSummary) -> str:
         f"{fmt(latest.get('epsilon_max'))}, leaving {fmt(latest.get('epsilon_remaining'))}.",
         f"Unit of privacy: {latest.get('unit_description') or latest.get('unit')}. Neighbouring "
         f"datasets: {latest.get('adjacency')}.",
-        f"Sampling: {latest.get('sampling')}. Each update step clipped every unit's contribution "
+        f"Sampling: {sampling_description(str(latest.get('unit')), latest.get('sampling'))}. "
+        "Each update step clipped every unit's contribution "
         f"to L2 norm C = {fmt(latest.get('max_grad_norm'))} and added Gaussian noise with "
         f"multiplier sigma = {fmt(latest.get('noise_multiplier'))}, at sampling rate q = "
         f"{fmt(latest.get('sample_rate'))}; {latest.get('steps_total')} steps in total.",
@@ -114,7 +120,8 @@ def statement(summary: MerchantSummary) -> str:
             + " were reserved but never completed (stopped or failed); their epsilon is counted."
         )
     parts.append(_non_dp_sentence(summary))
-    parts.append(JOINT_DP_PROMISE)
+    if promise:
+        parts.append(JOINT_DP_PROMISE)
     return " ".join(parts)
 
 

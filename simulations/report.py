@@ -128,7 +128,7 @@ def privacy_results(
 
 def render_privacy(results: dict[str, Any], *, console: Console) -> None:
     """Per merchant: epsilon spent, delta, sigma, C, q, steps, unit and accountant."""
-    from common.privacy.config import SAMPLING, UNIT_DESCRIPTIONS
+    from common.privacy.config import UNIT_DESCRIPTIONS, sampling_description
 
     privacy = results.get("privacy", {})
     if privacy.get("unit", "off") == "off":
@@ -206,7 +206,8 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
     if client_mode:
         return
     console.print(
-        f"Unit of privacy: {UNIT_DESCRIPTIONS[privacy['unit']]}. Sampling: {SAMPLING}. "
+        f"Unit of privacy: {UNIT_DESCRIPTIONS[privacy['unit']]}. Sampling: "
+        f"{sampling_description(privacy['unit'])}. "
         "User embeddings never leave a merchant; the shared parameters are "
         "(epsilon, delta)-DP per unit (joint DP for the users' own recommendations). "
         "Not DP: the number of units at each merchant (it sets q), evaluation metrics, "

@@ -53,7 +53,7 @@ def _epsilon_spent(privacy: dict[str, Any]) -> float:
 
 def describe_privacy(privacy: dict[str, Any]) -> str:
     """Epsilon with its delta, unit, accountant and sampling scheme, in one sentence."""
-    from common.privacy.config import SAMPLING
+    from common.privacy.config import sampling_description
 
     unit = privacy.get("unit", "off")
     if unit == "off":
@@ -70,7 +70,8 @@ def describe_privacy(privacy: dict[str, Any]) -> str:
     return (
         f"{unit}-level DP per merchant: epsilon {_epsilon_spent(privacy):.3g} spent "
         f"(target {privacy['target_epsilon']:g}) at delta {privacy['delta']:g}, "
-        f"accountant {str(privacy['accountant']).upper()}, {SAMPLING}"
+        f"accountant {str(privacy['accountant']).upper()}, "
+        f"{sampling_description(unit)}"
     )
 
 

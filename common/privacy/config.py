@@ -50,7 +50,31 @@ PRIVATE_DEFAULTS: dict[str, float | int] = {
     "max-grad-norm": 0.1,
     "user-epochs": 3,
 }
-SAMPLING = "Poisson sampling of examples at rate q, one event per step (empty steps included)"
+# What DP-SGD really samples per unit (client.training.private.private_population): the
+# users with training data, or the training interactions, each independently with
+# probability q at every step (Opacus's Poisson sampler).
+SAMPLING_BY_UNIT = {
+    "user": (
+        "Poisson sampling of users: every user with training data joins each step "
+        "independently with probability q; one accounting event per step (empty steps included)"
+    ),
+    "interaction": (
+        "Poisson sampling of interactions: every training interaction joins each step "
+        "independently with probability q; one accounting event per step (empty steps included)"
+    ),
+}
+# The unit-blind wording that ledgers written before SAMPLING_BY_UNIT recorded.
+LEGACY_SAMPLING = (
+    "Poisson sampling of examples at rate q, one event per step (empty steps included)"
+)
+
+
+def sampling_description(unit: str, recorded: str | None = None) -> str:
+    """What DP-SGD sampled for ``unit``, exactly; ``recorded`` (a ledger's own words) if it is
+    not the legacy unit-blind text, else the unit's wording."""
+    if recorded and recorded != LEGACY_SAMPLING:
+        return recorded
+    return SAMPLING_BY_UNIT.get(unit, recorded or f"unknown for unit {unit!r}")
 
 
 @dataclass(frozen=True)

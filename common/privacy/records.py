@@ -19,7 +19,7 @@ from typing import Any
 
 from common.privacy.accountant import EVENT_ITEM_COUNTS, PrivacyAccount
 from common.privacy.accounting import PrivacyEvent, epsilon_of
-from common.privacy.config import ACCOUNTANTS, SAMPLING, UNIT_DESCRIPTIONS
+from common.privacy.config import ACCOUNTANTS, UNIT_DESCRIPTIONS, sampling_description
 from common.privacy.ledger import finite
 
 ADJACENCY = {
@@ -107,7 +107,7 @@ def release_record(
         "unit": plan.unit,
         "unit_description": UNIT_DESCRIPTIONS.get(plan.unit, plan.unit),
         "adjacency": ADJACENCY.get(plan.unit, plan.unit),
-        "sampling": COUNT_SAMPLING if counts else SAMPLING,
+        "sampling": COUNT_SAMPLING if counts else sampling_description(plan.unit),
         "noise_multiplier": event.noise_multiplier,
         "max_grad_norm": 1.0 if counts else plan.max_grad_norm,
         "sample_rate": event.sample_rate,
