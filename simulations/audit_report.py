@@ -2,9 +2,10 @@
 
 Reads a verified ledger (run directory, federation ledger or merchant ledger)
 and writes three views of the same facts: a terminal summary, ``report.json``
-and ``report.html`` with two plots (``epsilon.png``: cumulative epsilon over
-rounds per merchant; ``budget.png``: remaining budget), plus one privacy
-statement per merchant that names every assumption behind its epsilon.
+and ``report.html`` (:mod:`simulations.audit_html`: a summary table first) with
+two plots (``epsilon.png``: cumulative epsilon over rounds per merchant;
+``budget.png``: remaining budget), plus one privacy statement per merchant that
+names every assumption behind its epsilon.
 
 Figures come only from verified chains: a ledger that fails ``verify`` is
 refused (:class:`UnverifiedLedger`, naming the first problem) before anything
@@ -20,9 +21,7 @@ report fails ``fedrec audit verify``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -49,6 +48,7 @@ from common.privacy.ledger import (
 )
 from common.privacy.verify import Verdict, verify_path
 from simulations.audit_client_level import client_level
+from simulations.audit_html import render_html
 from simulations.audit_plots import plot_figures
 from simulations.audit_statement import MerchantSummary, fmt, statement
 
@@ -195,68 +195,6 @@ def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: 
     console.print(table)
 
 
-def _html(
-    verdict: Verdict,
-    summaries: dict[str, MerchantSummary],
-    plots: dict[str, Path],
-    coordinator: dict[str, Any] | None = None,
-) -> str:
-    def img(path: Path) -> str:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
-
-    esc = html.escape
-    fields = [
-        "round", "release", "epsilon_rdp", "epsilon_prv", "delta", "epsilon_max",
-        "epsilon_remaining", "noise_multiplier", "max_grad_norm", "sample_rate", "steps",
-        "steps_total", "unit", "adjacency", "sampling", "accountant", "secagg", "update_sha256",
-    ]  # fmt: skip
-    sections = []
-    if coordinator is not None:
-        sections.append(
-            "<h2>coordinator (client-level DP)</h2>"
-            f"<p class='statement'>{esc(coordinator['statement'])}</p>"
-        )
-    for name, summary in summaries.items():
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{esc(fmt(r.get(f)))}</td>" for f in fields) + "</tr>"
-            for r in summary.releases
-        )
-        latest = summary.latest or {}
-        versions = ", ".join(f"{k} {v}" for k, v in latest.get("versions", {}).items())
-        clear = "".join(
-            f"<li>round {esc(str(r['round']))}: {esc(str(r['release']))}: "
-            f"{esc(', '.join(r['names']))}</li>"
-            for r in summary.non_dp
-        )
-        sections.append(
-            f"<h2>{esc(name)}</h2>"
-            f"<p class='statement'>{esc(statement(summary))}</p>"
-            f"<table><tr>{''.join(f'<th>{esc(f)}</th>' for f in fields)}</tr>{rows}</table>"
-            f"<p><b>released</b>: {esc(', '.join(latest.get('released', [])))}; "
-            f"<b>kept_local</b>: {esc(', '.join(latest.get('kept_local', [])))}; "
-            f"<b>versions</b>: {esc(versions)}</p>"
-            f"<p><b>refused rounds</b>: "
-            f"{esc(', '.join(str(r['round']) for r in summary.refusals) or 'none')}; "
-            f"<b>aborted rounds</b>: "
-            f"{esc(', '.join(str(r['round']) for r in summary.aborted) or 'none')}</p>"
-            f"<p><b>non-DP releases (sent in clear)</b>:</p><ul>{clear or '<li>none</li>'}</ul>"
-        )
-    status = "VERIFIED" if verdict.ok else "FAILED"
-    problems = "".join(f"<li>{esc(p.render())}</li>" for p in verdict.problems[:20])
-    notes = "".join(f"<li>{esc(n)}</li>" for n in verdict.notes)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>fedrec privacy audit</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 4px}"
-        ".statement{background:#f5f5f5;padding:8px}</style></head><body>"
-        f"<h1>Privacy audit of {esc(str(verdict.path))}</h1>"
-        f"<p id='verdict'>Ledger verification: <b>{status}</b></p>"
-        f"<ul>{problems}{notes}</ul>"
-        f"{img(plots['epsilon'])}{img(plots['budget'])}" + "".join(sections) + "</body></html>"
-    )
-
-
 def report_digest(report: dict[str, Any]) -> str:
     content = {k: v for k, v in report.items() if k != "digest"}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
@@ -301,7 +239,7 @@ def write_report(path: Path, out: Path, *, console: Console | None = None) -> di
     }
     report["digest"] = report_digest(report)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    page = _html(verdict, summaries, plots, coordinator)
+    page = render_html(verdict, summaries, plots, coordinator)
     (out / "report.html").write_text(page, encoding="utf-8")
     if console is not None:
         _terminal(verdict, summaries, console)
