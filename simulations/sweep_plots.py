@@ -2,8 +2,12 @@
 
 * ``privacy_utility.png``: NDCG@K against the target epsilon, mean and 95% CI
   over seeds, one line per combination of the other axes; runs without DP are
-  a dashed line at their level, the centralised non-private model dotted.
-* ``rounds.png``: NDCG@K against the round, mean and 95% CI band per cell.
+  a dashed line at their level, the centralised non-private model dotted. Ticks
+  at the epsilons run; one epsilon alone sits mid-axis on 0 to 2 epsilon.
+* ``rounds.png``: NDCG@K against the round (whole rounds), mean and 95% CI band per cell.
+
+Intervals are clipped to the metric's range, [0, 1] (a Student-t band over few
+seeds can reach below 0); legends sit beside the axes, never over the data.
 * ``fairness.png``: each merchant's NDCG@K against its number of users, and
   the spread across merchants per cell.
 * ``communication.png``: payload bytes per client per round, up and down, per
@@ -20,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 MAX_LEGEND = 12
+METRIC_RANGE = (0.0, 1.0)  # NDCG@K and HR@K are fractions
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -39,11 +44,24 @@ def _ci(values: np.ndarray) -> tuple[float, float]:
     return mean, 0.0 if math.isnan(half) else half
 
 
+def clipped_errors(
+    y: np.ndarray, half: np.ndarray, bounds: tuple[float, float] = METRIC_RANGE
+) -> np.ndarray:
+    """``yerr`` rows (below, above) of the interval ``y ± half`` clipped to ``bounds``."""
+    low = np.maximum(y - half, bounds[0])
+    high = np.minimum(y + half, bounds[1])
+    return np.vstack([y - low, high - y])
+
+
 def _group_label(row: pd.Series, axes: Sequence[str]) -> str:
     return ", ".join(f"{a}={row[a]}" for a in axes) or "all runs"
 
 
 def privacy_utility(runs: pd.DataFrame, axes: Sequence[str], metric: str, path: Path) -> Path:
+    return _save(privacy_utility_figure(runs, axes, metric), path)
+
+
+def privacy_utility_figure(runs: pd.DataFrame, axes: Sequence[str], metric: str):  # type: ignore[no-untyped-def]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     others = [a for a in axes if a != "epsilon"]
@@ -59,7 +77,8 @@ def privacy_utility(runs: pd.DataFrame, axes: Sequence[str], metric: str, path: 
                 for eps, g in private.groupby("target-epsilon")
             ]
             x, y, err = (np.array(v) for v in zip(*sorted(points), strict=True))
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color, label=label)
+            yerr = clipped_errors(y, err)
+            ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, color=color, label=label)
         plain = group[~np.isfinite(group["target-epsilon"])]
         if not plain.empty:
             level, _ = _ci(plain[metric].to_numpy(dtype=float))
@@ -69,11 +88,14 @@ def privacy_utility(runs: pd.DataFrame, axes: Sequence[str], metric: str, path: 
         ax.axhline(
             float(runs[reference].mean()), color="grey", linestyle=":", label="centralised, no DP"
         )
-    if len(finite_eps) and finite_eps.max() / max(finite_eps.min(), 1e-12) > 5:
+    ticks = sorted(set(finite_eps))
+    if len(ticks) == 1:  # one epsilon: not a 3.8-4.2 axis of fractional ticks
+        ax.set_xlim(0, 2 * ticks[0])
+    elif ticks and ticks[-1] / max(ticks[0], 1e-12) > 5:
         ax.set_xscale("log")
-        ticks = sorted(set(finite_eps))
-        ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
         ax.minorticks_off()
+    if ticks:
+        ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
     delta = runs["delta"].dropna()
     units = sorted(set(runs["privacy-unit"]) - {"off"})
     accountants = sorted(set(runs["accountant"]) - {""})
@@ -87,22 +109,33 @@ def privacy_utility(runs: pd.DataFrame, axes: Sequence[str], metric: str, path: 
     ax.set_ylabel(f"{metric} (mean, 95% CI over seeds)")
     ax.set_title("Privacy-utility")
     _legend(ax)
-    return _save(fig, path)
+    return fig
 
 
 def rounds(table: pd.DataFrame, metric: str, path: Path) -> Path:
+    return _save(rounds_figure(table, metric), path)
+
+
+def rounds_figure(table: pd.DataFrame, metric: str):  # type: ignore[no-untyped-def]
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (cell, group) in enumerate(table.groupby("cell", sort=False)):
         stats = [(r, *_ci(g[metric].to_numpy(dtype=float))) for r, g in group.groupby("round")]
         x, y, half = (np.array(v) for v in zip(*stats, strict=True))
         ax.plot(x, y, marker="." if len(x) < 30 else None, color=f"C{i % 10}", label=cell)
-        ax.fill_between(x, y - half, y + half, color=f"C{i % 10}", alpha=0.15)
+        below, above = clipped_errors(y, half)
+        ax.fill_between(x, y - below, y + above, color=f"C{i % 10}", alpha=0.15)
+    first, last = table["round"].min(), table["round"].max()
+    if last - first < 2:  # one or two rounds: whole rounds either side
+        ax.set_xlim(first - 1, last + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(f"{metric} (mean, 95% CI band over seeds)")
     ax.set_title("Accuracy against rounds")
     _legend(ax)
-    return _save(fig, path)
+    return fig
 
 
 def fairness(merchants: pd.DataFrame, metric: str, path: Path) -> Path:
@@ -139,14 +172,14 @@ def communication(runs: pd.DataFrame, metric: str, path: Path) -> Path:
     left.set_xticks(x, cells, rotation=60, ha="right", fontsize=7)
     left.set_ylabel("KiB per client per training round")
     left.set_title("Communication per client per round")
-    left.legend(fontsize=7)
+    _legend(left)
     for i, cell in enumerate(cells):
         group = runs[runs["cell"] == cell]
         mean, half = _ci(group[metric].to_numpy(dtype=float))
         right.errorbar(
             group["bytes-train-up"].mean() / 1024,
             mean,
-            yerr=half,
+            yerr=clipped_errors(np.array([mean]), np.array([half])),
             marker="o",
             capsize=3,
             color=f"C{i % 10}",
@@ -162,7 +195,14 @@ def communication(runs: pd.DataFrame, metric: str, path: Path) -> Path:
 def _legend(ax) -> None:  # type: ignore[no-untyped-def]
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles[:MAX_LEGEND], labels[:MAX_LEGEND], fontsize=7)
+        ax.legend(
+            handles[:MAX_LEGEND],
+            labels[:MAX_LEGEND],
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),  # beside the axes: it covers no bar, point or band
+            borderaxespad=0.0,
+        )
 
 
 def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
@@ -176,7 +216,7 @@ def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(handle)
     try:
-        fig.savefig(staging, dpi=110)
+        fig.savefig(staging, dpi=110, bbox_inches="tight")  # the legend beside, kept
         os.replace(staging, path)
     finally:
         plt.close(fig)
