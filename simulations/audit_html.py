@@ -71,14 +71,16 @@ img{max-width:100%;height:auto;display:block;margin:0.5em 0}
 
 
 def merchant_status(summary: MerchantSummary) -> str:
-    """In a few words: no release, within budget, or stopped at its budget (rounds refused)."""
+    """In a few words: no release, within budget, or stopped at its budget (a round refused for
+    it; other refusals, e.g. of an unsigned run, are in the refusals column and the statement)."""
     latest = summary.latest
     if latest is None:
         return "no DP release"
     remaining = latest.get("epsilon_remaining")
     if isinstance(remaining, (int, float)) and remaining < 0:
         return "OVER BUDGET"
-    words = "stopped at its budget" if summary.refusals else "within budget"
+    at_budget = any("epsilon_max" in r for r in summary.refusals)  # a budget refusal's record
+    words = "stopped at its budget" if at_budget else "within budget"
     if summary.aborted:
         words += f"; {len(summary.aborted)} round(s) aborted (counted)"
     return words

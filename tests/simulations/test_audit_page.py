@@ -140,3 +140,38 @@ def test_budget_legend_covers_no_bar_and_epsilon_axis_starts_at_zero():
     assert low == 0 and high > 4.0
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert 1 in ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_summary_rows_for_a_silent_merchant_and_the_coordinators_client_level_releases():
+    from simulations.audit_html import summary_rows
+    from simulations.audit_statement import MerchantSummary
+
+    coordinator = {
+        "releases": [
+            {"epsilon": 0.5, "delta": 1e-5, "unit": "client", "accountant": "flwr-rdp"},
+            {
+                "epsilon": 0.9,
+                "delta": 1e-5,
+                "unit": "client",
+                "accountant": "flwr-rdp",
+                "published": True,
+            },
+        ],  # fmt: skip
+        "statement": "",
+    }
+
+    rows = summary_rows({"idle": MerchantSummary("idle")}, coordinator)
+
+    assert rows == [
+        ("idle", "-", "-", "-", "-", "-", "no DP release", "0"),
+        (
+            "coordinator (client-level)",
+            "0.9",
+            "1e-05",
+            "-",
+            "client",
+            "flwr-rdp",
+            "2 aggregate(s), 1 rejected",
+            "-",
+        ),
+    ]
