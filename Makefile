@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedrec simulate --out runs/demo --overwrite
 
-test: $(STAMP)
+test: $(STAMP) coordinator-setup browser-setup
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) coordinator-setup browser-setup
 	$(BIN)/python -m pytest -q -m slow
 
 NGINX_PACKAGES := nginx-light nginx
