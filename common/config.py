@@ -17,7 +17,7 @@ from common.choices import LOSSES, SCHEDULES, SERVER_STATE_STRATEGIES, STRATEGIE
 from common.compression import CompressionConfig
 from common.config_keys import KEYS
 from common.errors import ConfigError
-from common.models.base import ModelConfig
+from common.models.config import ModelConfig
 from common.privacy.config import PrivacyConfig
 
 

@@ -1,0 +1,64 @@
+"""A recommender's architecture, as settings: parsed once, identical at every party.
+
+Import-light (no torch): :mod:`common.config` and the CLIs read it without
+loading a model; :mod:`common.models.base` builds models from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.errors import ConfigError
+from common.models.registry import check_kind
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the recommender; identical at every party of a federation."""
+
+    kind: str = "mf"
+    embedding_dim: int = 32
+    mlp_layers: tuple[int, ...] = field(default=(64, 32, 16))
+    init_std: float = 0.1
+    # history model (common/models/history.py): recent items, their decay, items kept per user
+    history_window: int = 10
+    history_decay: float = 0.7
+    history_max: int = 200
+    # SASRec (common/models/sasrec.py): attention blocks, heads per block, dropout, and the
+    # uniform negatives per user of its sampled softmax (0: full softmax over the catalog)
+    sasrec_blocks: int = 2
+    sasrec_heads: int = 1
+    dropout: float = 0.2
+    sasrec_negatives: int = 0
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        if self.embedding_dim < 1:
+            raise ConfigError(f"embedding-dim must be >= 1, got {self.embedding_dim}.")
+        if any(width < 1 for width in self.mlp_layers):
+            raise ConfigError(f"mlp-layers must be positive widths, got {self.mlp_layers}.")
+        if self.init_std <= 0:
+            raise ConfigError(f"init-std must be > 0, got {self.init_std}.")
+        if self.history_window < 1 or self.history_max < 1:
+            raise ConfigError(
+                f"history-window and history-max must be >= 1, got {self.history_window} and "
+                f"{self.history_max}."
+            )
+        if not 0 < self.history_decay <= 1:
+            raise ConfigError(f"history-decay must be in (0, 1], got {self.history_decay}.")
+        if self.sasrec_blocks < 1 or self.sasrec_heads < 1:
+            raise ConfigError(
+                f"sasrec-blocks and sasrec-heads must be >= 1, got {self.sasrec_blocks} and "
+                f"{self.sasrec_heads}."
+            )
+        if self.embedding_dim % self.sasrec_heads:
+            raise ConfigError(
+                f"embedding-dim {self.embedding_dim} must be a multiple of sasrec-heads "
+                f"{self.sasrec_heads}: each head reads an equal slice."
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.sasrec_negatives < 0:
+            raise ConfigError(
+                f"sasrec-negatives must be >= 0 (0: full softmax), got {self.sasrec_negatives}."
+            )
