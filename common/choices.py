@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# How users are split into parties (common.data.partition): by merchant_id, evenly at random,
+# non-IID by taste, or one user per party (cross-device).
+PARTITION_SCHEMES: Final = ("natural", "iid", "dirichlet", "device")
 # Aggregation strategies: Flower's own classes, one builder each in
 # server.strategy.STRATEGY_BUILDERS (same names, same order; tests/server/test_strategy.py).
 STRATEGIES: Final[dict[str, str]] = {

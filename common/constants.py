@@ -99,6 +99,9 @@ LEDGER_HAVE: Final = "ledger-have"  # in instructions: newest seq the coordinato
 LEDGER_HEAD: Final = "ledger-head"  # in instructions: the coordinator's countersigned head
 LEDGER_ACK: Final = "ledger-ack"  # in instructions: the signed ledger-have (privacy/held_ack.py)
 
+# --- Deployment: the coordinator ----------------------------------------------
+COORDINATOR_PORT: Final = 9092  # the public port merchants dial by default (Fleet API, nginx)
+
 # --- Deployment: a merchant's state directory (``fedrec merchant join --state``) ----
 MERCHANT_EVENTS_FILE: Final = "events.parquet"  # the event log, user IDs pseudonymised
 MERCHANT_INFO_FILE: Final = "merchant.json"  # name, source file digest, counts

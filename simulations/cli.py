@@ -9,28 +9,39 @@
 Flags are parsed here, at the edge, into the frozen configs of ``common``;
 errors of kind :class:`common.errors.FedrecError` print one paragraph and exit
 non-zero, without a stack trace.
+
+Parsers and their checks import only light modules (``fedrec --help`` in a
+tenth of a second, no torch, Flower or Ray; tests/simulations/test_cli_startup.py).
+Each command names its function as ``"module:function"`` (``handler``), imported
+once the arguments are parsed and their ``check``, if any, has passed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from common.choices import LOSSES, STRATEGIES
+from client.deploy.cli import add_merchant
+from client.serving.cli import add_serve
+from common.choices import LOSSES, PARTITION_SCHEMES, STRATEGIES
 from common.data.formats import DEFAULT_FORMAT, format_help
-from common.errors import ConfigError, ExitCode, FedrecError
+from common.errors import ExitCode, FedrecError
+from common.flower_env import set_flower_environment
 from common.models.registry import model_kinds
 from common.privacy.config import ACCOUNTANTS, UNITS
+from server.ops.cli import add_coordinator, add_run
+from simulations.audit_cli import add_audit
+from simulations.experiment_cli import add_experiment
 
 logger = logging.getLogger("fedrec")
+COMMANDS = "simulations.commands"  # the functions behind simulate, recommend, personalisation
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from common.data.partition import SCHEMES
-
     p = sub.add_parser(
         "simulate",
         help="simulate a federation on this machine (default: a synthetic 10-merchant federation)",
@@ -46,7 +57,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     data.add_argument(
         "--partition",
-        choices=("auto",) + SCHEMES,
+        choices=("auto", *PARTITION_SCHEMES),
         default="auto",
         help="how users are split into parties; auto = natural if the data has merchant_id, "
         "else iid",
@@ -106,123 +117,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     out.add_argument("--no-baselines", action="store_true", help="skip centralised/popularity")
     out.add_argument("--cpus", type=int, default=0, help="CPUs for the simulation (default all)")
     out.add_argument("--verbose", action="store_true", help="show Flower and Ray logs")
-    p.set_defaults(handler=_simulate)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from common.config import parse_run_config
-    from common.data.partition import PartitionConfig
-    from common.recipes import MODEL_RECIPES, REAL_LOG_DEFAULTS, parse_set_pairs, run_settings
-    from simulations.report import render_results
-    from simulations.run_dir import default_run_dir
-    from simulations.runner import DataSource, SimulationSpec, simulate
-    from simulations.synthetic import SyntheticSpec
-
-    raw: dict[str, object] = dict(parse_set_pairs(args.set))
-    flags: dict[str, object] = {
-        "num-server-rounds": args.rounds,
-        "model": args.model,
-        "strategy": args.strategy,
-        "local-epochs": args.local_epochs,
-        "loss": args.loss,
-        "seed": args.seed,
-    }
-    privacy: dict[str, object] = {"target-delta": args.delta, "accountant": args.accountant}
-    if args.epsilon is not None:
-        privacy["target-epsilon"] = args.epsilon
-        privacy["privacy-unit"] = args.privacy_unit or raw.get("privacy-unit") or "user"
-    elif args.privacy_unit:
-        privacy["privacy-unit"] = args.privacy_unit
-    raw.update({k: v for k, v in flags.items() if v is not None})
-    # Tuned defaults beneath: DP-SGD's under DP; the real-log recipe on a real log.
-    run = parse_run_config(run_settings(raw, privacy, real_log=bool(args.data)))
-    if args.data:
-        source = DataSource(path=args.data, fmt=args.format)
-    else:
-        source = DataSource(
-            synthetic=SyntheticSpec(
-                num_merchants=args.merchants,
-                num_users=args.users,
-                num_items=args.items,
-                seed=args.seed,
-            )
-        )
-    scheme = args.partition
-    events = None
-    if scheme == "auto":
-        events = source.load()
-        scheme = "natural" if events.merchant_id is not None else "iid"
-    partition = PartitionConfig(
-        scheme=scheme, num_parties=args.merchants, alpha=args.alpha, seed=args.seed
-    )
-    run_dir = args.out or default_run_dir()
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(
-        f"fedrec simulate: {run.model.kind.upper()} dim {run.model.embedding_dim}, "
-        f"{run.federation.strategy}, {run.federation.num_rounds} rounds x "
-        + (
-            f"{run.privacy.local_steps} local steps"
-            if run.privacy.local_steps
-            else f"{run.train.local_epochs} local epochs"
-        )
-        + f", partition {scheme}; data: "
-        f"{args.data or 'synthetic federation'}"
-    )
-    if run.model.kind in MODEL_RECIPES:
-        console.print(
-            f"recipe: {run.model.kind} defaults (common/recipes.py) beneath your settings: "
-            + (
-                f"sampled softmax against {run.model.sasrec_negatives} negatives, "
-                if run.model.sasrec_negatives
-                else "full softmax, "
-            )
-            + f"{run.train.learning_rate_schedule} learning rate, {run.federation.strategy}"
-        )
-    elif not run.privacy.enabled and run.model.kind == REAL_LOG_DEFAULTS["model"]:
-        console.print(
-            "recipe: real-log defaults (common/recipes.py) beneath your settings: next-item "
-            f"softmax, Adam kept across rounds, {run.train.learning_rate_schedule} learning rate, "
-            f"{run.federation.strategy}"
-        )
-    console.print(
-        "privacy: "
-        + (
-            f"{run.privacy.unit}-level DP, epsilon {run.privacy.target_epsilon:g} at delta "
-            f"{run.privacy.delta:g} ({run.privacy.accountant.upper()})"
-            if run.privacy.enabled
-            else "off"
-        )
-    )
-    spec = SimulationSpec(
-        run=run,
-        source=source,
-        partition=partition,
-        run_dir=run_dir,
-        overwrite=args.overwrite,
-        baselines=not args.no_baselines,
-        num_cpus=args.cpus,
-        verbose=args.verbose,
-    )
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} rounds"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("federated training", total=run.federation.num_rounds)
-
-        def on_round(record: object) -> None:
-            progress.advance(task)
-
-        results = simulate(spec, on_round=on_round, events=events)
-    render_results(results, console=console, run_dir=str(run_dir))
-    return ExitCode.OK
+    p.set_defaults(handler=f"{COMMANDS}:simulate_command")
 
 
 def _add_recommend(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -230,15 +125,7 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--k", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--out", type=Path, default=Path("recs.csv"), help="CSV (default recs.csv)")
-    p.set_defaults(handler=_recommend)
-
-
-def _recommend(args: argparse.Namespace) -> int:
-    from simulations.recommend import recommend_run
-
-    rows = recommend_run(args.run_dir, k=args.k, out=args.out)
-    print(f"wrote {rows} recommendations to {args.out}")
-    return ExitCode.OK
+    p.set_defaults(handler=f"{COMMANDS}:recommend_command")
 
 
 def _add_personalisation(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -254,38 +141,7 @@ def _add_personalisation(sub: argparse._SubParsersAction) -> None:  # type: igno
     )
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning passes (default 2)")
     p.add_argument("--json", type=Path, help="also write the table as JSON here")
-    p.set_defaults(handler=_personalisation)
-
-
-def _personalisation(args: argparse.Namespace) -> int:
-    import json
-    import math
-
-    from simulations.personalisation import personalisation_table
-
-    try:
-        lambdas = tuple(float(x) for x in args.lambdas.split())
-    except ValueError as exc:
-        raise ConfigError(
-            f"--lambdas must be numbers >= 0 separated by spaces, got {args.lambdas!r}."
-        ) from exc
-    if any(math.isnan(x) or x < 0 for x in lambdas):
-        raise ConfigError(f"--lambdas must be >= 0, got {args.lambdas!r}.")
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}.")
-    table = personalisation_table(args.run_dir, lambdas, epochs=args.epochs)
-    print(table.markdown(), end="")
-    best = table.best_lambda()
-    print(
-        f"\nbest lambda {best:g}: helps {table.helped(best)} of {len(table.rows)} merchants "
-        f"(mean NDCG@{table.k} {table.mean_ndcg(math.inf):.4f} -> {table.mean_ndcg(best):.4f}). "
-        "Fine-tuned models stay local to each merchant (see README, privacy model)."
-    )
-    if args.json is not None:
-        from common.fileio import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(table.to_json(), indent=2))
-    return ExitCode.OK
+    p.set_defaults(handler=f"{COMMANDS}:personalisation_command")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,12 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_recommend(sub)
     _add_personalisation(sub)
-    from client.deploy.cli import add_merchant
-    from client.serving.cli import add_serve
-    from server.ops.cli import add_coordinator, add_run
-    from simulations.audit_cli import add_audit
-    from simulations.experiment_cli import add_experiment
-
     add_audit(sub)
     add_coordinator(sub)
     add_run(sub)
@@ -328,15 +178,30 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from simulations.runner import set_flower_environment
+def command_paths(parser: argparse.ArgumentParser) -> Iterator[tuple[str, ...]]:
+    """Every command and sub-command of ``parser``, e.g. ``("coordinator", "init")``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (name,)
+                yield from ((name, *rest) for rest in command_paths(child))
 
-    set_flower_environment()
+
+def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """The function named by the parsed command's ``handler``, imported now."""
+    module, _, name = str(args.handler).partition(":")
+    function: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return function
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(getattr(args, "verbose", False))
     try:
-        code: int = args.handler(args)
-        return code
+        if (check := getattr(args, "check", None)) is not None:
+            check(args)  # flags and paths, before any heavy import or any work
+        set_flower_environment()
+        _configure_logging(getattr(args, "verbose", False))
+        return _command(args)(args)
     except FedrecError as error:
         print(f"fedrec: {error}", file=sys.stderr)
         return error.exit_code

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.choices import PARTITION_SCHEMES
 from common.config import RunConfig, parse_run_config
 from common.data.formats import DEFAULT_FORMAT
-from common.data.partition import SCHEMES, PartitionConfig
+from common.data.partition import PartitionConfig
 from common.errors import ConfigError
 from common.recipes import run_settings
 from simulations.synthetic import SyntheticSpec
@@ -286,9 +287,10 @@ def resolve(experiment: Experiment, cell: Cell, seed: int) -> ResolvedRun:
             data = {"synthetic": SyntheticSpec(**fields)}
         part = sections["partition"]
         scheme = str(part.get("scheme", "auto"))
-        if scheme not in ("auto", *SCHEMES):
+        if scheme not in ("auto", *PARTITION_SCHEMES):
             raise ConfigError(
-                f"[partition] scheme must be auto or one of {', '.join(SCHEMES)}, got {scheme!r}."
+                f"[partition] scheme must be auto or one of {', '.join(PARTITION_SCHEMES)}, "
+                f"got {scheme!r}."
             )
         merchants = part.get("merchants", data_table.get("merchants", 10))
         partition = PartitionConfig(

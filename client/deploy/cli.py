@@ -1,4 +1,7 @@
-"""``fedrec merchant keygen|join``: flags to typed calls."""
+"""``fedrec merchant keygen|join``: the flags.
+
+Import-light; the functions behind them are :mod:`client.deploy.commands`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,8 @@ import argparse
 from pathlib import Path
 
 from common.data.formats import DEFAULT_FORMAT, format_help
-from common.errors import ExitCode
 
-
-def _say(text: str) -> None:
-    print(f"fedrec: {text}", flush=True)
+COMMANDS = "client.deploy.commands"
 
 
 def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,7 +20,7 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     keygen = cmds.add_parser("keygen", help="make this merchant's node key pair")
     keygen.add_argument("dir", type=Path, metavar="DIR")
     keygen.add_argument("--overwrite", action="store_true", help="replace an existing key")
-    keygen.set_defaults(handler=_keygen)
+    keygen.set_defaults(handler=f"{COMMANDS}:keygen_command")
 
     join = cmds.add_parser("join", help="enrol an event log and serve the federation")
     join.add_argument("--coordinator", required=True, metavar="HOST:PORT")
@@ -47,38 +47,4 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         action="store_true",
         help="show Flower's own lines too (always in STATE/logs/supernode.log)",
     )
-    join.set_defaults(handler=_join)
-
-
-def _keygen(args: argparse.Namespace) -> int:
-    from client.deploy.node_key import generate_node_key
-    from common.node_keys import fingerprint, load_public_key
-
-    public = generate_node_key(args.dir, overwrite=args.overwrite)
-    _say(
-        f"node key written to {args.dir} (fingerprint {fingerprint(load_public_key(public))}). "
-        f"Send {public} to the coordinator operator; keep node.key private."
-    )
-    return ExitCode.OK
-
-
-def _join(args: argparse.Namespace) -> int:
-    from client.deploy.enrolment import read_info
-    from client.deploy.supernode import JoinSpec, join
-
-    info = read_info(args.state) if args.state.is_dir() else None
-    name = args.name or (str(info["name"]) if info else args.state.resolve().name)
-    spec = JoinSpec(
-        coordinator=args.coordinator,
-        ca=args.ca,
-        operator_key=args.operator_key,
-        key_dir=args.key,
-        data=args.data,
-        state=args.state,
-        name=name,
-        fmt=args.format,
-        poll=args.poll,
-        warm=not args.no_warm_start,
-        verbose=args.verbose,
-    )
-    return join(spec, say=_say)
+    join.set_defaults(handler=f"{COMMANDS}:join_command")

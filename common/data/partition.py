@@ -20,10 +20,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from common.choices import PARTITION_SCHEMES as SCHEMES
 from common.data.schema import Interactions
 from common.errors import ConfigError
 
-SCHEMES = ("natural", "iid", "dirichlet", "device")
 IntArray = npt.NDArray[np.int64]
 
 

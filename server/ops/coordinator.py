@@ -42,7 +42,6 @@ from server.ops.tls import LOOPBACK, TlsFiles
 
 CONFIG_FILE = "coordinator.toml"
 ADMITTED_FILE = "admitted.json"
-DEFAULT_PORT = 9092
 
 PENDING = "pending"  # admitted, not yet registered with the SuperLink
 REGISTERED = "registered"

@@ -6,12 +6,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from common.constants import COORDINATOR_PORT
 from common.data.catalog import ItemCatalog
 from common.errors import ConfigError
 from common.node_keys import fingerprint, load_public_key
 from common.privacy.signing import Signer
 from server.ops.coordinator import (
-    DEFAULT_PORT,
     PENDING,
     REGISTERED,
     REVOKE_PENDING,
@@ -34,7 +34,7 @@ def init_coordinator(
     *,
     sans: list[str],
     host: str = "0.0.0.0",
-    port: int = DEFAULT_PORT,
+    port: int = COORDINATOR_PORT,
     internal_port: int | None = None,
     valid_days: int = 365,
     catalog: Path | None = None,

@@ -137,13 +137,13 @@ def test_cli_prints_the_disk_full_error_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Prepare: join reduced to its enrolment (no coordinator here).
-    import client.deploy.supernode
+    import client.deploy.commands
 
     def join(spec: Any, *, say: Callable[[str], None]) -> int:
         enrol(spec.state, data=spec.data, fmt=spec.fmt, name=spec.name)
         return 0
 
-    monkeypatch.setattr(client.deploy.supernode, "join", join)
+    monkeypatch.setattr(client.deploy.commands, "join", join)
     state = tmp_path / "shop-a"
     data = _write_events(tmp_path / "events.csv", ROWS)
     _fill_disk_at(monkeypatch, 1)

@@ -7,7 +7,7 @@ import pytest
 from common.config import parse_run_config
 from common.errors import ConfigError
 from common.privacy.config import PRIVATE_DEFAULTS
-from server.ops.cli import run_command_settings
+from server.ops.commands import run_command_settings
 from simulations.cli import build_parser
 
 
