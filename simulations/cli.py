@@ -29,13 +29,14 @@ from client.deploy.cli import add_merchant
 from client.serving.cli import add_serve
 from common.choices import LOSSES, PARTITION_SCHEMES, STRATEGIES
 from common.data.formats import DEFAULT_FORMAT, format_help
-from common.errors import ExitCode, FedrecError
+from common.errors import ConfigError, ExitCode, FedrecError
 from common.flower_env import set_flower_environment
 from common.models.registry import model_kinds
 from common.privacy.config import ACCOUNTANTS, UNITS
 from server.ops.cli import add_coordinator, add_run
 from simulations.audit_cli import add_audit
 from simulations.experiment_cli import add_experiment
+from simulations.run_dir import check_destination
 
 logger = logging.getLogger("fedrec")
 COMMANDS = "simulations.commands"  # the functions behind simulate, recommend, personalisation
@@ -117,7 +118,24 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     out.add_argument("--no-baselines", action="store_true", help="skip centralised/popularity")
     out.add_argument("--cpus", type=int, default=0, help="CPUs for the simulation (default all)")
     out.add_argument("--verbose", action="store_true", help="show Flower and Ray logs")
-    p.set_defaults(handler=f"{COMMANDS}:simulate_command")
+    p.set_defaults(handler=f"{COMMANDS}:simulate_command", check=_check_simulate)
+
+
+def _check_simulate(args: argparse.Namespace) -> None:
+    """The flags' own limits and the run directory: refused before anything heavy is imported."""
+    problems = []
+    if args.epsilon is not None and not args.epsilon > 0:
+        problems.append(f"--epsilon must be > 0 (leave it out for no DP), got {args.epsilon:g}")
+    if args.delta is not None and not 0 < args.delta < 1:
+        problems.append(f"--delta must be in (0, 1), e.g. --delta 1e-6; got {args.delta:g}")
+    if args.rounds is not None and args.rounds < 1:
+        problems.append(f"--rounds must be >= 1, got {args.rounds}")
+    if args.merchants < 1:
+        problems.append(f"--merchants must be >= 1, got {args.merchants}")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+    if args.out is not None:
+        check_destination(args.out, overwrite=args.overwrite)
 
 
 def _add_recommend(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

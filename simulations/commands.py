@@ -80,20 +80,24 @@ def simulate_command(args: argparse.Namespace) -> int:
         num_cpus=args.cpus,
         verbose=args.verbose,
     )
-    with Progress(
+    progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} rounds"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        task = progress.add_task("federated training", total=run.federation.num_rounds)
+    )
+    task = progress.add_task("federated training", total=run.federation.num_rounds)
 
-        def on_round(record: object) -> None:
-            progress.advance(task)
+    def on_round(record: object) -> None:
+        progress.advance(task)
 
-        results = simulate(spec, on_round=on_round, events=events)
+    # The bar appears once every refusal (data, run directory, delta) is behind us.
+    try:
+        results = simulate(spec, on_round=on_round, on_start=progress.start, events=events)
+    finally:
+        progress.stop()
     render_results(results, console=console, run_dir=str(run_dir))
     return ExitCode.OK
 

@@ -119,6 +119,7 @@ def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -
         return
     from client.training.private import private_population
     from common.models.registry import model_class
+    from common.privacy.accountant import suggest_delta
 
     probe = model_class(run.model.kind)(run.model, num_users=1, num_items=1)  # tiny, unfitted
     if (problem := probe.clipping_problem()) is not None:
@@ -126,14 +127,16 @@ def check_privacy_feasible(run: RunConfig, merchants: dict[str, UserItemData]) -
             f"privacy-unit={run.privacy.unit} needs exact per-user clipping: {problem}"
         )
 
-    problems = []
-    for name, data in sorted(merchants.items()):
-        population = len(private_population(data, run.privacy.unit))
-        if population == 0 or run.privacy.delta >= 1.0 / population:
-            problems.append(f"{name} has {population} {run.privacy.unit}s")
-    if problems:
+    unit = run.privacy.unit
+    counts = {name: len(private_population(data, unit)) for name, data in merchants.items()}
+    short = {name: n for name, n in sorted(counts.items()) if n == 0 or run.privacy.delta >= 1 / n}
+    if short:
+        problems = [f"{name} has {n} {unit}s" for name, n in short.items()]
+        positive = [n for n in short.values() if n > 0]
+        example = suggest_delta(min(positive)) if positive else "1e-7"
         raise ConfigError(
-            f"target-delta={run.privacy.delta:g} must be below 1/({run.privacy.unit}s at each "
-            f"merchant): {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}. "
-            "Lower target-delta (e.g. --set target-delta=1e-7) or use fewer, larger merchants."
+            f"delta {run.privacy.delta:g} must be below 1/({unit}s at each merchant): "
+            f"{'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}. Lower it with "
+            f"--delta (in an experiment file: delta under [privacy]), e.g. --delta {example}, "
+            "or use fewer, larger merchants."
         )

@@ -33,13 +33,18 @@ def default_run_dir(root: Path = Path("runs")) -> Path:
     return candidate
 
 
-@contextlib.contextmanager
-def staged_run_dir(destination: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging directory; on success it becomes ``destination``, on failure it vanishes."""
+def check_destination(destination: Path, *, overwrite: bool = False) -> None:
+    """Refuse an existing ``destination`` unless ``overwrite``: cheap, so callers check first."""
     if destination.exists() and not overwrite:
         raise RunDirError(
             f"Run directory {destination} already exists; choose another --out or pass --overwrite."
         )
+
+
+@contextlib.contextmanager
+def staged_run_dir(destination: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging directory; on success it becomes ``destination``, on failure it vanishes."""
+    check_destination(destination, overwrite=overwrite)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:

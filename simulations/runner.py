@@ -56,7 +56,7 @@ from simulations.merchants import (
 from simulations.party_keys import ephemeral_party_keys
 from simulations.ray_backend import run_flower
 from simulations.report import privacy_results
-from simulations.run_dir import staged_run_dir
+from simulations.run_dir import check_destination, staged_run_dir
 from simulations.synthetic import SyntheticSpec, generate_federation
 
 logger = logging.getLogger(__name__)
@@ -168,14 +168,18 @@ def simulate(
     spec: SimulationSpec,
     *,
     on_round: Callable[[Any], None] | None = None,
+    on_start: Callable[[], None] | None = None,
     events: Interactions | None = None,
     client_mods: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run one simulated federation; returns the metrics written to ``metrics.json``.
 
     ``events`` may be passed when the caller already loaded ``spec.source``.
+    ``on_start`` is called once every refusal is behind (data, run directory,
+    privacy feasibility), just before Flower starts: where a progress bar belongs.
     """
     set_flower_environment()
+    check_destination(spec.run_dir, overwrite=spec.overwrite)
     if events is None:
         events = spec.source.load()  # bad input fails here, before any directory exists
     check_evaluable(events, source=spec.source.name())
@@ -205,6 +209,8 @@ def simulate(
             federation=replace(spec.run.federation, min_nodes=len(names)),
         )
         prepared = time.perf_counter()
+        if on_start is not None:
+            on_start()
         run_flower(
             run,
             num_merchants=len(names),

@@ -71,10 +71,11 @@ def read_operator_key(path: Path) -> str:
     return key
 
 
-def pin_operator_key(state: Path, given: Path | None) -> tuple[str, bool]:
-    """Pin ``given`` in ``STATE/operator.pub``; (key, newly pinned). A different key is refused."""
-    from common.fileio import atomic_write_text
+def operator_key_for(state: Path, given: Path | None) -> tuple[str, bool]:
+    """The operator key a join at ``state`` runs under, and whether it is new; writes nothing.
 
+    Refuses a missing key (none given, none pinned) and one that differs from the pinned key.
+    """
     pinned_path = state / OPERATOR_PUBLIC_KEY_FILE
     pinned = read_operator_key(pinned_path) if pinned_path.is_file() else None
     if given is None:
@@ -93,10 +94,18 @@ def pin_operator_key(state: Path, given: Path | None) -> tuple[str, bool]:
             "what an impostor would present: confirm it with the operator, then delete "
             f"{pinned_path} to pin the new one."
         )
-    if pinned is None:
-        state.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(pinned_path, key + "\n")
     return key, pinned is None
+
+
+def pin_operator_key(state: Path, given: Path | None) -> tuple[str, bool]:
+    """Pin ``given`` in ``STATE/operator.pub``; (key, newly pinned). A different key is refused."""
+    from common.fileio import atomic_write_text
+
+    key, new = operator_key_for(state, given)
+    if new:
+        state.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(state / OPERATOR_PUBLIC_KEY_FILE, key + "\n")
+    return key, new
 
 
 # --- the checks ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from client.deploy.coordinator_probe import JoinError, check_ca, parse_address, 
 from client.deploy.enrolment import enrol
 from client.deploy.node_key import PUBLIC_KEY_FILE, check_private_key
 from client.deploy.round_lines import LedgerFollower
-from client.deploy.run_guard import pin_operator_key, read_operator_key
+from client.deploy.run_guard import operator_key_for, pin_operator_key
 from client.deploy.warm_start import SOCKET_FILE, write_launcher
 from client.state.policy import ensure_policy
 from common.constants import MERCHANT_LEDGER_FILE, MERCHANT_POLICY_FILE
@@ -140,12 +140,17 @@ def _previous_crash(state: Path) -> bool:
 
 
 def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
-    """Enrol, check, then run the SuperNode until stopped; returns an exit code."""
+    """Check, enrol, then run the SuperNode until stopped; returns an exit code.
+
+    Every check (address, CA, node key, operator key, a TLS handshake with the
+    coordinator) comes before anything is written to ``spec.state``; enrolment
+    writes only once the event log is read whole (:mod:`client.deploy.enrolment`).
+    """
     host, port = parse_address(spec.coordinator)
     check_ca(spec.ca)
     check_private_key(spec.key_dir)
-    if spec.operator_key is not None:
-        read_operator_key(spec.operator_key)  # a bad file fails before enrolment
+    operator_key_for(spec.state, spec.operator_key)  # missing, unreadable or changed: refused
+    probe_coordinator(host, port, spec.ca)  # unreachable or untrusted: nothing written yet
     enrolment = enrol(spec.state, data=spec.data, fmt=spec.fmt, name=spec.name)
     operator, newly_pinned = pin_operator_key(spec.state, spec.operator_key)
     policy = ensure_policy(spec.state / MERCHANT_POLICY_FILE)
@@ -160,7 +165,6 @@ def join(spec: JoinSpec, *, say: Callable[[str], None]) -> int:
         + "; only runs it signed are executed"
     )
     say(f"policy ({spec.state / MERCHANT_POLICY_FILE}): {policy.describe()}")
-    probe_coordinator(host, port, spec.ca)
     say(f"coordinator {spec.coordinator} verified against {spec.ca}")
     zygote = _start_zygote(spec) if spec.warm else None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up below, even mid-retry

@@ -106,7 +106,7 @@ def plan_privacy(
         raise ConfigError(
             f"target-delta={config.delta:g} is not below 1/{population} (the {config.unit}s at "
             f"{who}): such a delta allows leaking some {config.unit}'s data outright. "
-            f"Set target-delta below {1.0 / population:.3g}, e.g. {_suggest_delta(population)}."
+            f"Set target-delta below {1.0 / population:.3g}, e.g. {suggest_delta(population)}."
         )
     sample_rate = min(1.0, batch / population)
     steps = config.local_steps or math.ceil(local_epochs / sample_rate)
@@ -143,7 +143,8 @@ def plan_privacy(
     )
 
 
-def _suggest_delta(population: int) -> str:
+def suggest_delta(population: int) -> str:
+    """A round delta well below 1/population: the largest power of ten <= 0.1/population."""
     return f"{10 ** math.floor(math.log10(0.1 / population)):.0e}"
 
 

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from common.constants import COORDINATOR_PORT
+from common.errors import ConfigError
 from common.models.registry import model_kinds
 
 COMMANDS = "server.ops.commands"
@@ -52,23 +53,23 @@ def add_coordinator(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     start.add_argument(
         "--resume", action="store_true", help="resubmit every unfinished run once serving"
     )
-    start.set_defaults(handler=f"{COMMANDS}:start_command")
+    start.set_defaults(handler=f"{COMMANDS}:start_command", check=_check_dir)
 
     admit = cmds.add_parser("admit", help="admit a merchant's node key")
     admit.add_argument("dir", type=Path, metavar="DIR")
     admit.add_argument("name", metavar="NAME")
     admit.add_argument("key", type=Path, metavar="KEY.pub")
     admit.add_argument("--valid-days", type=int, default=0, help="admission lifetime (0: none)")
-    admit.set_defaults(handler=f"{COMMANDS}:admit_command")
+    admit.set_defaults(handler=f"{COMMANDS}:admit_command", check=_check_dir)
 
     revoke = cmds.add_parser("revoke", help="revoke a merchant's admission")
     revoke.add_argument("dir", type=Path, metavar="DIR")
     revoke.add_argument("name", metavar="NAME")
-    revoke.set_defaults(handler=f"{COMMANDS}:revoke_command")
+    revoke.set_defaults(handler=f"{COMMANDS}:revoke_command", check=_check_dir)
 
     status = cmds.add_parser("status", help="admitted merchants and runs")
     status.add_argument("dir", type=Path, metavar="DIR")
-    status.set_defaults(handler=f"{COMMANDS}:status_command")
+    status.set_defaults(handler=f"{COMMANDS}:status_command", check=_check_dir)
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -86,4 +87,28 @@ def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--catalog", type=Path, help="federation catalog (default DIR/catalog.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting")
     p.add_argument("--detach", action="store_true", help="submit and return without following")
-    p.set_defaults(handler=f"{COMMANDS}:run_command")
+    p.set_defaults(handler=f"{COMMANDS}:run_command", check=_check_run)
+
+
+def _check_dir(args: argparse.Namespace) -> None:
+    """DIR must be a directory: a mistyped path is named as such, not as a stopped coordinator."""
+    if not args.dir.is_dir():
+        what = "is a file, not a directory" if args.dir.exists() else "does not exist"
+        raise ConfigError(
+            f"Coordinator directory {args.dir} {what}; pass the directory that "
+            "`fedrec coordinator init DIR --san HOST` created."
+        )
+
+
+def _check_run(args: argparse.Namespace) -> None:
+    """``fedrec run``'s own limits, then DIR: refused before anything is imported or sent."""
+    problems = []
+    if args.epsilon is not None and not args.epsilon > 0:
+        problems.append(f"--epsilon must be > 0 (leave it out for no DP), got {args.epsilon:g}")
+    if args.delta is not None and not 0 < args.delta < 1:
+        problems.append(f"--delta must be in (0, 1), e.g. --delta 1e-6; got {args.delta:g}")
+    if args.rounds is not None and args.rounds < 1:
+        problems.append(f"--rounds must be >= 1, got {args.rounds}")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+    _check_dir(args)

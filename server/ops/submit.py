@@ -126,6 +126,7 @@ def submit(
     directory: CoordinatorDir, submission: Submission, *, say: Callable[[str], None]
 ) -> tuple[int, Path]:
     check_name(submission.name, what="Run name")
+    directory.settings()  # not a coordinator directory: say so, not that it is not running
     if not coordinator_running(directory):
         raise ConfigError(
             f"The coordinator for {directory.root} is not running; start it with "
