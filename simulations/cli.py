@@ -2,18 +2,22 @@
 
     fedrec simulate  [--data FILE --format FMT] [--merchants N] [--rounds R] ...
     fedrec recommend RUN_DIR --k 10 --out recs.csv
-    fedrec audit verify|epsilon ...   (simulations/audit_cli.py)
+    fedrec personalisation RUN_DIR
+    fedrec audit verify|report|empirical|epsilon ...       (simulations/audit_cli.py)
+    fedrec experiment run|sweep|report ...                 (simulations/experiment_cli.py)
     fedrec coordinator init|start|admit|revoke|status, fedrec run   (server/ops/cli.py)
     fedrec merchant keygen|join                                      (client/deploy/cli.py)
+    fedrec serve --state DIR                                         (client/serving/cli.py)
 
 Flags are parsed here, at the edge, into the frozen configs of ``common``;
 errors of kind :class:`common.errors.FedrecError` print one paragraph and exit
 non-zero, without a stack trace.
 
-Parsers and their checks import only light modules (``fedrec --help`` in a
-tenth of a second, no torch, Flower or Ray; tests/simulations/test_cli_startup.py).
-Each command names its function as ``"module:function"`` (``handler``), imported
-once the arguments are parsed and their ``check``, if any, has passed.
+The ``cli`` modules hold flags and their checks and import only light modules
+(``fedrec --help`` loads no torch, Flower or Ray; tests/simulations/test_cli_startup.py).
+Each command names the function that does its work as ``"module:function"``
+(``handler``, in the ``commands`` module beside its parser), imported once the
+arguments are parsed and their ``check``, if any, has passed.
 """
 
 from __future__ import annotations
