@@ -2,7 +2,8 @@
 
 Pure functions over :class:`PrivacyEvent` lists; the engine is Opacus's
 accountants (RDP by default, PRV as an option), imported lazily because
-importing Opacus takes seconds. State (which events a merchant has spent)
+importing Opacus takes seconds, and driven so that each distinct event is
+computed once (:mod:`common.privacy.composition`). State (which events a merchant has spent)
 lives in :mod:`common.privacy.accountant`, not here.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from common.errors import ConfigError
@@ -55,26 +57,51 @@ EPSILON_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _opacus_accountant(kind: str) -> Any:
-    if kind not in EPSILON_OPTIONS:
-        raise ConfigError(
-            f"Unknown accountant {kind!r}: expected one of {', '.join(EPSILON_OPTIONS)}."
-        )
-    from opacus.accountants import create_accountant
-
-    return create_accountant(mechanism=kind)
-
-
 def epsilon_of(events: Sequence[PrivacyEvent], *, delta: float, accountant: str) -> float:
-    """Epsilon at ``delta`` of all ``events`` composed, by Opacus's ``accountant``."""
-    history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events if e.steps > 0]
+    """Epsilon at ``delta`` of all ``events`` composed, by Opacus's ``accountant``.
+
+    The same float Opacus's accountant gives for the whole history, computed
+    with each distinct piece once (:mod:`common.privacy.composition`) and
+    remembered per history, so a release costs the same in round 200 as in round 1.
+    """
+    if accountant not in EPSILON_OPTIONS:
+        raise ConfigError(
+            f"Unknown accountant {accountant!r}: expected one of {', '.join(EPSILON_OPTIONS)}."
+        )
+    history = tuple((e.noise_multiplier, e.sample_rate, e.steps) for e in events if e.steps > 0)
     if not history:
         return 0.0
-    engine = _opacus_accountant(accountant)
-    engine.history = history
+    return _epsilon(history, delta, accountant)
+
+
+@lru_cache(maxsize=1024)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    from common.privacy.composition import prv_epsilon, rdp_epsilon
+
     with warnings.catch_warnings():
         # RDP: "optimal order is the largest alpha" only says a tighter bound may exist.
         # PRV: its q = 1 path takes log(0) on entries it then masks out.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if accountant == "rdp":
+            return rdp_epsilon(history, delta=delta, orders=RDP_ORDERS)
+        return prv_epsilon(history, delta=delta, eps_error=PRV_EPS_ERROR)
+
+
+def opacus_epsilon(events: Sequence[PrivacyEvent], *, delta: float, accountant: str) -> float:
+    """Epsilon by Opacus's own accountant handed the whole history: every event recomposed.
+
+    What :func:`epsilon_of` computed before issue 20; kept as the reference the tests and
+    ``benchmarks/accounting_time.py`` compare against.
+    """
+    from opacus.accountants import create_accountant
+
+    history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events if e.steps > 0]
+    if not history:
+        return 0.0
+    engine = create_accountant(mechanism=accountant)
+    engine.history = history
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(engine.get_epsilon(delta=delta, **EPSILON_OPTIONS[accountant]))
