@@ -41,7 +41,7 @@ def _metric(metrics: dict[str, Any]) -> str:
 def describe(kind: str, body: dict[str, Any], *, published: str = "") -> str:
     """One line for a ledger entry a merchant's terminal shows; '' for bookkeeping entries."""
     run, server_round = body.get("run") or "run", body.get("round", "?")
-    where = f"{run} round {server_round}"
+    where = f"{run} round {server_round}" if server_round != 0 else f"{run} item counts"
     if kind == REFUSAL:
         return f"{where}: refused, nothing released: {body.get('reason', '')}"
     if kind == COMMIT:

@@ -45,8 +45,12 @@ def test_a_refusal_says_why_and_a_line_still_being_written_waits(tmp_path, data)
     merchant = _merchant(tmp_path, data)
     follower = LedgerFollower(merchant.store.directory, ledger=merchant.ledger.path)
     merchant.ledger.refusal({"run": "autumn", "round": 3}, reason="budget used up")
+    merchant.ledger.refusal({"run": "winter", "round": 0}, reason="state used")
     with merchant.ledger.path.open("ab") as handle:
         handle.write(b'{"kind": "commit", "body": {')  # torn: a writer is mid-line
 
-    assert follower.lines() == ["autumn round 3: refused, nothing released: budget used up"]
+    assert follower.lines() == [
+        "autumn round 3: refused, nothing released: budget used up",
+        "winter item counts: refused, nothing released: state used",
+    ]
     assert follower.lines() == []
