@@ -35,6 +35,10 @@ class TrainConfig:
     proximal_mu: float = 0.0
     user_epochs: int = 3  # user-only passes: before each round's training, and on a new model
     positions_per_user: int = 32  # history models: target positions sampled per user and step
+    # Sequence models with local-steps: each step's users come from one of this many groups of
+    # similar history length (a group drawn in proportion to its size, so every user is still
+    # drawn with probability batch / users per step); a batch then pads little. 0: uniformly.
+    length_buckets: int = 0
     # Keep each party's Adam moments (on its own disk) from one round to the next, instead
     # of starting them afresh on every global model.
     keep_optimizer_state: bool = False
@@ -61,6 +65,8 @@ class TrainConfig:
             problems.append(f"positions-per-user must be >= 1, got {self.positions_per_user}")
         if self.user_epochs < 0:
             problems.append(f"user-epochs must be >= 0, got {self.user_epochs}")
+        if self.length_buckets < 0:
+            problems.append(f"length-buckets must be >= 0 (0: off), got {self.length_buckets}")
         if self.local_epochs < 1:
             problems.append(f"local-epochs must be >= 1, got {self.local_epochs}")
         if self.batch_users < 1:

@@ -14,6 +14,7 @@ KEYS: Final[dict[str, tuple[str, str]]] = {
     "embedding-dim": ("model", "embedding_dim"),
     "mlp-layers": ("model", "mlp_layers"),
     "positions-per-user": ("train", "positions_per_user"),
+    "length-buckets": ("train", "length_buckets"),
     "history-window": ("model", "history_window"),
     "history-decay": ("model", "history_decay"),
     "history-max": ("model", "history_max"),

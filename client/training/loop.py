@@ -30,7 +30,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from client.training.sampling import sample_step_batches, sample_user_batches
+from client.training.sampling import (
+    sample_bucketed_step_batches,
+    sample_step_batches,
+    sample_user_batches,
+)
 from common.config import TrainConfig
 from common.data.dataset import UserItemData
 from common.models.base import Recommender
@@ -215,13 +219,22 @@ def train_local(
     step = NonPrivateStep(
         model, config, reference=reference, state=None if carry is None else carry.state
     )
-    batches = (
-        sample_step_batches(active, batch_users=config.batch_users, steps=steps, rng=rng)
-        if steps > 0
-        else sample_user_batches(
+    sizes = model.example_sizes()
+    if steps > 0 and config.length_buckets > 0 and sizes is not None:
+        batches = sample_bucketed_step_batches(
+            active,
+            sizes,
+            batch_users=config.batch_users,
+            steps=steps,
+            buckets=config.length_buckets,
+            rng=rng,
+        )
+    elif steps > 0:
+        batches = sample_step_batches(active, batch_users=config.batch_users, steps=steps, rng=rng)
+    else:
+        batches = sample_user_batches(
             active, batch_users=config.batch_users, epochs=config.local_epochs, rng=rng
         )
-    )
     tally = run_steps(
         model,
         batches,

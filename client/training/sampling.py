@@ -7,6 +7,8 @@ interleave with the steps' own draws in one fixed order (same seed, same run).
   (local training, fitting users, the centralised baseline);
 * :func:`sample_step_batches`: a fixed number of batches of distinct units drawn
   afresh (``local-steps``: the same work per round whatever the party's size);
+* :func:`sample_bucketed_step_batches`: as ``sample_step_batches``, each batch from one
+  group of units of similar size (sequence models: history length), so batches pad little;
 * :func:`poisson_batches`: every unit independently with probability ``q``,
   Opacus's sampler (DP-SGD: what its privacy accounting assumes).
 """
@@ -38,6 +40,31 @@ def sample_step_batches(
     size = min(batch_users, len(users))
     for _ in range(steps if size else 0):
         yield rng.choice(users, size=size, replace=False)
+
+
+def sample_bucketed_step_batches(
+    users: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    *,
+    batch_users: int,
+    steps: int,
+    buckets: int,
+    rng: np.random.Generator,
+) -> Iterator[npt.NDArray[np.int64]]:
+    """``steps`` batches of distinct users, each from one of ``buckets`` groups of users of
+    similar ``sizes[user]`` (equal-count groups in size order).
+
+    A group is drawn with probability proportional to its users, then ``batch_users`` of
+    them (all, if fewer): every user is in a step's batch with probability
+    ``batch_users / len(users)`` as with :func:`sample_step_batches` (while no group is
+    smaller than a batch), only batches mix less. Not a DP sampler: DP-SGD keeps Poisson.
+    """
+    order = users[np.argsort(sizes[users], kind="stable")]
+    groups = [g for g in np.array_split(order, max(1, min(buckets, len(order)))) if len(g)]
+    weights = np.asarray([len(g) for g in groups], dtype=np.float64)
+    for _ in range(steps if len(order) else 0):
+        group = groups[rng.choice(len(groups), p=weights / weights.sum())]
+        yield rng.choice(group, size=min(batch_users, len(group)), replace=False)
 
 
 def poisson_batches(

@@ -156,6 +156,11 @@ class Recommender(nn.Module, ABC):
         model as configured, or None when it can; private training refuses the model then."""
         return None
 
+    def example_sizes(self) -> npt.NDArray[np.int64] | None:
+        """Each user's training size when it sets a batch's cost (a sequence model: history
+        length), so local steps can draw users of similar size together; None otherwise."""
+        return None
+
     def load_local(self, arrays: dict[str, torch.Tensor]) -> None:
         """Overwrite local (user) parameters in place."""
         local = self.local_parameters()

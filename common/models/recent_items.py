@@ -40,6 +40,10 @@ class RecentItemsRecommender(Recommender):
         self.event_sequences = torch.full((num_users, 1), self.no_event, dtype=torch.int64)
         self.lengths = torch.zeros(num_users, dtype=torch.int64)  # (users,)
 
+    def example_sizes(self) -> npt.NDArray[np.int64]:
+        """Each user's bound history length: what a batch's width (and cost) follows."""
+        return self.lengths.numpy()
+
     def bind(self, data: UserItemData) -> None:
         """Use ``data``'s training items (time-ordered) as each user's history."""
         self.bind_histories(data.train_indptr, data.train_items, events=data.train_events)

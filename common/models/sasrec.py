@@ -164,10 +164,13 @@ class SASRec(RecentItemsRecommender):
         """Mean next-item cross-entropy at the batch's target positions, per user: (B,)."""
         if not isinstance(batch, SequenceBatch):
             raise TypeError(f"SASRec trains on SequenceBatch, got {type(batch).__name__}")
-        sequences = self.sequences[batch.users]  # (B, L)
+        # Causal attention: positions after the batch's last target change nothing it reads,
+        # so only the first (last target + 1) columns are encoded (the rest is padding).
+        width = max(2, int(batch.ends.max()) + 1)
+        sequences = self.sequences[batch.users, :width]  # (B, W + 1)
         valid = batch.ends > 0  # a target needs at least one item before it
         safe = batch.ends.clamp(min=1)  # (B, M)
-        hidden = self.encode(sequences, self.event_sequences[batch.users])  # (B, L, dim)
+        hidden = self.encode(sequences, self.event_sequences[batch.users, :width])  # (B, W+1, dim)
         before = (safe - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         states = torch.gather(hidden, 1, before)  # (B, M, dim)
         targets = torch.gather(sequences, 1, safe)  # (B, M)

@@ -174,3 +174,21 @@ def test_event_types_are_an_input_the_model_learns_from(typed):
         assert hit > 0.9, hit  # the last item's type says +1 or +2
     else:
         assert hit < 0.75, hit  # a coin flip the model cannot see
+
+
+def test_a_users_loss_is_the_same_alone_or_beside_a_longer_history():
+    """Only the batch's needed columns are encoded; causal attention makes that exact."""
+    rows = [("short", f"i{t}", t) for t in range(3)] + [("long", f"i{t}", t) for t in range(ITEMS)]
+    data = build_user_item_data(make_events(rows), CATALOG, hold_out=True)
+    model = _sasrec(data, sasrec_negatives=0).eval()
+    lengths = model.example_sizes()
+    assert sorted(lengths.tolist()) == [2, 7]  # training items: one held out each
+    both = np.argsort(lengths)  # short, then long
+    batch = model.make_batch(data, both, TrainConfig(), rng=np.random.default_rng(0))
+    together = model.user_losses(batch, TrainConfig())
+    for row, user in enumerate(both):
+        alone = model.make_batch(
+            data, np.array([user]), TrainConfig(), rng=np.random.default_rng(0)
+        )
+        assert alone.ends.shape[1] < batch.ends.shape[1] or lengths[user] == 7
+        torch.testing.assert_close(model.user_losses(alone, TrainConfig())[0], together[row])
