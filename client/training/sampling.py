@@ -54,13 +54,16 @@ def sample_bucketed_step_batches(
     """``steps`` batches of distinct users, each from one of ``buckets`` groups of users of
     similar ``sizes[user]`` (equal-count groups in size order).
 
-    A group is drawn with probability proportional to its users, then ``batch_users`` of
-    them (all, if fewer): every user is in a step's batch with probability
-    ``batch_users / len(users)`` as with :func:`sample_step_batches` (while no group is
-    smaller than a batch), only batches mix less. Not a DP sampler: DP-SGD keeps Poisson.
+    There are never more groups than whole batches of users (a party of 190 users and
+    batches of 128 has one: the uniform draw), so a batch keeps its size. A group is drawn
+    with probability proportional to its users, then ``batch_users`` of them: every user
+    is in a step's batch with probability ``batch_users / len(users)`` as with
+    :func:`sample_step_batches`, only batches mix less. Not a DP sampler: DP-SGD keeps
+    Poisson.
     """
     order = users[np.argsort(sizes[users], kind="stable")]
-    groups = [g for g in np.array_split(order, max(1, min(buckets, len(order)))) if len(g)]
+    count = max(1, min(buckets, len(order) // max(batch_users, 1)))
+    groups = [g for g in np.array_split(order, count) if len(g)]
     weights = np.asarray([len(g) for g in groups], dtype=np.float64)
     for _ in range(steps if len(order) else 0):
         group = groups[rng.choice(len(groups), p=weights / weights.sum())]

@@ -38,6 +38,18 @@ def test_bucketed_batches_come_from_one_length_group_and_keep_each_users_chance(
     assert spread < 0.4 * uniform  # a batch's lengths (its padding) spread far less
 
 
+def test_a_party_too_small_for_its_buckets_gets_fewer_and_keeps_full_batches():
+    users = np.arange(190, dtype=np.int64)  # one batch of 128 fits: one group, the uniform draw
+    sizes = np.arange(190, dtype=np.int64)
+    drawn = list(
+        sample_bucketed_step_batches(
+            users, sizes, batch_users=128, steps=50, buckets=8, rng=np.random.default_rng(2)
+        )
+    )
+    assert all(len(b) == 128 for b in drawn)
+    assert max(sizes[b].max() for b in drawn) - min(sizes[b].min() for b in drawn) > 150
+
+
 def test_one_bucket_is_the_uniform_sampler_and_an_empty_party_has_no_steps():
     users = np.arange(10, dtype=np.int64)
     sizes = np.arange(10, dtype=np.int64)
