@@ -102,15 +102,22 @@ def confirm_catalog(
 ) -> None:
     """Send the catalog to ``nodes``, then to newcomers until ``min-nodes`` merchants confirmed.
 
-    A node Flower still lists (e.g. a merchant's stale session after a restart)
-    may not answer: the run starts once min-nodes merchants confirmed, or
-    node-wait-timeout passes.
+    A node Flower still lists (e.g. a merchant's stale session after a coordinator
+    restart: the SuperLink answers "unavailable" for it) may not answer: the run
+    starts once min-nodes merchants confirmed, or node-wait-timeout passes; it
+    fails only if by then no merchant confirmed.
     """
+    failures: list[str] = []
 
     def send(pending: list[int], timeout: float) -> None:
-        confirmed = send_catalog(
-            grid, pending, catalog, timeout=timeout, poll=poll, refused=state.refused
-        )
+        try:
+            confirmed = send_catalog(
+                grid, pending, catalog, timeout=timeout, poll=poll, refused=state.refused
+            )
+        except FederationError as error:  # nobody confirmed this time: stale nodes, say
+            failures.append(str(error))
+            time.sleep(1.0)  # not a tight loop over nodes the SuperLink says are gone
+            return
         names.update(confirmed)
         state.ready.update(confirmed)
 
@@ -118,10 +125,18 @@ def confirm_catalog(
     deadline = time.monotonic() + federation.node_wait_timeout
     while len(state.ready) < federation.min_nodes and time.monotonic() < deadline:
         pending = [n for n in grid.get_node_ids() if n not in state.ready | state.refused]
+        if not pending and not state.ready and failures:
+            break  # every listed merchant answered with an error: no point waiting
         if not pending:
             time.sleep(1.0)
             continue
         send(pending, max(1.0, min(federation.round_timeout, deadline - time.monotonic())))
+    if not state.ready:
+        raise FederationError(
+            f"No merchant confirmed the federation catalog within node-wait-timeout "
+            f"({federation.node_wait_timeout:g} s)"
+            + (f"; last: {failures[-1]}" if failures else ".")
+        )
 
 
 def admit_late_joiners(

@@ -62,3 +62,53 @@ def test_late_joiners_get_the_catalog_first_refusers_sit_out_and_silent_ones_are
 
     monkeypatch.setattr(catalog_exchange, "send_catalog", refuse_all)
     assert admit([1, 2, 7, 21]) == [1, 2, 7]  # a failed exchange never stops the run
+
+
+def test_a_resumed_run_waits_for_merchants_behind_stale_sessions_and_fails_only_when_all_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a coordinator restart Flower still lists the merchants' old sessions: the
+    SuperLink answers "unavailable" for them until they come back under new node ids."""
+    listed = [[11, 12], [11, 12], [21, 22]]  # the stale ids, then the new sessions
+
+    def fake_send_catalog(
+        grid: Any, nodes: list[int], catalog: Any, *, refused: set[int], **_: Any
+    ) -> dict[int, str]:
+        if set(nodes) <= {11, 12}:
+            raise FederationError(
+                "No merchant accepted the federation catalog (node-1: Node Unavailable)."
+            )
+        return {n: f"shop-{n}" for n in nodes}
+
+    grid = SimpleNamespace(get_node_ids=lambda: listed.pop(0) if len(listed) > 1 else listed[0])
+    monkeypatch.setattr(catalog_exchange, "send_catalog", fake_send_catalog)
+    monkeypatch.setattr(catalog_exchange.time, "sleep", lambda seconds: None)
+    state, names = CatalogState(), {}
+    config = FederationConfig(min_nodes=2, node_wait_timeout=30.0)
+
+    catalog_exchange.confirm_catalog(
+        grid,
+        [11, 12],
+        ItemCatalog(keys=("a",)),
+        state,
+        names,
+        federation=config,
+        poll=0.0,  # type: ignore[arg-type]
+    )
+    assert state.ready == {21, 22} and names == {21: "shop-21", 22: "shop-22"}
+
+    def refuse(grid: Any, nodes: list[int], catalog: Any, *, refused: set[int], **_: Any) -> Any:
+        refused.update(nodes)  # each merchant answered with its own error
+        raise FederationError("No merchant accepted the federation catalog (shop: bad digest).")
+
+    monkeypatch.setattr(catalog_exchange, "send_catalog", refuse)
+    with pytest.raises(FederationError, match="bad digest"):
+        catalog_exchange.confirm_catalog(
+            SimpleNamespace(get_node_ids=lambda: [5, 6]),
+            [5, 6],
+            ItemCatalog(keys=("a",)),
+            CatalogState(),
+            {},
+            federation=FederationConfig(min_nodes=2, node_wait_timeout=3600.0),
+            poll=0.0,
+        )  # at once, not after node-wait-timeout
