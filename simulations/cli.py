@@ -34,6 +34,7 @@ from client.serving.cli import add_serve
 from common.choices import LOSSES, PARTITION_SCHEMES, STRATEGIES
 from common.data.formats import DEFAULT_FORMAT, format_help
 from common.errors import ConfigError, ExitCode, FedrecError
+from common.flag_checks import run_flag_problems
 from common.flower_env import set_flower_environment
 from common.models.registry import model_kinds
 from common.privacy.config import ACCOUNTANTS, UNITS
@@ -127,13 +128,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _check_simulate(args: argparse.Namespace) -> None:
     """The flags' own limits and the run directory: refused before anything heavy is imported."""
-    problems = []
-    if args.epsilon is not None and not args.epsilon > 0:
-        problems.append(f"--epsilon must be > 0 (leave it out for no DP), got {args.epsilon:g}")
-    if args.delta is not None and not 0 < args.delta < 1:
-        problems.append(f"--delta must be in (0, 1), e.g. --delta 1e-6; got {args.delta:g}")
-    if args.rounds is not None and args.rounds < 1:
-        problems.append(f"--rounds must be >= 1, got {args.rounds}")
+    problems = run_flag_problems(epsilon=args.epsilon, delta=args.delta, rounds=args.rounds)
     if args.merchants < 1:
         problems.append(f"--merchants must be >= 1, got {args.merchants}")
     if problems:

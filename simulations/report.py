@@ -15,6 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from common.constants import AUC, EVAL_USERS, hr_at, ndcg_at, recall_at, sampled_hr_at
+from common.privacy.config import PrivacyConfig
 
 METHODS = ("federated", "reference", "centralised", "popularity", "dp-popularity")
 SHORT_NAMES = {"reference": "EASE^R", "centralised": "fedrec pooled"}
@@ -94,25 +95,17 @@ def _render_client_level(privacy: dict[str, Any], *, console: Console) -> None:
         console.print("On-device training is not DP; a user's privacy is the client-level epsilon.")
 
 
-def privacy_results(
-    history: dict[str, Any],
-    *,
-    unit: str,
-    target_epsilon: float,
-    delta: float,
-    accountant: str,
-    device_epsilon: float = 0.0,
-) -> dict[str, Any]:
+def privacy_results(history: dict[str, Any], *, privacy: PrivacyConfig) -> dict[str, Any]:
     """What :func:`render_privacy` reads, from a run's history (``federation.json``).
 
     The same for a simulation and a deployment (``fedrec run``), so both end
     with the same per-merchant privacy table.
     """
     return {
-        "unit": unit,
-        "target_epsilon": target_epsilon,
-        "delta": delta,
-        "accountant": accountant,
+        "unit": privacy.unit,
+        "target_epsilon": privacy.target_epsilon,
+        "delta": privacy.delta,
+        "accountant": privacy.accountant,
         "per_merchant": history.get("privacy", {}),
         "refused": {
             name: {"round": r["round"], "reason": reason}
@@ -121,7 +114,7 @@ def privacy_results(
         },
         "stopped_early": history.get("stopped_early", ""),
         "client_level": history.get("client_privacy", {}),
-        "device_epsilon": device_epsilon,
+        "device_epsilon": privacy.device_epsilon,
         "trained_items": history.get("trained_items"),
     }
 

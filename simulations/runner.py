@@ -299,14 +299,7 @@ def simulate(
             f.startswith("evaluate:") for f in history["rounds"][-1]["failures"]
         )
         results["top_k"] = run.federation.top_k
-        results["privacy"] = privacy_results(
-            history,
-            unit=run.privacy.unit,
-            target_epsilon=run.privacy.target_epsilon,
-            delta=run.privacy.delta,
-            accountant=run.privacy.accountant,
-            device_epsilon=run.privacy.device_epsilon,
-        )
+        results["privacy"] = privacy_results(history, privacy=run.privacy)
         config = {
             "run": to_run_config(spec.run),
             "partition": asdict(spec.partition),

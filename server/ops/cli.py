@@ -10,6 +10,7 @@ from pathlib import Path
 
 from common.constants import COORDINATOR_PORT
 from common.errors import ConfigError
+from common.flag_checks import run_flag_problems
 from common.models.registry import model_kinds
 
 COMMANDS = "server.ops.commands"
@@ -102,13 +103,7 @@ def _check_dir(args: argparse.Namespace) -> None:
 
 def _check_run(args: argparse.Namespace) -> None:
     """``fedrec run``'s own limits, then DIR: refused before anything is imported or sent."""
-    problems = []
-    if args.epsilon is not None and not args.epsilon > 0:
-        problems.append(f"--epsilon must be > 0 (leave it out for no DP), got {args.epsilon:g}")
-    if args.delta is not None and not 0 < args.delta < 1:
-        problems.append(f"--delta must be in (0, 1), e.g. --delta 1e-6; got {args.delta:g}")
-    if args.rounds is not None and args.rounds < 1:
-        problems.append(f"--rounds must be >= 1, got {args.rounds}")
+    problems = run_flag_problems(epsilon=args.epsilon, delta=args.delta, rounds=args.rounds)
     if problems:
         raise ConfigError("; ".join(problems) + ".")
     _check_dir(args)

@@ -238,14 +238,7 @@ def show_privacy(run_dir: Path) -> None:
 
     history = json.loads((run_dir / FEDERATION_FILE).read_text(encoding="utf-8"))
     run = parse_run_config(history["config"])
-    results = privacy_results(
-        history,
-        unit=run.privacy.unit,
-        target_epsilon=run.privacy.target_epsilon,
-        delta=run.privacy.delta,
-        accountant=run.privacy.accountant,
-        device_epsilon=run.privacy.device_epsilon,
-    )
+    results = privacy_results(history, privacy=run.privacy)
     render_privacy({"privacy": results}, console=Console())
 
 
