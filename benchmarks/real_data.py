@@ -200,22 +200,23 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
                 private_run,
                 federation=dataclasses.replace(private_run.federation, num_rounds=rounds),
             )
-        steps.append(
-            (
-                "private",
-                functools.partial(
-                    private_rows,
-                    private_run,
-                    epsilon=epsilon,
-                    merchants=args.private_merchants,
-                    recipe=args.recipe,
-                    source=source,
-                    events=events,
-                    pooled=pooled,
-                    scratch=scratch,
-                ),
+        for merchants in args.private_merchants:
+            steps.append(
+                (
+                    "private",
+                    functools.partial(
+                        private_rows,
+                        private_run,
+                        epsilon=epsilon,
+                        merchants=merchants,
+                        recipe=args.recipe,
+                        source=source,
+                        events=events,
+                        pooled=pooled,
+                        scratch=scratch,
+                    ),
+                )
             )
-        )
     iid = FEDERATIONS[0]
     for name in args.ablate:
         ablated = parse_run_config(
@@ -320,7 +321,10 @@ def main() -> None:
     )
     parser.add_argument("--delta", type=float, default=1e-6, help="δ of the DP rows")
     parser.add_argument(
-        "--private-merchants", type=int, default=3, help="IID merchants of the DP rows"
+        "--private-merchants",
+        type=lambda text: [int(v) for v in text.split(",") if v.strip()],
+        default=[3],
+        help="IID merchants of the DP rows; several comma-separated (e.g. 1,3)",
     )
     parser.add_argument(
         "--private-set",

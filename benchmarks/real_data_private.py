@@ -11,6 +11,12 @@ Poisson sampling of users, on ``--private-merchants`` IID merchants:
   once with the Gaussian mechanism at the whole ε
   (:func:`simulations.baselines.evaluate_dp_popularity`); ranked by the sum.
 
+* what each merchant serves (``source-choice``, on by default): the DP model,
+  DP popularity or a blend, chosen by each merchant on its users' last
+  training items (:mod:`common.source_choice`), scored on the test items
+  (:mod:`simulations.served`); with the number of merchants whose served
+  NDCG@10 is below DP popularity's by more than one paired standard error.
+
 Each DP row's ratio to DP popularity is paired over the same test users, with a
 delta-method standard error. ``plot`` draws NDCG@10 against ε per dataset.
 """
@@ -24,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from real_data_rows import (  # a sibling module, not a package
+    HR,
     NDCG,
+    SEED,
+    K,
     Row,
     federated_per_user,
     named,
@@ -123,7 +132,60 @@ def private_rows(
         "over_dp_popularity": round(ratio, 3),
         "over_dp_popularity_se": round(se, 3),
     }
-    return [model_row, pop_row]
+    rows = [model_row, pop_row]
+    if run.privacy.chooses_source:
+        rows.insert(1, served_row(spec.run_dir, pooled, pop_row, label=model_row.method))
+    return rows
+
+
+def served_row(run_dir: Path, pooled: UserItemData, pop_row: Row, *, label: str) -> Row:
+    """What each merchant serves, scored per test user, beside DP popularity per merchant."""
+    import numpy as np
+
+    from simulations.served import served_by_merchant
+
+    started = time.perf_counter()
+    served = served_by_merchant(run_dir, k=K, seed=SEED)
+    position = {key: i for i, key in enumerate(np.asarray(pooled.user_keys)[pooled.test_users])}
+    hr = np.full(len(pooled.test_users), np.nan)
+    ndcg = np.full(len(pooled.test_users), np.nan)
+    per_merchant = {}
+    assert pop_row.ndcg is not None
+    for one in served:
+        rows = np.asarray([position[one.user_keys[u]] for u in one.result.users], dtype=np.int64)
+        hr[rows] = one.result.per_user[HR]
+        ndcg[rows] = one.result.per_user[NDCG]
+        diff = ndcg[rows] - pop_row.ndcg[rows]
+        diff_se = float(diff.std(ddof=1) / math.sqrt(len(rows))) if len(rows) > 1 else math.inf
+        per_merchant[one.name] = {
+            "users": len(rows),
+            "source": "model" if one.choice is None else one.choice.source,
+            "popularity_weight": 0.0 if one.choice is None else one.choice.weight,
+            "served_ndcg": round(float(ndcg[rows].mean()), 5),
+            "dp_popularity_ndcg": round(float(pop_row.ndcg[rows].mean()), 5),
+            "difference": round(float(diff.mean()), 5),
+            "difference_se": round(diff_se, 5),
+        }
+    if np.isnan(ndcg).any():
+        raise RuntimeError(f"{int(np.isnan(ndcg).sum())} test users were not served")
+    ratio, se = ratio_se(ndcg, pop_row.ndcg)
+    below = [n for n, m in per_merchant.items() if m["difference"] < -m["difference_se"]]
+    diff = ndcg - pop_row.ndcg
+    overall_below = float(diff.mean()) < -float(diff.std(ddof=1) / math.sqrt(len(diff)))
+    sources = [m["source"] for m in per_merchant.values()]
+    return Row(
+        label.replace("fedrec federated", "served (each merchant's choice)", 1),
+        hr,
+        ndcg,
+        time.perf_counter() - started,
+        params={
+            "sources": {s: sources.count(s) for s in sorted(set(sources))},
+            "over_dp_popularity": round(ratio, 3),
+            "over_dp_popularity_se": round(se, 3),
+            "below_dp_popularity_by_1se": {"overall": overall_below, "merchants": below},
+            "per_merchant": per_merchant,
+        },
+    )
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -44,6 +44,7 @@ from common.constants import (
 from common.errors import ConfigError
 from common.privacy.accountant import PrivacyBudgetExceeded, PrivacyRefused
 from common.privacy.ledger import update_digest
+from common.source_choice import SourceChoice
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +154,26 @@ def evaluate(
     ``settings`` is the run config, stored beside a published model.
     """
     result = merchant.evaluate(
-        task.shared, k=task.k, server_round=task.server_round, prior=task.prior, refit=task.refit
+        task.shared,
+        k=task.k,
+        server_round=task.server_round,
+        prior=task.prior,
+        refit=task.refit,
+        privacy=task.privacy,
     )
+    # What this merchant serves with this model (kept here, never in the reply).
+    choice = merchant.choose_source(
+        task.shared,
+        k=task.k,
+        prior=task.prior,
+        privacy=task.privacy,
+        run=task.run,
+        server_round=task.server_round,
+    )
+    if choice is not None:
+        logger.info("merchant %s %s", merchant.name, choice.reason())
     if state is not None:  # a deployed merchant keeps the model it evaluated, for `fedrec serve`
-        publish_for_serving(state, task, settings=settings)
+        publish_for_serving(state, task, settings=settings, choice=choice)
     metrics: dict[str, float] = dict(result.means)
     metrics[WEIGHT_KEY] = result.num_users
     metrics[EVAL_USERS] = result.num_users
@@ -171,7 +188,11 @@ def evaluate(
 
 
 def publish_for_serving(
-    state: Path, task: EvaluateInstruction, *, settings: dict[str, Any]
+    state: Path,
+    task: EvaluateInstruction,
+    *,
+    settings: dict[str, Any],
+    choice: SourceChoice | None = None,
 ) -> None:
     """Publish the received global model to ``STATE/models`` (atomically; serve hot-reloads it)."""
     import torch
@@ -192,6 +213,7 @@ def publish_for_serving(
         catalog=ItemCatalog.load(catalog_path),
         prior=task.prior,
         label=f"{task.run or 'run'}-round-{task.server_round:04d}",
+        choice=choice,
     )
 
 

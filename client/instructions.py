@@ -16,6 +16,7 @@ from common.config import RoundPlan, RunConfig, TrainConfig, round_plan_from_rec
 from common.constants import RUN_NAME_FIELD, SECAGG_FIELD
 from common.errors import ConfigError
 from common.models.prior import ItemPrior
+from common.privacy.config import PrivacyConfig
 from common.run_signature import RunRefused
 
 
@@ -50,6 +51,7 @@ class EvaluateInstruction:
     prior: ItemPrior | None
     refit: TrainConfig  # users are fitted to the received items first (no privacy cost)
     run: str
+    privacy: PrivacyConfig = PrivacyConfig()  # the run's: whether the merchant chooses a source
 
 
 def int_field(fields: Mapping[str, Any], key: str) -> int:

@@ -8,7 +8,9 @@ never appear in a return value.
 With privacy on, every release goes through the merchant's privacy account
 (:class:`client.merchant_privacy.MerchantPrivacy`): checked against its ledger
 and its budget, and recorded durably *before* it happens. The values it
-returns are the types of :mod:`client.releases`.
+returns are the types of :mod:`client.releases`. When the merchant chooses
+what it serves (``source-choice``, :mod:`common.source_choice`), every release
+is computed without its users' last training items, which it keeps to choose on.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ from common.privacy.accounting import PrivacyEvent
 from common.privacy.config import PrivacyConfig
 from common.privacy.ledger import Entry
 from common.seeding import numpy_rng, torch_generator
+from common.source_choice import (
+    SelectionSplit,
+    SourceChoice,
+    candidate_ndcg,
+    choose,
+    hold_out_selection,
+    shared_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +58,13 @@ class Merchant:
         self.model_config = model_config
         self.seed = seed
         self._data: UserItemData | None = None
+        self._selection: SelectionSplit | None = None
         self.ledger = MerchantLedger(store.directory, store.name, key_path=store.ledger_key_path)
         self._names: tuple[list[str], list[str]] | None = None
         self.privacy = MerchantPrivacy(
             store,
             self.ledger,
-            data=lambda: self.data,
+            data=self.training_data,
             parameter_names=self.parameter_names,
             model=model_config.kind,
         )
@@ -67,6 +78,17 @@ class Merchant:
         if self._data is None:
             self._data = self.store.load_data()
         return self._data
+
+    @property
+    def selection(self) -> SelectionSplit:
+        """The data less each user's last training item, and those items (to choose a source)."""
+        if self._selection is None:
+            self._selection = hold_out_selection(self.data)
+        return self._selection
+
+    def training_data(self, privacy: PrivacyConfig) -> UserItemData:
+        """What every release under ``privacy`` is computed from (counts, DP-SGD, users' fit)."""
+        return self.selection.train if privacy.chooses_source else self.data
 
     # --- privacy account (client.merchant_privacy) -------------------------------------
     def budget(self, privacy: PrivacyConfig) -> float:
@@ -100,8 +122,9 @@ class Merchant:
         return self._names
 
     # --- training and evaluation --------------------------------------------------------
-    def _model(self, shared: SharedArrays) -> Recommender:
-        data = self.data
+    def _model(self, shared: SharedArrays, data: UserItemData | None = None) -> Recommender:
+        """The global model with this merchant's users, bound to ``data`` (default: all of it)."""
+        data = self.data if data is None else data
         model = build_model(
             self.model_config,
             num_users=data.num_users,
@@ -226,17 +249,18 @@ class Merchant:
             ),
             what=f"Merchant {self.name}'s round {server_round}",
         )
-        model = self._model(shared)
+        data = self.training_data(plan.privacy)
+        model = self._model(shared, data)
         fit_local(
             model,
-            self.data,
+            data,
             plan.train,
             epochs=plan.train.user_epochs,
             rng=numpy_rng(self.seed, "fit-users", self.name, server_round),
         )
         stats = train_private(
             model,
-            self.data,
+            data,
             plan.train,
             privacy_plan,
             rng=numpy_rng(self.seed, "train", self.name, server_round),
@@ -260,19 +284,21 @@ class Merchant:
         server_round: int,
         prior: ItemPrior | None = None,
         refit: TrainConfig | None = None,
+        privacy: PrivacyConfig | None = None,
     ) -> EvaluationResult:
         """Evaluate the global model with this merchant's users.
 
         With ``refit``, the users are first fitted to the received global items
         (``refit.user_epochs`` user-only passes, saved): the personalisation a
         merchant does on receiving a new global model. It touches no shared
-        parameter and costs no privacy.
+        parameter and costs no privacy. Under ``privacy`` they are fitted on the
+        data the run's releases use (without the items held out to choose a source).
         """
         model = self._model(shared)
         if refit is not None and refit.user_epochs > 0:
             fit_local(
                 model,
-                self.data,
+                self.data if privacy is None else self.training_data(privacy),
                 refit,
                 epochs=refit.user_epochs,
                 rng=numpy_rng(self.seed, "refit-users", self.name, server_round),
@@ -285,6 +311,36 @@ class Merchant:
             rng=numpy_rng(self.seed, "evaluate", self.name, server_round),
             prior=prior,
         )
+
+    def choose_source(
+        self,
+        shared: SharedArrays,
+        *,
+        k: int,
+        prior: ItemPrior | None,
+        privacy: PrivacyConfig,
+        run: str = "",
+        server_round: int = 0,
+    ) -> SourceChoice | None:
+        """Choose what this merchant serves with ``shared`` (:mod:`common.source_choice`).
+
+        Scored on the held-out items, with the users as :meth:`evaluate` left
+        them; saved in the merchant's state, never released. ``None`` when the
+        run does not choose (no privacy, ``source-choice`` off, no item prior).
+        """
+        if not privacy.chooses_source or prior is None:
+            return None
+        split = self.selection
+        model = self._model(shared, split.train)
+        per_user = candidate_ndcg(model, split.held_out, prior, k=k)
+        choice = dataclasses.replace(
+            choose(per_user, k=k),
+            model=shared_fingerprint(shared),
+            run=run,
+            server_round=server_round,
+        )
+        self.store.save_source_choice(choice)
+        return choice
 
 
 def _device_plan(plan: RoundPlan) -> RoundPlan:

@@ -83,13 +83,15 @@ def evaluate_instruction(message: Message, run: RunConfig, *, run_id: int) -> Ev
     k = int_field(record, TOP_K_FIELD)
     server_round = int_field(record, SERVER_ROUND_FIELD)
     prior = _prior_from(message)
+    plan = round_plan(record, run)
     return EvaluateInstruction(
         shared=shared,
         k=k,
         server_round=server_round,
         prior=prior,
-        refit=round_plan(record, run).train,
+        refit=plan.train,
         run=run_name(record, run_id=run_id),
+        privacy=plan.privacy,
     )
 
 

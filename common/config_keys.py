@@ -60,6 +60,7 @@ KEYS: Final[dict[str, tuple[str, str]]] = {
     "local-steps": ("privacy", "local_steps"),
     "client-clip": ("privacy", "client_clip"),
     "device-epsilon": ("privacy", "device_epsilon"),
+    "source-choice": ("privacy", "source_choice"),
     "secagg": ("secagg", "enabled"),
     "secagg-clip-range": ("secagg", "clipping_range"),
     "secagg-threshold": ("secagg", "threshold"),

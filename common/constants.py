@@ -109,6 +109,8 @@ MERCHANT_PSEUDONYM_KEY_FILE: Final = "pseudonym.key"  # HMAC key for user IDs; n
 MERCHANT_CATALOG_DIGEST_FILE: Final = "catalog.sha256"  # catalog data.npz was encoded with
 MERCHANT_CATALOG_FILE: Final = "catalog.json"  # that catalog itself (serving maps keys with it)
 MERCHANT_MODELS_DIR: Final = "models"  # global models received, one version each (fedrec serve)
+# what the merchant serves after a private run, and why (common.source_choice); never sent
+MERCHANT_SOURCE_CHOICE_FILE: Final = "serving_source.json"
 CATALOG_ACTION: Final = "catalog"  # message type "query.catalog": the set-up exchange
 CATALOG_KEY: Final = "catalog"  # ConfigRecord: the federation catalog sent at setup
 CATALOG_ITEMS_FIELD: Final = "items"

@@ -143,8 +143,10 @@ def _print_summary(console: Console, run: RunConfig, *, scheme: str, data: str |
 
 
 def recommend_command(args: argparse.Namespace) -> int:
-    rows = recommend_run(args.run_dir, k=args.k, out=args.out)
-    print(f"wrote {rows} recommendations to {args.out}")
+    result = recommend_run(args.run_dir, k=args.k, out=args.out)
+    for merchant, source in result.sources.items():
+        print(f"{merchant}: {source}")
+    print(f"wrote {result.rows} recommendations to {args.out}")
     return ExitCode.OK
 
 

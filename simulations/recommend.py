@@ -2,7 +2,9 @@
 
 Each merchant scores its own users with the global shared parameters and its
 own local user parameters; items a user already interacted with (train or
-held-out) are excluded.
+held-out) are excluded. After a private run each merchant serves what it chose
+on its held-out items (:mod:`common.source_choice`): the model, DP popularity
+or a blend; the result says which, and why.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from common.errors import ConfigError, RunDirError
 from common.fileio import atomic_write_bytes
 from common.models.base import build_model
 from common.models.prior import ItemPrior
+from common.source_choice import blend, popularity_scores, shared_fingerprint
 
 logger = logging.getLogger(__name__)
 HEADER = ("user_id", "item_id", "rank", "score")
@@ -69,8 +73,14 @@ def load_item_prior(run_dir: Path) -> ItemPrior | None:
         return ItemPrior(counts=payload["counts"], trained=payload["trained"])
 
 
-def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) -> int:
-    """Write ``user_id,item_id,rank,score`` for every user of every merchant; returns rows."""
+@dataclass(frozen=True)
+class Recommended:
+    rows: int
+    sources: dict[str, str]  # merchant -> what served its users, and why
+
+
+def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) -> Recommended:
+    """Write ``user_id,item_id,rank,score`` for every user of every merchant."""
     if k < 1:
         raise ConfigError(f"--k must be >= 1, got {k}.")
     config_payload = json.loads(_require(run_dir, RUN_CONFIG_FILE).read_text(encoding="utf-8"))
@@ -84,6 +94,9 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
     rows_written = 0
+    sources: dict[str, str] = {}
+    fingerprint = shared_fingerprint({n: t.numpy() for n, t in shared.items()})
+    popularity = None if prior is None else popularity_scores(prior.counts)
     seen_users: set[str] = set()
     for directory in merchants:
         store = MerchantStore(directory)
@@ -109,11 +122,23 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
                 store.name,
             )
         seen_users.update(data.user_keys)
+        choice = store.load_source_choice()
+        weight = 0.0
+        if choice is None or popularity is None:
+            sources[store.name] = "serves the model"
+        elif choice.model != fingerprint:
+            sources[store.name] = (
+                "serves the model (its serving-source choice is for another model)"
+            )
+        else:
+            weight, sources[store.name] = choice.weight, choice.reason()
         for start in range(0, data.num_users, chunk_users):
             users = np.arange(start, min(start + chunk_users, data.num_users))
             with torch.no_grad():
                 scores_t = model.score_all(torch.as_tensor(users))  # (n, items)
                 scores = (prior.apply(scores_t) if prior is not None else scores_t).numpy()
+            if weight > 0 and popularity is not None:
+                scores = blend(scores, popularity, weight)
             rows, items = _seen_mask(data, users)
             scores[rows, items] = -np.inf
             top = min(k, data.num_items)
@@ -130,4 +155,4 @@ def recommend_run(run_dir: Path, *, k: int, out: Path, chunk_users: int = 1024) 
                     writer.writerow((data.user_keys[user], item_keys[item], rank, f"{score:.6f}"))
                     rows_written += 1
     atomic_write_bytes(out, buffer.getvalue().encode("utf-8"))
-    return rows_written
+    return Recommended(rows_written, sources)

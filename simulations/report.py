@@ -17,7 +17,7 @@ from rich.table import Table
 from common.constants import AUC, EVAL_USERS, hr_at, ndcg_at, recall_at, sampled_hr_at
 from common.privacy.config import PrivacyConfig
 
-METHODS = ("federated", "reference", "centralised", "popularity", "dp-popularity")
+METHODS = ("federated", "served", "reference", "centralised", "popularity", "dp-popularity")
 SHORT_NAMES = {"reference": "EASE^R", "centralised": "fedrec pooled"}
 
 
@@ -42,6 +42,7 @@ def _label(method: str, results: dict[str, Any]) -> str:
     eps = f"eps={privacy['target_epsilon']:g}"
     return {
         "federated": f"federated (DP, {eps})",
+        "served": "served (each merchant's choice)",
         "dp-popularity": f"popularity (DP, {eps})",
         "popularity": "popularity (no DP)",
     }.get(method, f"{plain.get(method, method)} (no DP)")
@@ -215,6 +216,21 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
         console.print(f"[bold yellow]Run ended early:[/bold yellow] {privacy['stopped_early']}")
 
 
+def render_sources(results: dict[str, Any], *, console: Console) -> None:
+    """One line per merchant: what it serves and why (its own choice, never released)."""
+    sources = results.get("served", {}).get("sources", {})
+    if not sources:
+        return
+    console.print(
+        "What each merchant serves, chosen on its users' last training items (held out from "
+        "every release of the run; the choice stays at the merchant and costs no budget):"
+    )
+    for name in sorted(sources)[:50]:
+        console.print(f"  {name} {sources[name]['reason']}", soft_wrap=True)
+    if len(sources) > 50:
+        console.print(f"  ... {len(sources) - 50} more in metrics.json")
+
+
 def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -> None:
     k = int(results["top_k"])
     methods = [m for m in METHODS if "overall" in results.get(m, {})]
@@ -258,6 +274,11 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
             "[bold yellow]The DP model is below DP popularity here.[/bold yellow] Noise "
             "dominates when merchants have few users: each needs thousands of users for "
             "user-level DP-SGD to pay off (try --users 50000; benchmarks/private_quality.py)."
+            + (
+                " Each merchant chose what it serves on its own held-out items (below)."
+                if "served" in results
+                else ""
+            )
         )
 
     per = Table(title=f"Per merchant: NDCG@{k} (users evaluated)")
@@ -279,6 +300,7 @@ def render_results(results: dict[str, Any], *, console: Console, run_dir: str) -
     if len(merchants) > 50:
         per.caption = f"first 50 of {len(merchants)} parties; all are in metrics.json"
     console.print(per)
+    render_sources(results, console=console)
     render_privacy(results, console=console)
     if results.get("evaluation_missing"):
         console.print(

@@ -36,11 +36,13 @@ from common.config import RunConfig, to_run_config
 from common.constants import (
     EVAL_USERS,
     FEDERATION_FILE,
+    GLOBAL_MODEL_FILE,
     MERCHANTS_DIR,
     RUN_CONFIG_FILE,
     RUN_METRICS_FILE,
     ndcg_at,
 )
+from common.data.catalog import ItemCatalog
 from common.data.dataset import concat_user_item_data
 from common.data.formats import DEFAULT_FORMAT
 from common.data.partition import PartitionConfig
@@ -146,6 +148,27 @@ def _federated_comparison(history: dict[str, Any]) -> Comparison:
     return Comparison(overall=overall, per_merchant=per_merchant)
 
 
+def _served(run_dir: Path, run: RunConfig, catalog: ItemCatalog) -> dict[str, Any]:
+    import torch
+
+    from client.serving.model_dir import GlobalModel
+    from simulations.recommend import load_item_prior
+    from simulations.served import served_by_merchant, served_comparison
+
+    global_model = GlobalModel(
+        directory=run_dir,
+        version="",
+        run=run,
+        shared=torch.load(run_dir / GLOBAL_MODEL_FILE, weights_only=True),
+        catalog=catalog,
+        prior=load_item_prior(run_dir),
+    )
+    served = served_by_merchant(
+        run_dir, k=run.federation.top_k, seed=run.federation.seed, global_model=global_model
+    )
+    return served_comparison(served)
+
+
 def mean_payload_bytes(rounds: list[dict[str, Any]]) -> dict[str, float | None]:
     """Mean payload bytes per participating merchant per round: train/evaluate, down/up."""
     out: dict[str, float | None] = {}
@@ -223,6 +246,8 @@ def simulate(
         federated_done = time.perf_counter()
         history = json.loads((staging / FEDERATION_FILE).read_text(encoding="utf-8"))
         results: dict[str, Any] = {"federated": asdict(_federated_comparison(history))}
+        if run.privacy.chooses_source:  # what each merchant chose to serve, on its test items
+            results["served"] = _served(staging, run, catalog)
         if spec.baselines:
             from simulations.baselines import (
                 evaluate_popularity,

@@ -70,6 +70,8 @@ def serve_command(args: argparse.Namespace) -> int:
             else "global model: recommendations come from the federation's released parameters "
             "and each user's own vector (jointly DP when the run was private)"
         )
+        if index.choice is not None:
+            _say(f"this merchant {index.source_note}")
         if index.data.unknown_items:
             _say(
                 f"{index.data.unknown_items} of your events name items outside the federation "

@@ -21,6 +21,11 @@ enrolment when the state has a pseudonymisation key):
   federation's private item counts after a private run, otherwise this
   merchant's own counts (which never leave it).
 
+After a private run the merchant serves what it chose on its held-out items
+(:mod:`common.source_choice`, saved with the model or in its state): the
+model's scores as above, DP popularity for everyone, or a blend of the two.
+Each answer says which source served it.
+
 Items outside the federation catalog are never recommended; recent items
 outside it are skipped and reported back, and ``Similar`` for one is
 ``not found``. After a private run, items the federation did not train rank
@@ -51,6 +56,17 @@ from common.errors import FedrecError, RunDirError
 from common.models.base import Recommender, build_model
 from common.models.recent_items import RecentItemsRecommender
 from common.seeding import numpy_rng
+from common.source_choice import (
+    MODEL,
+    SourceChoice,
+    blend,
+    describe_source,
+    popularity_scores,
+    shared_fingerprint,
+)
+from common.source_choice import (
+    POPULARITY as POPULARITY_SOURCE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +97,7 @@ class Recommendation:
     items: tuple[tuple[str, float], ...]  # (item key, score), best first
     strategy: str
     unknown_items: tuple[str, ...]  # recent item IDs outside the federation catalog
+    source: str = MODEL  # what served it: model, blend or popularity (common.source_choice)
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,7 @@ class ServingIndex:
         popularity: npt.NDArray[np.float64],
         popularity_source: str,
         users_fitted_here: bool,
+        choice: SourceChoice | None = None,
     ) -> None:
         self.model = model.eval()
         self.version = global_model.version
@@ -131,6 +149,9 @@ class ServingIndex:
         self._fallback_rank = (order / num_items).astype(np.float32)  # (items,) in [0, 1)
         self._popular = np.argsort(-popularity, kind="stable")  # (items,) most popular first
         self._popular_scores = popularity.astype(np.float32)
+        self.choice = choice
+        self._weight = 0.0 if choice is None else choice.weight  # popularity's weight served
+        self._popularity_z = popularity_scores(popularity).astype(np.float32)
         # Every item a user interacted with (training and held out), as CSR by user.
         seen_users = np.concatenate([data.train_users, data.test_users])
         seen_items = np.concatenate([data.train_items, data.test_items])
@@ -232,6 +253,7 @@ class ServingIndex:
         if isinstance(model, RecentItemsRecommender):  # served from everything they did here
             indptr, items, events = data.histories()
             model.bind_histories(indptr, items, events=events)
+        choice = serving_choice(global_model, store)
         key_path = state / MERCHANT_PSEUDONYM_KEY_FILE
         for parameter in model.parameters():
             parameter.requires_grad_(False)
@@ -244,6 +266,7 @@ class ServingIndex:
             popularity=popularity,
             popularity_source=source,
             users_fitted_here=fitted_here,
+            choice=choice,
         )
 
     def warm_up(self) -> None:
@@ -254,6 +277,11 @@ class ServingIndex:
             self.scores_for_row(0)
 
     # --- queries --------------------------------------------------------------------------
+    @property
+    def source_note(self) -> str:
+        """What serves a known or recent-items user, and why (one line)."""
+        return "serves the model" if self.choice is None else self.choice.reason()
+
     @property
     def personalised(self) -> bool:
         return not math.isinf(self.options.personalisation)
@@ -367,9 +395,16 @@ class ServingIndex:
         else:
             strategy, scores = POPULARITY, self._popular_scores
             exclude = recent_items
+        source = MODEL
+        if strategy != POPULARITY and self._weight > 0:  # the merchant's choice (None: model)
+            assert self.choice is not None
+            source = self.choice.source
+            scores = blend(scores, self._popularity_z, self._weight).astype(np.float32)
+        elif strategy == POPULARITY:
+            source = POPULARITY_SOURCE
         if not exclude_seen:
             exclude = np.zeros(0, dtype=np.int64)
-        return Recommendation(self._top(scores, k, exclude), strategy, unknown)
+        return Recommendation(self._top(scores, k, exclude), strategy, unknown, source)
 
     def similar(self, item_id: str, k: int) -> tuple[tuple[str, float], ...]:
         if not item_id:
@@ -389,3 +424,23 @@ class ServingIndex:
         scores = self._unit_items @ self._unit_items[item]
         scores = np.where(self.trained, scores, -np.inf).astype(np.float32)
         return self._top(scores, k, np.asarray([item], dtype=np.int64))
+
+
+def serving_choice(global_model: GlobalModel, store: MerchantStore) -> SourceChoice | None:
+    """The merchant's serving-source choice for ``global_model``: published with it, or the
+    one in its state measured on these very parameters; ``None`` (serve the model) otherwise."""
+    if global_model.choice is not None:
+        return global_model.choice
+    saved = store.load_source_choice()
+    if saved is None:
+        return None
+    if saved.model != shared_fingerprint(
+        {n: t.detach().numpy() for n, t in global_model.shared.items()}
+    ):
+        logger.warning(
+            "%s holds a serving-source choice for another model (%s); serving the model",
+            store.source_choice_path,
+            describe_source(saved.weight),
+        )
+        return None
+    return saved

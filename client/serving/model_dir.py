@@ -2,7 +2,9 @@
 
 A *model directory* has the layout of a finished run: ``global_model.pt``
 (shared parameters), ``config.json`` (``{"run": settings}``), ``catalog.json``
-and, after a private run, ``item_prior.npz``. ``fedrec simulate`` writes one;
+and, after a private run, ``item_prior.npz`` and the merchant's
+``serving_source.json`` (what it serves with this model,
+:mod:`common.source_choice`). ``fedrec simulate`` writes one;
 a merchant in a deployment publishes one per evaluated global model into
 ``STATE/models/`` (a versions directory): each version is written completely
 under a temporary name, then ``CURRENT`` is replaced atomically to point at it,
@@ -27,13 +29,15 @@ from common.constants import (
     GLOBAL_MODEL_FILE,
     ITEM_PRIOR_FILE,
     MERCHANT_MODELS_DIR,
+    MERCHANT_SOURCE_CHOICE_FILE,
     RUN_CATALOG_FILE,
     RUN_CONFIG_FILE,
 )
 from common.data.catalog import ItemCatalog
-from common.errors import RunDirError
+from common.errors import ConfigError, RunDirError
 from common.fileio import atomic_write_text
 from common.models.prior import ItemPrior
+from common.source_choice import SourceChoice
 
 CURRENT_FILE = "CURRENT"  # in a versions directory: the name of the version being served
 MODELS_DIR = MERCHANT_MODELS_DIR  # the versions directory inside a merchant's state
@@ -50,6 +54,7 @@ class GlobalModel:
     shared: dict[str, torch.Tensor]
     catalog: ItemCatalog
     prior: ItemPrior | None
+    choice: SourceChoice | None = None  # what the merchant serves with it (published beside it)
 
 
 def resolve(path: Path) -> Path:
@@ -100,6 +105,15 @@ def load_global_model(path: Path) -> GlobalModel:
     if (directory / ITEM_PRIOR_FILE).is_file():
         with np.load(directory / ITEM_PRIOR_FILE) as arrays:
             prior = ItemPrior(counts=arrays["counts"], trained=arrays["trained"])
+    choice = None
+    if (directory / MERCHANT_SOURCE_CHOICE_FILE).is_file():
+        path = directory / MERCHANT_SOURCE_CHOICE_FILE
+        try:
+            choice = SourceChoice.from_json(
+                json.loads(path.read_text(encoding="utf-8")), where=str(path)
+            )
+        except (ValueError, ConfigError) as exc:
+            raise RunDirError(f"{path}: not a readable serving-source choice ({exc}).") from exc
     return GlobalModel(
         directory=directory,
         version=hashlib.sha256(payload).hexdigest()[:12],
@@ -107,6 +121,7 @@ def load_global_model(path: Path) -> GlobalModel:
         shared=dict(shared),
         catalog=ItemCatalog.load(directory / RUN_CATALOG_FILE),
         prior=prior,
+        choice=choice,
     )
 
 
@@ -118,6 +133,7 @@ def publish(
     catalog: ItemCatalog,
     prior: ItemPrior | None,
     label: str,
+    choice: SourceChoice | None = None,
 ) -> Path:
     """Write a new version under ``versions`` and point ``CURRENT`` at it; returns its path.
 
@@ -135,6 +151,8 @@ def publish(
         catalog.save(staging / RUN_CATALOG_FILE)
         if prior is not None:
             np.savez(staging / ITEM_PRIOR_FILE, counts=prior.counts, trained=prior.trained)
+        if choice is not None:
+            (staging / MERCHANT_SOURCE_CHOICE_FILE).write_text(choice.dumps(), encoding="utf-8")
         for child in staging.iterdir():
             with open(child, "rb") as handle:
                 os.fsync(handle.fileno())

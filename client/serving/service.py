@@ -141,6 +141,7 @@ def make_servicer(holder: ModelHolder) -> Any:
                 strategy=_strategy_enum(messages, result.strategy),
                 unknown_item_ids=list(result.unknown_items),
                 model_version=index.version,
+                source=result.source,
             )
 
         def Similar(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -173,6 +174,7 @@ def make_servicer(holder: ModelHolder) -> Any:
                 max_k=index.max_k,
                 reloads=holder.reloads,
                 events_outside_catalog=index.data.unknown_items,
+                serving_source=index.source_note,
             )
 
     return RecommenderServicer()

@@ -21,12 +21,14 @@ from common.constants import (
     MERCHANT_OPTIMIZER_FILE,
     MERCHANT_POLICY_FILE,
     MERCHANT_PRIVACY_FILE,
+    MERCHANT_SOURCE_CHOICE_FILE,
     MERCHANT_STATE_FILE,
     MERCHANT_USERS_FILE,
 )
 from common.data.dataset import UserItemData
 from common.errors import DataError, DataProblem
 from common.fileio import atomic_write_bytes
+from common.source_choice import SourceChoice
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,29 @@ class MerchantStore:
 
     def save_optimizer(self, state: dict[str, object], *, run: str) -> None:
         self._save_torch(MERCHANT_OPTIMIZER_FILE, {"run": run, "adam": state})
+
+    @property
+    def source_choice_path(self) -> Path:
+        return self.directory / MERCHANT_SOURCE_CHOICE_FILE
+
+    def save_source_choice(self, choice: SourceChoice) -> None:
+        """What this merchant serves and why (kept here, never sent), written atomically."""
+        atomic_write_bytes(self.source_choice_path, choice.dumps().encode("utf-8"))
+
+    def load_source_choice(self) -> SourceChoice | None:
+        """The last choice saved, or ``None``; a damaged file is an error naming it."""
+        path = self.source_choice_path
+        if not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DataError(
+                str(path),
+                [DataProblem(getattr(exc, "lineno", None), f"not JSON ({exc})")],
+                hint="delete it; the next evaluated round writes a new one",
+            ) from exc
+        return SourceChoice.from_json(payload, where=str(path))
 
     def _save_torch(self, name: str, value: object) -> None:
         """``value`` in ``name`` under this directory, written atomically."""

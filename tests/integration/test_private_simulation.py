@@ -224,3 +224,29 @@ def test_a_cut_merchant_ledger_is_caught_by_the_federation_copy(private_run, tmp
     (path.parent / "ledger.head.json").unlink()  # even without its signed head
     problems = verify_path(run_dir).problems
     assert any(p.kind == "truncated" and "coordinator recorded" in p.message for p in problems)
+
+
+def test_each_merchant_chose_what_it_serves_kept_it_home_and_recommend_follows(
+    private_run, tmp_path
+):
+    from common.source_choice import SOURCES, shared_fingerprint
+    from simulations.recommend import recommend_run
+
+    run_dir, results, _, replies, _, _, merchants = private_run
+    shared = torch.load(run_dir / "global_model.pt", weights_only=True)
+    fingerprint = shared_fingerprint({n: t.numpy() for n, t in shared.items()})
+    sources = results["served"]["sources"]
+    assert set(sources) == set(merchants)
+    for name, data in merchants.items():
+        saved = json.loads((run_dir / "merchants" / name / "serving_source.json").read_text())
+        assert saved["model"] == fingerprint  # measured on the final global model
+        assert saved["source"] in SOURCES and sources[name]["source"] == saved["source"]
+        held_out = int((np.diff(data.train_indptr) >= 2).sum())  # last training item each
+        assert saved["held_out"] == held_out > 0
+        assert sources[name]["reason"].startswith("serves ")
+    served = results["served"]["overall"]
+    assert served["eval-users"] == results["federated"]["overall"]["eval-users"]
+    # the choice and its figures never left: no reply names it
+    assert not any("serving" in json.dumps(r["metrics"]) for r in replies)
+    out = recommend_run(run_dir, k=5, out=tmp_path / "recs.csv")
+    assert out.sources == {n: s["reason"] for n, s in sources.items()}

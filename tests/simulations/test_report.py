@@ -141,3 +141,23 @@ def test_a_skipped_ease_is_said_and_the_pooled_model_is_the_labelled_reference()
     assert "EASE^R skipped: the catalog is too big." in text
     assert _ratio_cells(text, "federated")[0] == "2.00x"  # 0.08 / 0.04
     assert "EASE^R, pooled" not in text
+
+
+def test_each_merchants_serving_source_is_said_with_its_reason() -> None:
+    results = _results(federated=0.015, dp_popularity=0.02)
+    results["served"] = {
+        "overall": _metrics(0.021),
+        "per_merchant": {n: _metrics(0.021) for n in NAMES},
+        "sources": {
+            NAMES[0]: {"source": "popularity", "reason": "serves DP popularity: the best X"},
+            NAMES[1]: {"source": "blend", "reason": "serves a blend (popularity weight 0.5): Y"},
+        },
+    }
+    text = _render(results)
+    assert "served (each merchant's choice)" in text  # its own row in the quality table
+    assert f"{NAMES[0]} serves DP popularity: the best X" in text
+    assert f"{NAMES[1]} serves a blend (popularity weight 0.5): Y" in text
+    flat = " ".join(text.split())
+    assert "Each merchant chose what it serves on its own held-out items" in flat
+    assert "costs no budget" in flat
+    assert "serves" not in _render(_results(federated=0.015, dp_popularity=0.02))

@@ -22,11 +22,13 @@ from client.serving.index import (
     UntrainedItem,
 )
 from client.serving.model_dir import load_global_model, publish
+from client.state.store import MerchantStore
 from common.config import parse_run_config
 from common.constants import MERCHANT_STATE_FILE
 from common.data.catalog import ItemCatalog
 from common.errors import RunDirError
 from common.models.base import build_model
+from common.source_choice import SourceChoice, blend, popularity_scores, shared_fingerprint
 from tests.client.serving.conftest import Served, make_served
 
 
@@ -216,3 +218,61 @@ def test_a_directory_without_a_model_names_the_missing_file(tmp_path: Path) -> N
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunDirError, match="global_model.pt is missing"):
         load_global_model(tmp_path / "empty")
+
+
+def _choice(weight: float, model: str) -> SourceChoice:
+    return SourceChoice(
+        weight=weight,
+        k=10,
+        held_out=100,
+        ndcg=((0.0, 0.01), (weight, 0.05), (1.0, 0.02))
+        if 0 < weight < 1
+        else ((0.0, 0.01), (1.0, 0.02)),
+        best_weight=weight if weight < 1 else 0.0,
+        gain=0.03 if weight < 1 else -0.01,
+        gain_se=0.01,
+        model=model,
+    )
+
+
+def test_the_merchants_choice_decides_what_known_users_are_served(tmp_path: Path) -> None:
+    served = make_served(tmp_path, untrained=20)  # a private run: DP counts, item 0 most popular
+    global_model = load_global_model(served.models)
+    fingerprint = shared_fingerprint({n: t.numpy() for n, t in global_model.shared.items()})
+    store = MerchantStore(served.state)
+    user = 3
+    seen = set(served.data.items_of(user).tolist())
+    seen |= set(served.data.test_items[served.data.test_users == user].tolist())
+
+    store.save_source_choice(_choice(1.0, fingerprint))  # DP popularity
+    index = build(served)
+    result = index.recommend(served.raw_users[user], 5)
+    assert (result.strategy, result.source) == (PERSONAL, "popularity")
+    popular = [i for i in range(len(served.catalog)) if i not in seen][:5]  # counts fall with i
+    assert [key for key, _ in result.items] == [served.catalog.keys[i] for i in popular]
+    assert index.source_note.startswith("serves DP popularity")
+
+    store.save_source_choice(_choice(0.5, fingerprint))  # a blend
+    index = build(served)
+    result = index.recommend(served.raw_users[user], 5)
+    assert result.source == "blend"
+    with torch.no_grad():
+        raw = served.model.score_all(torch.tensor([user])).numpy()[0]
+    scores = index._finish(raw.astype(np.float32))
+    want = blend(scores, popularity_scores(global_model.prior.counts), 0.5)  # type: ignore[union-attr]
+    want[sorted(seen)] = -np.inf
+    assert [key for key, _ in result.items] == [
+        served.catalog.keys[i] for i in np.argsort(-want, kind="stable")[:5]
+    ]
+    assert index.recommend("nobody", 3).source == "popularity"  # unseen user: popularity anyway
+
+
+def test_a_choice_made_for_another_model_is_not_followed(tmp_path: Path, caplog) -> None:
+    served = make_served(tmp_path)
+    MerchantStore(served.state).save_source_choice(_choice(1.0, "0123456789abcdef"))
+    index = build(served)
+    assert index.choice is None
+    assert "for another model" in caplog.text
+    result = index.recommend(served.raw_users[0], 5)
+    assert result.source == "model"
+    assert [key for key, _ in result.items] == expected_top(served, 0, 5)

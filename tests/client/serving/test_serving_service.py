@@ -56,6 +56,7 @@ def test_answers_over_grpc_match_the_in_process_index(running: Any) -> None:
         )
         assert reply.strategy == MESSAGES.Strategy.Value("PERSONAL")
         assert reply.model_version == index.version
+        assert reply.source == local.source == "model"  # no serving-source choice was made
     recent = [served.catalog.keys[3], "never-heard-of-it", served.catalog.keys[8]]
     reply = stub.Recommend(
         MESSAGES.RecommendRequest(user_id="new", k=5, recent_item_ids=recent, exclude_seen=True)
@@ -66,6 +67,7 @@ def test_answers_over_grpc_match_the_in_process_index(running: Any) -> None:
     assert [i.item_id for i in reply.items] == [key for key, _ in local.items]
     reply = stub.Recommend(MESSAGES.RecommendRequest(user_id="new", k=4))
     assert reply.strategy == MESSAGES.Strategy.Value("POPULARITY")
+    assert reply.source == "popularity"
     similar = stub.Similar(MESSAGES.SimilarRequest(item_id=served.catalog.keys[2], k=6))
     assert [i.item_id for i in similar.items] == [
         k for k, _ in index.similar(served.catalog.keys[2], 6)
@@ -79,6 +81,7 @@ def test_answers_over_grpc_match_the_in_process_index(running: Any) -> None:
     )
     assert info.personalisation_lambda == float("inf")
     assert info.events_outside_catalog == served.data.unknown_items
+    assert info.serving_source == "serves the model"
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", HEALTH_SERVICE):
         status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
