@@ -134,7 +134,9 @@ def private_rows(
     }
     rows = [model_row, pop_row]
     if run.privacy.chooses_source:
-        rows.insert(1, served_row(spec.run_dir, pooled, pop_row, label=model_row.method))
+        served = served_row(spec.run_dir, pooled, pop_row, label=model_row.method)
+        served.params = statement | served.params
+        rows.insert(1, served)
     return rows
 
 

@@ -88,7 +88,9 @@ def markdown(report: dict[str, Any]) -> str:
                 else "–"
             )
             settings = ", ".join(
-                f"{k}={v}" for k, v in m["params"].items() if k not in ("partition", "implicit")
+                f"{k}={v}"
+                for k, v in m["params"].items()
+                if k not in ("partition", "implicit", "per_merchant")
             )
             if m["note"].startswith("skipped"):
                 settings = m["note"]

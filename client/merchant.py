@@ -9,8 +9,8 @@ With privacy on, every release goes through the merchant's privacy account
 (:class:`client.merchant_privacy.MerchantPrivacy`): checked against its ledger
 and its budget, and recorded durably *before* it happens. The values it
 returns are the types of :mod:`client.releases`. When the merchant chooses
-what it serves (``source-choice``, :mod:`common.source_choice`), every release
-is computed without its users' last training items, which it keeps to choose on.
+what it serves (``source-choice``, :mod:`common.source_choice`), its model is
+trained without its users' last training items, which it keeps to choose on.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Merchant:
         self.privacy = MerchantPrivacy(
             store,
             self.ledger,
-            data=self.training_data,
+            data=lambda: self.data,
             parameter_names=self.parameter_names,
             model=model_config.kind,
         )
@@ -87,7 +87,11 @@ class Merchant:
         return self._selection
 
     def training_data(self, privacy: PrivacyConfig) -> UserItemData:
-        """What every release under ``privacy`` is computed from (counts, DP-SGD, users' fit)."""
+        """What the model is trained on under ``privacy`` (DP-SGD and the users' own fit).
+
+        The item counts are released from all of the data: the held-out items
+        then favour popularity in the choice, the safe direction.
+        """
         return self.selection.train if privacy.chooses_source else self.data
 
     # --- privacy account (client.merchant_privacy) -------------------------------------

@@ -54,8 +54,7 @@ class MerchantPrivacy:
     """The privacy side of one merchant: its budget, account, reservations and commits.
 
     ``data`` and ``parameter_names`` are called only when needed (the data is
-    loaded lazily; ``data(privacy)`` is what the releases under ``privacy`` are
-    computed from; the names describe what a release sends and what stays).
+    loaded lazily; the names describe what a release sends and what stays).
     """
 
     def __init__(
@@ -63,7 +62,7 @@ class MerchantPrivacy:
         store: MerchantStore,
         ledger: MerchantLedger,
         *,
-        data: Callable[[PrivacyConfig], UserItemData],
+        data: Callable[[], UserItemData],
         parameter_names: Callable[[], tuple[list[str], list[str]]],
         model: str,
     ) -> None:
@@ -98,7 +97,7 @@ class MerchantPrivacy:
             account = PrivacyAccount(
                 plan=plan_privacy(
                     plan.privacy,
-                    population=len(private_population(self._data(plan.privacy), plan.privacy.unit)),
+                    population=len(private_population(self._data(), plan.privacy.unit)),
                     batch=batch,
                     local_epochs=epochs,
                     rounds=plan.num_rounds,
@@ -229,7 +228,7 @@ class MerchantPrivacy:
             what=f"Merchant {self.name}'s item counts",
         )
         counts = noisy_item_counts(
-            self._data(plan.privacy),
+            self._data(),
             unit=privacy_plan.unit,
             cap=plan.train.max_interactions_per_user,
             noise_multiplier=privacy_plan.count_noise_multiplier,

@@ -2,7 +2,7 @@
 
 With few users per merchant, a DP model can rank worse than the private
 popularity it was released beside. Each merchant therefore decides locally,
-on items it held out from every release of the run, what it serves:
+on items its model never trained on, what it serves:
 
 * candidates: the model's scores blended with popularity at popularity weights
   :data:`POPULARITY_WEIGHTS` (0 is the model alone, 1 is DP popularity alone);
@@ -10,9 +10,13 @@ on items it held out from every release of the run, what it serves:
   the private item counts on a log scale (:func:`blend`,
   :func:`popularity_scores`: ``sign(c) log(1 + |c|)``, standardised: the counts' order);
 * the held-out set: each user's last *training* item, for users with at least
-  two (:func:`hold_out_selection`); it is removed from the data every release
-  of the run is computed from (item counts and DP-SGD), so neither source has
-  seen it, and the reported test item stays untouched;
+  two (:func:`hold_out_selection`); the model never trains on it (DP-SGD and
+  the users' own fit leave it out), and the reported test item stays untouched.
+  The private item counts are released from all training items, held-out ones
+  included: popularity is then scored on items its counts saw (through the
+  Gaussian mechanism), which can only make the rule choose popularity more
+  often, the safe direction; and the popularity served is as fresh as
+  DP popularity's (on a sequential log the latest items matter most);
 * the rule (:func:`choose`): take the candidate with the highest mean NDCG@k on
   the held-out items; serve it only if it beats popularity by more than
   :data:`MARGIN_SE` paired standard errors, else serve popularity.
@@ -56,7 +60,7 @@ CHOICE_VERSION = 1
 
 @dataclass(frozen=True)
 class SelectionSplit:
-    """The data every release is computed from, and the items held out to choose a source."""
+    """The data the model trains on, and the items held out to choose a source."""
 
     train: UserItemData  # each user's last training item removed (users with >= 2)
     held_out: UserItemData  # ``train`` with the held-out items as its test items

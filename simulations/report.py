@@ -223,7 +223,7 @@ def render_sources(results: dict[str, Any], *, console: Console) -> None:
         return
     console.print(
         "What each merchant serves, chosen on its users' last training items (held out from "
-        "every release of the run; the choice stays at the merchant and costs no budget):"
+        "its DP training; the choice stays at the merchant and costs no budget):"
     )
     for name in sorted(sources)[:50]:
         console.print(f"  {name} {sources[name]['reason']}", soft_wrap=True)

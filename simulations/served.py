@@ -40,9 +40,15 @@ class Served:
 
 
 def evaluate_served(
-    global_model: GlobalModel, directory: Path, *, k: int, seed: int
+    global_model: GlobalModel,
+    directory: Path,
+    *,
+    k: int,
+    seed: int,
+    follow_choice: bool = True,
 ) -> Served | None:
-    """Score ``directory``'s test users as it serves them; ``None`` without trained users."""
+    """Score ``directory``'s test users as it serves them (``follow_choice=False``: the
+    model alone, whatever it chose); ``None`` without trained users."""
     store = MerchantStore(directory)
     data = store.load_data()
     local = store.load_local()
@@ -59,7 +65,7 @@ def evaluate_served(
     model.load_local(local)
     model.eval()
     prior = global_model.prior
-    choice = serving_choice(global_model, store)
+    choice = serving_choice(global_model, store) if follow_choice else None
     weight = 0.0 if choice is None or prior is None else choice.weight
     popularity = None if prior is None else popularity_scores(prior.counts)
 
@@ -74,14 +80,21 @@ def evaluate_served(
 
 
 def served_by_merchant(
-    run_dir: Path, *, k: int, seed: int, global_model: GlobalModel | None = None
+    run_dir: Path,
+    *,
+    k: int,
+    seed: int,
+    global_model: GlobalModel | None = None,
+    follow_choice: bool = True,
 ) -> list[Served]:
     """Every merchant of the run at ``run_dir``, in name order (``global_model``: the run's,
     when its directory is not complete yet)."""
     global_model = global_model or load_global_model(run_dir)
     out = []
     for directory in sorted(p for p in (run_dir / MERCHANTS_DIR).iterdir() if p.is_dir()):
-        served = evaluate_served(global_model, directory, k=k, seed=seed)
+        served = evaluate_served(
+            global_model, directory, k=k, seed=seed, follow_choice=follow_choice
+        )
         if served is not None:
             out.append(served)
     return out

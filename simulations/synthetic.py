@@ -74,6 +74,10 @@ class SyntheticSpec:
     stock_curve: float = 1.0
     merchant_taste_shift: float = 0.6
     merchant_size_concentration: float = 2.0
+    # (low, high) > 0: each merchant's user count is drawn log-uniformly from [low, high]
+    # (a power law, density ~ 1/n: many small shops, few large ones) and num_users is
+    # not used; (0, 0): num_users split by a Dirichlet(merchant_size_concentration) draw.
+    merchant_size_range: tuple[int, int] = (0, 0)
     event_mix: tuple[float, float, float] = (0.7, 0.2, 0.1)  # view, cart, purchase
     # Time and sequence (0 turns each off; all off = a static latent-factor model).
     span_days: float = 365.0
@@ -101,6 +105,11 @@ class SyntheticSpec:
             (self.temperature > 0.0, "temperature must be > 0"),
             (0.0 <= self.min_stock <= 1.0, "min_stock must be in [0, 1]"),
             (self.merchant_size_concentration > 0.0, "merchant_size_concentration must be > 0"),
+            (
+                self.merchant_size_range == (0, 0)
+                or 2 <= self.merchant_size_range[0] <= self.merchant_size_range[1],
+                "merchant_size_range must be (0, 0) or (low, high) with 2 <= low <= high",
+            ),
             (abs(sum(self.event_mix) - 1.0) < 1e-6, "event_mix must sum to 1"),
             (self.span_days > 0.0, "span_days must be > 0"),
             (self.mean_gap_days > 0.0, "mean_gap_days must be > 0"),
@@ -167,14 +176,21 @@ def item_side(spec: SyntheticSpec) -> ItemSide:
     return ItemSide(factors, log_pop, trend, launch, complements.astype(np.int64), stock_prob)
 
 
+def merchant_sizes(spec: SyntheticSpec, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """Users per merchant: log-uniform on ``merchant_size_range``, else a Dirichlet split."""
+    if spec.merchant_size_range != (0, 0):
+        low, high = spec.merchant_size_range
+        drawn = np.exp(rng.uniform(np.log(low), np.log(high), spec.num_merchants))
+        return np.clip(np.round(drawn), low, high).astype(np.int64)
+    shares = rng.dirichlet(np.full(spec.num_merchants, spec.merchant_size_concentration))
+    return np.maximum(2, np.round(shares * spec.num_users)).astype(np.int64)
+
+
 def generate_federation(spec: SyntheticSpec) -> Interactions:
     """Generate the event log of a whole federation, with a ``merchant_id`` column."""
     _, size_seq, merchant_seq = np.random.SeedSequence(spec.seed).spawn(3)
     items = item_side(spec)
-    shares = np.random.default_rng(size_seq).dirichlet(
-        np.full(spec.num_merchants, spec.merchant_size_concentration)
-    )
-    sizes = np.maximum(2, np.round(shares * spec.num_users)).astype(np.int64)
+    sizes = merchant_sizes(spec, np.random.default_rng(size_seq))
 
     parts = [
         _merchant_events(spec, items, m, int(sizes[m]), np.random.default_rng(m_seq))

@@ -92,8 +92,8 @@ class PrivacyConfig:
     local_steps: int = 0  # local steps per round (DP-SGD or plain); 0 = from local-epochs
     client_clip: float = 1.0  # client unit: L2 bound on each client's model update
     device_epsilon: float = 0.0  # client unit: on-device record-level DP-SGD epsilon; 0 = none
-    # each merchant holds out its users' last training items and serves the DP model, DP
-    # popularity or a blend, whichever wins there (common.source_choice)
+    # unit user: each merchant trains without its users' last training items and serves the
+    # DP model, DP popularity or a blend, whichever wins on them (common.source_choice)
     source_choice: bool = True
 
     def __post_init__(self) -> None:
@@ -139,9 +139,9 @@ class PrivacyConfig:
 
     @property
     def chooses_source(self) -> bool:
-        """Merchants choose what they serve (common.source_choice): merchant DP-SGD with a
+        """Merchants choose what they serve (common.source_choice): user-level DP-SGD with a
         private item-count release to compare against, and ``source-choice`` on."""
-        return self.merchant_dp and self.source_choice and self.count_share > 0
+        return self.unit == "user" and self.source_choice and self.count_share > 0
 
     @property
     def budget(self) -> float:

@@ -49,7 +49,9 @@ def _global(num_items):
     return {n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()}
 
 
-def test_every_release_leaves_out_the_held_out_items(tmp_path, data, monkeypatch):
+def test_the_model_trains_without_the_held_out_items_and_the_counts_see_all(
+    tmp_path, data, monkeypatch
+):
     merchant = _merchant(tmp_path, data)
     held = hold_out_selection(data)
     assert held.num_held_out > 100
@@ -70,7 +72,7 @@ def test_every_release_leaves_out_the_held_out_items(tmp_path, data, monkeypatch
     counts = merchant.release_item_counts(PLAN).counts
     prior = ItemPrior(counts=counts, trained=np.arange(data.num_items))
     merchant.train(_global(data.num_items), PLAN, server_round=1, prior=prior)
-    assert seen == [("counts", held.train.num_train), ("dp-sgd", held.train.num_train)]
+    assert seen == [("counts", data.num_train), ("dp-sgd", held.train.num_train)]
     assert held.train.num_train == data.num_train - held.num_held_out
     # The population (users with training data) is the data's: q is unchanged.
     assert merchant.account(PLAN).plan.sample_rate == pytest.approx(40 / data.num_users)
@@ -101,6 +103,7 @@ def test_without_source_choice_the_whole_log_is_released_and_nothing_is_chosen(t
     assert merchant.training_data(off) is merchant.data
     no_counts = dataclasses.replace(PRIVACY, count_share=0.0)  # no popularity to compare with
     assert not no_counts.chooses_source
+    assert not dataclasses.replace(PRIVACY, unit="interaction").chooses_source
     assert merchant.training_data(no_counts) is merchant.data
     assert not PrivacyConfig().chooses_source  # privacy off
     prior = ItemPrior(counts=np.ones(data.num_items), trained=np.arange(data.num_items))

@@ -128,3 +128,21 @@ def test_items_launch_inside_the_span_and_popularity_follows_its_trend():
 def test_invalid_sequence_knobs_are_named():
     with pytest.raises(ConfigError, match="taste_memory must be in \\[0, 1\\).*repeat_prob"):
         SyntheticSpec(taste_memory=1.0, repeat_prob=1.5)
+
+
+def test_merchant_sizes_follow_a_power_law_within_the_range():
+    from simulations.synthetic import merchant_sizes
+
+    spec = SyntheticSpec(num_merchants=400, merchant_size_range=(200, 2000), seed=1)
+    sizes = merchant_sizes(spec, np.random.default_rng(0))
+    assert sizes.min() >= 200 and sizes.max() <= 2000 and len(sizes) == 400
+    # log-uniform: the median is near the geometric mean (632), well below the midpoint (1100)
+    assert 500 < np.median(sizes) < 800
+    assert (sizes < 632).mean() == pytest.approx(0.5, abs=0.08)
+    events = generate_federation(
+        SyntheticSpec(num_merchants=4, num_items=60, merchant_size_range=(20, 60), seed=2)
+    )
+    users = {m: len(set(events.user_id[events.merchant_id == m])) for m in set(events.merchant_id)}
+    assert len(users) == 4 and all(20 <= n <= 60 for n in users.values())
+    with pytest.raises(ConfigError, match="merchant_size_range"):
+        SyntheticSpec(merchant_size_range=(300, 200))
