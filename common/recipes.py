@@ -81,6 +81,7 @@ SASREC_PRIVATE_DEFAULTS: Final[Mapping[str, Any]] = {
     "user-epochs": 0,
     "max-grad-norm": 1.0,
     "item-threshold": 1.0,
+    "count-epsilon-share": 0.1,  # as measured (README, SASRec); PRIVATE_DEFAULTS has 0.5
 }
 MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {"sasrec": SASREC_DEFAULTS}
 PRIVATE_MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {"sasrec": SASREC_PRIVATE_DEFAULTS}

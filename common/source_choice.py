@@ -22,10 +22,12 @@ on items its model never trained on, what it serves:
   :data:`MARGIN_SE` paired standard errors, else serve popularity.
 
 The decision uses the merchant's own data and is kept at the merchant: nothing
-about it is released to the federation, so it costs no privacy budget. Like
-any recommendation served to the merchant's own users, it is computed from
-their raw data, which the merchant holds anyway; the DP guarantee covers what
-leaves the merchant.
+about it is released to the federation, so what leaves the merchant and its ε
+are unchanged. It is computed without noise from all of the merchant's users'
+held-out items, so, like local personalisation, the recommendations served
+after it are not covered by the joint-DP statement towards the merchant's
+other users: each user's list depends on the others' data through this one
+choice among five weights (and otherwise only through DP releases).
 """
 
 from __future__ import annotations
