@@ -296,7 +296,7 @@ class Merchant:
         (``refit.user_epochs`` user-only passes, saved): the personalisation a
         merchant does on receiving a new global model. It touches no shared
         parameter and costs no privacy. Under ``privacy`` they are fitted on the
-        data the run's releases use (without the items held out to choose a source).
+        data the model trains on (without the items held out to choose a source).
         """
         model = self._model(shared)
         if refit is not None and refit.user_epochs > 0:
