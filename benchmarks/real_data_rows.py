@@ -25,7 +25,7 @@ from common.data.catalog import ItemCatalog
 from common.data.dataset import UserItemData
 from common.data.partition import PartitionConfig
 from common.data.schema import Interactions
-from common.evaluation import EvaluationResult, evaluate_model, evaluate_scores
+from common.evaluation import EvaluationResult, evaluate_scores
 from common.seeding import numpy_rng
 from simulations.runner import DataSource
 
@@ -292,39 +292,17 @@ def federated_row(
 def federated_per_user(
     run_dir: Path, pooled: UserItemData
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], dict[str, float]]:
-    """Each merchant's users scored by the global model and its saved user vectors."""
-    import torch
+    """Each merchant's users scored by the global model and its saved user vectors (the
+    model alone, whatever the merchant chose to serve: :mod:`simulations.served`)."""
+    from simulations.served import served_by_merchant
 
-    from client.serving.model_dir import load_global_model
-    from client.state.store import MerchantStore
-    from common.constants import MERCHANTS_DIR
-    from common.models.base import build_model
-
-    global_model = load_global_model(run_dir)
     position = {key: i for i, key in enumerate(np.asarray(pooled.user_keys)[pooled.test_users])}
     hr = np.full(len(pooled.test_users), np.nan)
     ndcg = np.full(len(pooled.test_users), np.nan)
-    for directory in sorted(p for p in (run_dir / MERCHANTS_DIR).iterdir() if p.is_dir()):
-        store = MerchantStore(directory)
-        data = store.load_data()
-        local = store.load_local()
-        if local is None or len(data.test_users) == 0:
-            continue
-        model = build_model(
-            global_model.run.model,
-            num_users=data.num_users,
-            num_items=data.num_items,
-            generator=torch.Generator().manual_seed(SEED),
-        )
-        model.bind(data)
-        model.load_shared(global_model.shared)
-        model.load_local(local)
-        result = evaluate_model(
-            model, data, k=K, rng=numpy_rng(SEED, "evaluate", store.name), prior=global_model.prior
-        )
-        rows = [position[data.user_keys[u]] for u in result.users]
-        hr[rows] = result.per_user[HR]
-        ndcg[rows] = result.per_user[NDCG]
+    for one in served_by_merchant(run_dir, k=K, seed=SEED, follow_choice=False):
+        rows = [position[one.user_keys[u]] for u in one.result.users]
+        hr[rows] = one.result.per_user[HR]
+        ndcg[rows] = one.result.per_user[NDCG]
     missing = int(np.isnan(ndcg).sum())
     if missing:
         raise RuntimeError(f"{missing} test users were not evaluated by any merchant")

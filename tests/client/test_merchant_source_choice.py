@@ -4,53 +4,21 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 import client.training.private
 import common.privacy.counts
-from client.merchant import Merchant
-from client.state.store import MerchantStore
-from common.config import RoundPlan, TrainConfig
-from common.constants import MERCHANT_DATA_FILE, MERCHANT_USERS_FILE
-from common.data.catalog import ItemCatalog
-from common.data.dataset import build_user_item_data
-from common.models import ModelConfig, build_model
 from common.models.prior import ItemPrior
 from common.privacy.config import PrivacyConfig
 from common.source_choice import POPULARITY_WEIGHTS, hold_out_selection, shared_fingerprint
-from simulations.synthetic import SyntheticSpec, generate_federation
+from tests.client.test_private_merchant import PLAN, _global, _merchant, data  # noqa: F401
 
-MODEL = ModelConfig(embedding_dim=4)
-PRIVACY = PrivacyConfig(unit="user", target_epsilon=2.0, delta=1e-5, max_grad_norm=0.5)
-PLAN = RoundPlan(
-    train=TrainConfig(batch_users=40, local_epochs=1, learning_rate=0.05),
-    privacy=PRIVACY,
-    num_rounds=2,
-)
-
-
-@pytest.fixture(scope="module")
-def data():
-    events = generate_federation(
-        SyntheticSpec(num_merchants=1, num_users=200, num_items=50, seed=3)
-    )
-    return build_user_item_data(events, ItemCatalog.from_keys(events.item_id))
-
-
-def _merchant(tmp_path, data):
-    directory = tmp_path / "shop"
-    if not (directory / MERCHANT_DATA_FILE).exists():
-        data.save(directory, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE)
-    return Merchant(MerchantStore(directory), MODEL, seed=0)
-
-
-def _global(num_items):
-    model = build_model(MODEL, num_users=0, num_items=num_items, generator=torch.Generator())
-    return {n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()}
+PRIVACY = PLAN.privacy  # user-level DP with an item-count release: the merchant chooses
 
 
 def test_the_model_trains_without_the_held_out_items_and_the_counts_see_all(
-    tmp_path, data, monkeypatch
+    tmp_path,
+    data,  # noqa: F811
+    monkeypatch,
 ):
     merchant = _merchant(tmp_path, data)
     held = hold_out_selection(data)
@@ -78,7 +46,7 @@ def test_the_model_trains_without_the_held_out_items_and_the_counts_see_all(
     assert merchant.account(PLAN).plan.sample_rate == pytest.approx(40 / data.num_users)
 
 
-def test_the_choice_is_measured_saved_and_names_its_model(tmp_path, data):
+def test_the_choice_is_measured_saved_and_names_its_model(tmp_path, data):  # noqa: F811
     merchant = _merchant(tmp_path, data)
     counts = merchant.release_item_counts(PLAN).counts
     prior = ItemPrior(counts=counts, trained=np.arange(data.num_items))
@@ -97,7 +65,7 @@ def test_the_choice_is_measured_saved_and_names_its_model(tmp_path, data):
     assert merchant.store.load_source_choice() == choice  # kept at the merchant
 
 
-def test_without_source_choice_the_whole_log_is_released_and_nothing_is_chosen(tmp_path, data):
+def test_without_source_choice_the_whole_log_is_released_and_nothing_is_chosen(tmp_path, data):  # noqa: F811
     merchant = _merchant(tmp_path, data)
     off = dataclasses.replace(PRIVACY, source_choice=False)
     assert merchant.training_data(off) is merchant.data
