@@ -4,7 +4,8 @@ A synthetic federation of ``--merchants`` merchants whose user counts are drawn
 log-uniformly (a power law) from ``--size-range`` runs through the real
 Simulation Engine once without DP and once per ``--epsilons`` (user-level, δ =
 1e-6, Opacus RDP, Poisson sampling of users) with the private defaults
-(``common.privacy.config.PRIVATE_DEFAULTS``, then ``--private-set`` pairs).
+(``common.privacy.config.PRIVATE_DEFAULTS`` and the model's private recipe,
+``common.recipes``, then ``--private-set`` pairs, e.g. ``model=ease``).
 Side by side, on the same test users (leave-last-out, full ranking, NDCG@10):
 
 * the non-private federated model;
@@ -46,8 +47,7 @@ from common.config import parse_run_config  # noqa: E402
 from common.constants import ndcg_at  # noqa: E402
 from common.data.dataset import concat_user_item_data  # noqa: E402
 from common.data.partition import PartitionConfig  # noqa: E402
-from common.privacy.config import PRIVATE_DEFAULTS  # noqa: E402
-from common.recipes import parse_set_pairs  # noqa: E402
+from common.recipes import parse_set_pairs, run_settings  # noqa: E402
 from simulations.baselines import evaluate_dp_popularity  # noqa: E402
 from simulations.merchants import prepare_merchants  # noqa: E402
 from simulations.runner import DataSource, SimulationSpec, simulate  # noqa: E402
@@ -114,7 +114,14 @@ def main() -> None:
         "delta": DELTA,
         "accountant": "rdp",
         "sampling": "Poisson sampling of users at rate q",
-        "private_settings": {**PRIVATE_DEFAULTS, **parse_set_pairs(args.private_pairs)},
+        "private_settings": {  # at each epsilon of --epsilons
+            k: v
+            for k, v in run_settings(
+                parse_set_pairs(args.private_pairs),
+                {"privacy-unit": "user", "target-epsilon": 1.0},
+            ).items()
+            if k != "target-epsilon"
+        },
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as scratch:
@@ -151,13 +158,10 @@ def main() -> None:
         report["non_private"] = {**_mean_se(non_private), "seconds": round(seconds, 1)}
         print(f"non-private federated NDCG@10 {non_private.mean():.4f} in {seconds:.0f} s")
         for epsilon in epsilons:
-            settings = {
-                **PRIVATE_DEFAULTS,
-                **parse_set_pairs(args.private_pairs),
-                "privacy-unit": "user",
-                "target-epsilon": epsilon,
-                "target-delta": DELTA,
-            }
+            settings = run_settings(  # the private defaults and the model's private recipe
+                parse_set_pairs(args.private_pairs),
+                {"privacy-unit": "user", "target-epsilon": epsilon, "target-delta": DELTA},
+            )
             run_dir, results, seconds = run(settings, f"eps{epsilon:g}")
             model = _aligned(
                 served_by_merchant(run_dir, k=K, seed=SEED, follow_choice=False),

@@ -26,14 +26,14 @@ from client.merchant_privacy import MerchantPrivacy
 from client.releases import CountsRelease, PrivacyReport, Release, SharedArrays, TrainOutcome
 from client.state.ledger import MerchantLedger
 from client.state.store import MerchantStore
-from client.training.loop import OptimizerCarry, fit_local, train_local
+from client.training.loop import OptimizerCarry, TrainStats, fit_local, train_local
 from common.config import RoundPlan, TrainConfig
 from common.data.dataset import UserItemData
 from common.errors import ConfigError
 from common.evaluation import EvaluationResult, evaluate_model
 from common.models.base import ModelConfig, Recommender, build_model
 from common.models.prior import ItemPrior
-from common.privacy.accountant import EVENT_DP_SGD, PrivacyAccount, PrivacyPlan
+from common.privacy.accountant import EVENT_DP_SGD, EVENT_ITEM_GRAM, PrivacyAccount, PrivacyPlan
 from common.privacy.accounting import PrivacyEvent
 from common.privacy.config import PrivacyConfig
 from common.privacy.ledger import Entry
@@ -138,7 +138,7 @@ class Merchant:
         model.bind(data)  # a history model scores users from their own items, kept here
         expected = {n: tuple(p.shape) for n, p in model.shared_parameters().items()}
         received = {n: tuple(a.shape) for n, a in shared.items()}
-        if expected != received:
+        if not model.fits_shared(received):
             raise ConfigError(
                 f"Merchant {self.name}: the global model does not fit this merchant's model "
                 f"(expected shared parameters {expected}, received {received}). "
@@ -229,11 +229,11 @@ class Merchant:
         run: str,
         secagg: bool = False,
     ) -> TrainOutcome:
-        from client.training.private import train_private
-
-        account = self.privacy.open_account(
-            plan, run=run, server_round=server_round, kind=EVENT_DP_SGD
-        )
+        statistics = self.privacy.releases_statistics
+        kind = EVENT_ITEM_GRAM if statistics else EVENT_DP_SGD
+        if statistics:
+            items = _statistics_items(shared, prior, merchant=self.name)
+        account = self.privacy.open_account(plan, run=run, server_round=server_round, kind=kind)
         privacy_plan: PrivacyPlan = account.plan
         event = PrivacyEvent(
             noise_multiplier=privacy_plan.noise_multiplier,
@@ -246,7 +246,7 @@ class Merchant:
             Release(
                 run=run,
                 server_round=server_round,
-                kind=EVENT_DP_SGD,
+                kind=kind,
                 event=event,
                 budget=budget,
                 secagg=secagg,
@@ -254,6 +254,19 @@ class Merchant:
             what=f"Merchant {self.name}'s round {server_round}",
         )
         data = self.training_data(plan.privacy)
+        if statistics:
+            return self._release_gram(
+                shared,
+                items,
+                data,
+                plan,
+                account,
+                budget=budget,
+                reservation=reservation,
+                server_round=server_round,
+            )
+        from client.training.private import train_private
+
         model = self._model(shared, data)
         fit_local(
             model,
@@ -275,6 +288,47 @@ class Merchant:
         return TrainOutcome(
             shared={n: p.detach().numpy().copy() for n, p in model.shared_parameters().items()},
             stats=stats,
+            num_examples=1,
+            privacy=PrivacyReport.of(account, budget=budget),
+            reservation=reservation,
+        )
+
+    def _release_gram(
+        self,
+        shared: SharedArrays,
+        items: npt.NDArray[np.int64],
+        data: UserItemData,
+        plan: RoundPlan,
+        account: PrivacyAccount,
+        *,
+        budget: float,
+        reservation: int,
+        server_round: int,
+    ) -> TrainOutcome:
+        """A statistics model's round: the noisy Gram of ``items`` (already reserved)."""
+        import time
+
+        from common.privacy.cooccurrence import noisy_gram
+
+        started = time.perf_counter()
+        gram = noisy_gram(
+            data,
+            items,
+            cap=plan.train.max_interactions_per_user,
+            noise_multiplier=account.plan.noise_multiplier,
+            rng=np.random.default_rng(self.store.noise_seed("item-gram", server_round)),
+        )
+        users = int(np.count_nonzero(np.diff(data.train_indptr)))
+        return TrainOutcome(
+            shared={n: np.asarray(a).copy() for n, a in shared.items()}
+            | {"gram": gram.astype(np.float32)},
+            stats=TrainStats(
+                loss=0.0,
+                steps=1,
+                users=users,
+                examples=data.num_train,
+                seconds=time.perf_counter() - started,
+            ),
             num_examples=1,
             privacy=PrivacyReport.of(account, budget=budget),
             reservation=reservation,
@@ -345,6 +399,27 @@ class Merchant:
         )
         self.store.save_source_choice(choice)
         return choice
+
+
+def _statistics_items(
+    shared: SharedArrays, prior: ItemPrior | None, *, merchant: str
+) -> npt.NDArray[np.int64]:
+    """The items a statistics model's release covers: the global model's, which must be
+    the item prior's trained items (set by the coordinator from the private counts)."""
+    if prior is None or "items" not in shared:
+        raise ConfigError(
+            f"Merchant {merchant}: a statistics model (model=ease) releases co-occurrence of "
+            "the items the private item counts chose; this round brought no item prior. Run it "
+            "with privacy-unit=user and count-epsilon-share > 0."
+        )
+    items = np.rint(np.asarray(shared["items"], dtype=np.float64)).astype(np.int64)
+    if not np.array_equal(items, prior.trained):
+        raise ConfigError(
+            f"Merchant {merchant}: the global model's {len(items)} items are not the item "
+            f"prior's {len(prior.trained)} trained items; the coordinator must set them from "
+            "the prior before the release (a mismatched coordinator version?)."
+        )
+    return items
 
 
 def _device_plan(plan: RoundPlan) -> RoundPlan:

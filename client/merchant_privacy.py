@@ -76,6 +76,13 @@ class MerchantPrivacy:
     def name(self) -> str:
         return self.store.name
 
+    @property
+    def releases_statistics(self) -> bool:
+        """The model is learnt from one release of statistics per round, not DP-SGD steps."""
+        from common.models.registry import model_class
+
+        return bool(getattr(model_class(self.model), "RELEASES_STATISTICS", False))
+
     def budget(self, privacy: PrivacyConfig) -> float:
         """The epsilon this merchant may spend: the federation's, or its own policy if lower."""
         own = self.store.policy_epsilon_max()
@@ -102,6 +109,7 @@ class MerchantPrivacy:
                     local_epochs=epochs,
                     rounds=plan.num_rounds,
                     who=f"merchant {self.name}",
+                    statistics=self.releases_statistics,
                 )
             )
             account.save(path)

@@ -18,6 +18,7 @@ from common.compression import CompressionConfig
 from common.config_keys import KEYS
 from common.errors import ConfigError
 from common.models.config import ModelConfig
+from common.models.registry import MODELS
 from common.privacy.config import PrivacyConfig
 
 
@@ -210,6 +211,8 @@ class RunConfig:
     run_signature: str = ""  # deployment: the operator's signature (common/run_signature.py)
 
     def __post_init__(self) -> None:
+        if MODELS[self.model.kind].statistics:
+            self._check_statistics_model()
         if self.privacy.enabled and self.train.proximal_mu > 0:
             raise ConfigError(
                 "proximal-mu > 0 (FedProx) is not supported with differential privacy: the "
@@ -244,6 +247,22 @@ class RunConfig:
                 f"secagg=true cannot be combined with compression={self.compression.kind}: "
                 "SecAgg+ sums masked, quantised field elements of the whole update. "
                 "Set compression=none, or turn secagg off."
+            )
+
+    def _check_statistics_model(self) -> None:
+        """A model learnt from one release of statistics (model=ease) needs its setting."""
+        kind, privacy = self.model.kind, self.privacy
+        if privacy.unit != "user" or privacy.count_share <= 0:
+            raise ConfigError(
+                f"model={kind} is learnt from the merchants' DP co-occurrence of the items "
+                "their private item counts choose: it needs privacy-unit=user and "
+                f"count-epsilon-share > 0 (got privacy-unit={privacy.unit}, "
+                f"count-epsilon-share={privacy.count_share:g}). Use --epsilon, or another model."
+            )
+        if self.federation.num_rounds != 1:
+            raise ConfigError(
+                f"model={kind} releases its statistics once: set num-server-rounds=1 (got "
+                f"{self.federation.num_rounds}); more rounds would only spend more epsilon."
             )
 
 

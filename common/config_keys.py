@@ -22,6 +22,8 @@ KEYS: Final[dict[str, tuple[str, str]]] = {
     "sasrec-heads": ("model", "sasrec_heads"),
     "dropout": ("model", "dropout"),
     "sasrec-negatives": ("model", "sasrec_negatives"),
+    "ease-items": ("model", "ease_items"),
+    "ease-ridge": ("model", "ease_ridge"),
     "local-epochs": ("train", "local_epochs"),
     "batch-users": ("train", "batch_users"),
     "learning-rate": ("train", "learning_rate"),

@@ -83,8 +83,22 @@ SASREC_PRIVATE_DEFAULTS: Final[Mapping[str, Any]] = {
     "item-threshold": 1.0,
     "count-epsilon-share": 0.1,  # as measured (README, SASRec); PRIVATE_DEFAULTS has 0.5
 }
+# EASE over DP co-occurrence (over PRIVATE_DEFAULTS): one release, half of epsilon on the
+# item counts (they choose the items and are the popularity blended in), the items whose
+# noisy count clears 3 noise std (at most 1,000), ridge 10 x the Gram's mean diagonal
+# (validation splits, 3 merchants: README, "DP co-occurrence").
+EASE_PRIVATE_DEFAULTS: Final[Mapping[str, Any]] = {
+    "num-server-rounds": 1,
+    "count-epsilon-share": 0.5,
+    "item-threshold": 3.0,
+    "ease-items": 1000,
+    "ease-ridge": 10.0,
+}
 MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {"sasrec": SASREC_DEFAULTS}
-PRIVATE_MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {"sasrec": SASREC_PRIVATE_DEFAULTS}
+PRIVATE_MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {
+    "sasrec": SASREC_PRIVATE_DEFAULTS,
+    "ease": EASE_PRIVATE_DEFAULTS,
+}
 
 
 def with_real_log_defaults(settings: Mapping[str, Any]) -> dict[str, Any]:

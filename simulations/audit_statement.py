@@ -72,7 +72,8 @@ def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
             [f"{summary.name} made no differentially private release.", _non_dp_sentence(summary)]
             + _refused_runs_sentence(summary)
         )
-    dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] == "dp-sgd"})
+    training = ("dp-sgd", "item-gram")
+    dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] in training})
     counts = [r for r in summary.releases if r["release"] == "item-counts"]
     versions = latest.get("versions", {})
     parts = [
@@ -86,10 +87,19 @@ def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
         f"Unit of privacy: {latest.get('unit_description') or latest.get('unit')}. Neighbouring "
         f"datasets: {latest.get('adjacency')}.",
         f"Sampling: {sampling_description(str(latest.get('unit')), latest.get('sampling'))}. "
-        "Each update step clipped every unit's contribution "
-        f"to L2 norm C = {fmt(latest.get('max_grad_norm'))} and added Gaussian noise with "
-        f"multiplier sigma = {fmt(latest.get('noise_multiplier'))}, at sampling rate q = "
-        f"{fmt(latest.get('sample_rate'))}; {latest.get('steps_total')} steps in total.",
+        + (
+            "The model was learnt from one release of the trained items' co-occurrence: every "
+            "unit's vector over those items had L2 norm at most "
+            f"{fmt(latest.get('max_grad_norm'))}, and each entry of the released upper "
+            "triangle of the Gram matrix received Gaussian noise with multiplier sigma = "
+            f"{fmt(latest.get('noise_multiplier'))} (sensitivity 1, q = "
+            f"{fmt(latest.get('sample_rate'))})."
+            if latest.get("release") == "item-gram"
+            else "Each update step clipped every unit's contribution "
+            f"to L2 norm C = {fmt(latest.get('max_grad_norm'))} and added Gaussian noise with "
+            f"multiplier sigma = {fmt(latest.get('noise_multiplier'))}, at sampling rate q = "
+            f"{fmt(latest.get('sample_rate'))}; {latest.get('steps_total')} steps in total."
+        ),
         f"Released: {', '.join(latest.get('released', []))}. Kept local and never sent: "
         f"{', '.join(latest.get('kept_local', []))}.",
         "Secure aggregation was "

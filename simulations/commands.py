@@ -20,6 +20,7 @@ from common.config import RunConfig, parse_run_config
 from common.data.partition import PartitionConfig
 from common.errors import ConfigError, ExitCode
 from common.fileio import atomic_write_text
+from common.models.registry import MODELS
 from common.recipes import MODEL_RECIPES, REAL_LOG_DEFAULTS, parse_set_pairs, run_settings
 from simulations.personalisation import personalisation_table
 from simulations.recommend import recommend_run
@@ -104,16 +105,23 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 def _print_summary(console: Console, run: RunConfig, *, scheme: str, data: str | None) -> None:
     """The settings in force, the recipe beneath them and the privacy guarantee."""
-    console.print(
-        f"fedrec simulate: {run.model.kind.upper()} dim {run.model.embedding_dim}, "
-        f"{run.federation.strategy}, {run.federation.num_rounds} rounds x "
-        + (
-            f"{run.privacy.local_steps} local steps"
-            if run.privacy.local_steps
-            else f"{run.train.local_epochs} local epochs"
+    if MODELS[run.model.kind].statistics:
+        shape = (
+            f"{run.model.kind.upper()} over the {run.model.ease_items} most counted items "
+            f"(ridge {run.model.ease_ridge:g}), one DP co-occurrence release per merchant"
         )
-        + f", partition {scheme}; data: "
-        f"{data or 'synthetic federation'}"
+    else:
+        shape = (
+            f"{run.model.kind.upper()} dim {run.model.embedding_dim}, "
+            f"{run.federation.strategy}, {run.federation.num_rounds} rounds x "
+            + (
+                f"{run.privacy.local_steps} local steps"
+                if run.privacy.local_steps
+                else f"{run.train.local_epochs} local epochs"
+            )
+        )
+    console.print(
+        f"fedrec simulate: {shape}, partition {scheme}; data: {data or 'synthetic federation'}"
     )
     if run.model.kind in MODEL_RECIPES:
         console.print(

@@ -15,6 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from common.constants import AUC, EVAL_USERS, hr_at, ndcg_at, recall_at, sampled_hr_at
+from common.models.registry import MODELS
 from common.privacy.config import PrivacyConfig
 
 METHODS = ("federated", "served", "reference", "centralised", "popularity", "dp-popularity")
@@ -96,7 +97,9 @@ def _render_client_level(privacy: dict[str, Any], *, console: Console) -> None:
         console.print("On-device training is not DP; a user's privacy is the client-level epsilon.")
 
 
-def privacy_results(history: dict[str, Any], *, privacy: PrivacyConfig) -> dict[str, Any]:
+def privacy_results(
+    history: dict[str, Any], *, privacy: PrivacyConfig, model: str = "mf"
+) -> dict[str, Any]:
     """What :func:`render_privacy` reads, from a run's history (``federation.json``).
 
     The same for a simulation and a deployment (``fedrec run``), so both end
@@ -117,12 +120,14 @@ def privacy_results(history: dict[str, Any], *, privacy: PrivacyConfig) -> dict[
         "client_level": history.get("client_privacy", {}),
         "device_epsilon": privacy.device_epsilon,
         "trained_items": history.get("trained_items"),
+        "statistics": MODELS[model].statistics if model in MODELS else False,
     }
 
 
 def render_privacy(results: dict[str, Any], *, console: Console) -> None:
     """Per merchant: epsilon spent, delta, sigma, C, q, steps, unit and accountant."""
     from common.privacy.config import UNIT_DESCRIPTIONS, sampling_description
+    from common.privacy.records import GRAM_SAMPLING
 
     privacy = results.get("privacy", {})
     if privacy.get("unit", "off") == "off":
@@ -146,7 +151,7 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
         "ε spent",
         "δ",
         "ε budget",
-        "σ SGD",
+        "σ train",
         "σ counts",
         "C",
         "q",
@@ -199,10 +204,15 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
             console.print(f"  ({table.caption})")
     if client_mode:
         return
+    sampling = GRAM_SAMPLING if privacy.get("statistics") else sampling_description(privacy["unit"])
     console.print(
-        f"Unit of privacy: {UNIT_DESCRIPTIONS[privacy['unit']]}. Sampling: "
-        f"{sampling_description(privacy['unit'])}. "
-        "User embeddings never leave a merchant; the shared parameters are "
+        f"Unit of privacy: {UNIT_DESCRIPTIONS[privacy['unit']]}. Sampling: {sampling}. "
+        + (
+            "σ train is the noise of the one co-occurrence release (C: one user's L2 bound). "
+            if privacy.get("statistics")
+            else "σ train is the noise multiplier of every DP-SGD step. "
+        )
+        + "User embeddings never leave a merchant; the shared parameters are "
         "(epsilon, delta)-DP per unit (joint DP for the users' own recommendations). "
         "Not DP: the number of units at each merchant (it sets q), evaluation metrics, "
         "timings and the fact of taking part."

@@ -324,7 +324,7 @@ def simulate(
             f.startswith("evaluate:") for f in history["rounds"][-1]["failures"]
         )
         results["top_k"] = run.federation.top_k
-        results["privacy"] = privacy_results(history, privacy=run.privacy)
+        results["privacy"] = privacy_results(history, privacy=run.privacy, model=run.model.kind)
         config = {
             "run": to_run_config(spec.run),
             "partition": asdict(spec.partition),

@@ -53,6 +53,8 @@ class Recommender(nn.Module, ABC):
 
     USER_REPRESENTATION: ClassVar[UserRepresentation]
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]]
+    # True: learnt from one DP release of statistics (common.models.ease), not by DP-SGD
+    RELEASES_STATISTICS: ClassVar[bool] = False
 
     def __init__(self, *, num_users: int, num_items: int) -> None:
         super().__init__()
@@ -134,6 +136,10 @@ class Recommender(nn.Module, ABC):
         return {
             name: param for name, param in self.named_parameters() if name in self.LOCAL_PARAMETERS
         }
+
+    def fits_shared(self, shapes: dict[str, tuple[int, ...]]) -> bool:
+        """Whether shared parameters of these shapes can be loaded (default: exactly ours)."""
+        return shapes == {n: tuple(p.shape) for n, p in self.shared_parameters().items()}
 
     def load_shared(self, arrays: dict[str, torch.Tensor]) -> None:
         """Overwrite shared parameters in place; names and shapes must match exactly."""

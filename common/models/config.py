@@ -30,6 +30,10 @@ class ModelConfig:
     sasrec_heads: int = 1
     dropout: float = 0.2
     sasrec_negatives: int = 0
+    # EASE over private co-occurrence (common/models/ease.py): the most popular items it
+    # covers (by the private item counts) and its ridge, relative to the Gram's mean diagonal
+    ease_items: int = 1000
+    ease_ridge: float = 10.0
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -58,6 +62,10 @@ class ModelConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.ease_items < 1:
+            raise ConfigError(f"ease-items must be >= 1, got {self.ease_items}.")
+        if not self.ease_ridge > 0:
+            raise ConfigError(f"ease-ridge must be > 0, got {self.ease_ridge}.")
         if self.sasrec_negatives < 0:
             raise ConfigError(
                 f"sasrec-negatives must be >= 0 (0: full softmax), got {self.sasrec_negatives}."

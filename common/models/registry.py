@@ -40,6 +40,7 @@ class ModelEntry:
 
     path: str
     summary: str
+    statistics: bool = False  # learnt from one DP release of statistics, not DP-SGD steps
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -50,6 +51,11 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "sasrec": ModelEntry(
         "common.models.sasrec:SASRec", "SASRec: causal self-attention over the recent items"
+    ),
+    "ease": ModelEntry(
+        "common.models.ease:EASE",
+        "EASE over the merchants' DP item co-occurrence (one release)",
+        statistics=True,
     ),
 }
 

@@ -34,12 +34,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.privacy.accountant import EVENT_DP_SGD, EVENT_ITEM_COUNTS, PrivacyAccount
+from common.privacy.accountant import (
+    EVENT_DP_SGD,
+    EVENT_ITEM_COUNTS,
+    EVENT_ITEM_GRAM,
+    PrivacyAccount,
+)
 from common.privacy.accounting import PrivacyEvent
 from common.privacy.ledger import RESERVE, Entry
 from common.privacy.records import enforced_epsilon
 
-DP_RELEASES = (EVENT_ITEM_COUNTS, EVENT_DP_SGD)
+DP_RELEASES = (EVENT_ITEM_COUNTS, EVENT_DP_SGD, EVENT_ITEM_GRAM)
 SHOWN = 5  # disagreements listed one by one; the rest are counted
 RELATIVE_TOLERANCE = 1e-9  # epsilon recomputed from the same events may differ in the last bits
 

@@ -28,6 +28,8 @@ from common.privacy.config import PrivacyConfig
 ACCOUNT_VERSION = 1
 EVENT_ITEM_COUNTS = "item-counts"
 EVENT_DP_SGD = "dp-sgd"
+EVENT_ITEM_GRAM = "item-gram"  # a statistics model's one release (common.privacy.cooccurrence)
+TRAINING_EVENTS = (EVENT_DP_SGD, EVENT_ITEM_GRAM)  # what a train round releases
 
 
 class PrivacyRefused(ConfigError):
@@ -98,8 +100,14 @@ def plan_privacy(
     local_epochs: int,
     rounds: int,
     who: str = "this merchant",
+    statistics: bool = False,
 ) -> PrivacyPlan:
-    """Calibrate sigma once: item counts (if any) then ``rounds`` x steps at rate q hit epsilon."""
+    """Calibrate sigma once: item counts (if any) then ``rounds`` x steps at rate q hit epsilon.
+
+    With ``statistics`` (a model learnt from one release of statistics, e.g. the
+    item Gram of :mod:`common.privacy.cooccurrence`), each round is one Gaussian
+    release over all users: q = 1 and one step per round.
+    """
     if population < 1:
         raise ConfigError(f"{who} has no training examples; it cannot train privately.")
     if config.delta >= 1.0 / population:
@@ -108,8 +116,28 @@ def plan_privacy(
             f"{who}): such a delta allows leaking some {config.unit}'s data outright. "
             f"Set target-delta below {1.0 / population:.3g}, e.g. {suggest_delta(population)}."
         )
-    sample_rate = min(1.0, batch / population)
-    steps = config.local_steps or math.ceil(local_epochs / sample_rate)
+    sample_rate = 1.0 if statistics else min(1.0, batch / population)
+    steps = 1 if statistics else config.local_steps or math.ceil(local_epochs / sample_rate)
+    count_sigma, sigma = _calibrate(config, sample_rate=sample_rate, steps=steps * rounds)
+    return PrivacyPlan(
+        unit=config.unit,
+        accountant=config.accountant,
+        delta=config.delta,
+        target_epsilon=config.target_epsilon,
+        # one unit's L2 bound: C for DP-SGD, 1 for a statistics release (its sensitivity)
+        max_grad_norm=1.0 if statistics else config.max_grad_norm,
+        population=population,
+        sample_rate=sample_rate,
+        steps_per_round=steps,
+        planned_rounds=rounds,
+        noise_multiplier=sigma,
+        count_noise_multiplier=count_sigma,
+        inputs=plan_inputs(config, batch=batch, local_epochs=local_epochs, rounds=rounds),
+    )
+
+
+def _calibrate(config: PrivacyConfig, *, sample_rate: float, steps: int) -> tuple[float, float]:
+    """(sigma of the item counts, 0 if none; sigma of each of ``steps`` events at rate q)."""
     prior: list[PrivacyEvent] = []
     count_sigma = 0.0
     if config.count_share > 0:
@@ -123,24 +151,16 @@ def plan_privacy(
         target_epsilon=config.target_epsilon,
         delta=config.delta,
         sample_rate=sample_rate,
-        steps=steps * rounds,
+        steps=steps,
         accountant=config.accountant,
         prior=prior,
     )
-    return PrivacyPlan(
-        unit=config.unit,
-        accountant=config.accountant,
-        delta=config.delta,
-        target_epsilon=config.target_epsilon,
-        max_grad_norm=config.max_grad_norm,
-        population=population,
-        sample_rate=sample_rate,
-        steps_per_round=steps,
-        planned_rounds=rounds,
-        noise_multiplier=sigma,
-        count_noise_multiplier=count_sigma,
-        inputs=plan_inputs(config, batch=batch, local_epochs=local_epochs, rounds=rounds),
-    )
+    return count_sigma, sigma
+
+
+def statistics_noise(config: PrivacyConfig, *, rounds: int) -> float:
+    """Sigma of each statistics release (q = 1, one per round): the same at any population."""
+    return _calibrate(config, sample_rate=1.0, steps=rounds)[1]
 
 
 def suggest_delta(population: int) -> str:
@@ -175,7 +195,7 @@ class PrivacyAccount:
 
     @property
     def steps(self) -> int:
-        return sum(s.event.steps for s in self.events if s.kind == EVENT_DP_SGD)
+        return sum(s.event.steps for s in self.events if s.kind in TRAINING_EVENTS)
 
     def has(self, kind: str) -> bool:
         return any(s.kind == kind for s in self.events)

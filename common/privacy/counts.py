@@ -62,3 +62,9 @@ def trained_items(
 ) -> npt.NDArray[np.int64]:
     """Items whose noisy count clears ``threshold`` noise standard deviations (sorted ids)."""
     return np.flatnonzero(noisy_counts >= threshold * noise_std).astype(np.int64)
+
+
+def most_counted(noisy_counts: npt.NDArray[np.float64], top: int) -> npt.NDArray[np.int64]:
+    """The ``top`` items of highest noisy count (ties: lower id first), as sorted ids."""
+    order = np.lexsort((np.arange(len(noisy_counts)), -noisy_counts))
+    return np.sort(order[:top]).astype(np.int64)

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from common.privacy.accountant import EVENT_ITEM_COUNTS, PrivacyAccount
+from common.privacy.accountant import EVENT_ITEM_COUNTS, EVENT_ITEM_GRAM, PrivacyAccount
 from common.privacy.accounting import PrivacyEvent, epsilon_of
 from common.privacy.config import ACCOUNTANTS, UNIT_DESCRIPTIONS, sampling_description
 from common.privacy.ledger import finite
@@ -29,6 +29,11 @@ ADJACENCY = {
 }
 COUNT_SAMPLING = (
     "none: one Gaussian release over all units (each unit's counts scaled to L2 norm 1)"
+)
+GRAM_SAMPLING = (
+    "none: one Gaussian release over all units of the trained items' co-occurrence (each "
+    "unit's vector over those items scaled to L2 norm 1, so the released upper triangle of "
+    "the Gram matrix has L2 sensitivity 1)"
 )
 JOINT_DP = (
     "joint DP: users' own parameters are trained locally, never released, and depend only on "
@@ -98,6 +103,8 @@ def release_record(
     eps = epsilons(account)
     enforced = eps[epsilon_key(plan.accountant)]
     counts = release == EVENT_ITEM_COUNTS
+    gram = release == EVENT_ITEM_GRAM
+    sampling = COUNT_SAMPLING if counts else GRAM_SAMPLING if gram else None
     return {
         "run": run,
         "round": server_round,
@@ -107,9 +114,10 @@ def release_record(
         "unit": plan.unit,
         "unit_description": UNIT_DESCRIPTIONS.get(plan.unit, plan.unit),
         "adjacency": ADJACENCY.get(plan.unit, plan.unit),
-        "sampling": COUNT_SAMPLING if counts else sampling_description(plan.unit),
+        "sampling": sampling or sampling_description(plan.unit),
         "noise_multiplier": event.noise_multiplier,
-        "max_grad_norm": 1.0 if counts else plan.max_grad_norm,
+        # the L2 bound on one unit's contribution: 1 for released statistics, C for DP-SGD
+        "max_grad_norm": 1.0 if sampling else plan.max_grad_norm,
         "sample_rate": event.sample_rate,
         "steps": event.steps,
         "steps_total": account.steps,

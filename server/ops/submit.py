@@ -238,7 +238,7 @@ def show_privacy(run_dir: Path) -> None:
 
     history = json.loads((run_dir / FEDERATION_FILE).read_text(encoding="utf-8"))
     run = parse_run_config(history["config"])
-    results = privacy_results(history, privacy=run.privacy)
+    results = privacy_results(history, privacy=run.privacy, model=run.model.kind)
     render_privacy({"privacy": results}, console=Console())
 
 

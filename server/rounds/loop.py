@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from common.config import FederationConfig, RoundPlan
 from common.constants import TOP_K_FIELD
 from server.rounds import transport
@@ -89,6 +91,9 @@ class RoundLoop:
             num_parameters=sum(int(a.numpy().size) for a in self.result.arrays.values()),
             max_examples=self.federation.max_merchant_examples,
             max_update_norm=self.federation.max_update_norm,
+            statistics_noise=(
+                self.options.statistics_noise if self.options.statistics_items else None
+            ),
         )
         logger.info("accepted updates: %s", self.bounds.describe())
         for server_round in range(self.result.resumed_from + 1, self.federation.num_rounds + 1):
@@ -98,6 +103,7 @@ class RoundLoop:
             if messages is None:
                 break
             train_round(self, record, messages)
+            self.keep_statistics_items()
             if self.evaluation_due(server_round):
                 self.evaluate(record)
             self.finish(record, started=started)
@@ -189,8 +195,24 @@ class RoundLoop:
             ledger=self.ledger,
             options=self.options,
             names=self.names,
+            top=self.options.statistics_items,
         )
         self.exhausted |= refused
+        if self.options.statistics_items:  # the statistics model covers the prior's items
+            from flwr.app import Array
+
+            size = len(self.result.prior.trained)
+            self.keep_statistics_items()
+            self.result.arrays["gram"] = Array(np.zeros((size, size), dtype="float32"))
+
+    def keep_statistics_items(self) -> None:
+        """A statistics model's items are the prior's, exactly: a float mean of equal ids
+        (plain FedAvg) can be off in the last bit, and merchants never change them."""
+        if self.options.statistics_items and self.result.prior is not None:
+            from flwr.app import Array
+
+            ids = self.result.prior.trained.astype("float32")  # exact below 2^24 items
+            self.result.arrays["items"] = Array(ids)
 
     def configure(self, record: RoundRecord) -> list[Message] | None:
         """The round's train instructions, or None when the run must stop before it."""

@@ -37,10 +37,14 @@ def collect_item_prior(
     ledger: FederationLedger | None = None,
     options: RunOptions | None = None,
     names: dict[int, str] | None = None,
+    top: int = 0,
 ) -> tuple[ItemPrior, set[str]]:
     """Ask every merchant for one private item-count release; build the public item prior.
 
-    Returns the prior and the merchants that refused (out of budget already).
+    The trained items are those whose noisy count clears ``item-threshold``
+    noise standard deviations; with ``top`` > 0 (a statistics model) at most
+    ``top`` of them, the highest noisy counts (ties by item id), and at least
+    one. Returns the prior and the merchants that refused (out of budget already).
     """
     import numpy as np
     from flwr.app import ConfigRecord, Message, RecordDict
@@ -85,11 +89,23 @@ def collect_item_prior(
             f"({len(failed)} failed, {len(refused)} refused); the private run cannot start"
             + "".join(f"\n  {why}" for why in [*reasons, *failed])
         )
-    from common.privacy.counts import trained_items
+    from common.privacy.counts import most_counted, trained_items
 
     trained = trained_items(
         total, noise_std=float(np.sqrt(variance)), threshold=plan.privacy.item_threshold
     )
+    if top > 0:  # a statistics model: the most counted of those, at most `top`, at least one
+        trained = most_counted(total, min(top, max(1, len(trained))))
+        logger.info(
+            "item prior: the %d items of highest noisy count are trained (at most %d; %d clear "
+            "%.1f x noise std %.2f)",
+            len(trained),
+            top,
+            int(np.count_nonzero(total >= plan.privacy.item_threshold * np.sqrt(variance))),
+            plan.privacy.item_threshold,
+            float(np.sqrt(variance)),
+        )
+        return ItemPrior(counts=total, trained=trained), refused
     if len(trained) == 0:  # nothing clears the bar: train everything rather than nothing
         trained = np.arange(len(total), dtype=np.int64)
     logger.info(

@@ -90,3 +90,7 @@ class RunOptions:
     resume: Checkpoint | None = None  # continue after this checkpoint's last round
     settings: dict[str, Any] = field(default_factory=dict)  # the run config, for checkpoints
     poll: float = 0.1  # seconds between pulls of replies
+    # a statistics model (model=ease): its N items are the prior's top N, set in the global
+    # model before round 1; 0 for a model trained by DP-SGD
+    statistics_items: int = 0
+    statistics_noise: float = 0.0  # sigma of each merchant's statistics release (update bound)

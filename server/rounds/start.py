@@ -10,7 +10,7 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.config import RunConfig, to_run_config
 from common.constants import (
@@ -122,7 +122,22 @@ def run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:
         resume=resume,
         settings=settings,
         poll=float(os.environ.get("FEDREC_GRID_POLL", "0.1")),  # seconds between reply pulls
+        **statistics_options(run),
     )
+
+
+def statistics_options(run: RunConfig) -> dict[str, Any]:
+    """For a statistics model: how many items it covers and the sigma of each release."""
+    from common.models.registry import MODELS
+
+    if not MODELS[run.model.kind].statistics:
+        return {}
+    from common.privacy.accountant import statistics_noise
+
+    return {
+        "statistics_items": min(run.model.ease_items, catalog_size(run)),
+        "statistics_noise": statistics_noise(run.privacy, rounds=run.federation.num_rounds),
+    }
 
 
 def announce(run: RunConfig, nodes: list[int]) -> None:

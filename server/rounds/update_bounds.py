@@ -168,6 +168,31 @@ class UpdateBounds:
         return f"update L2 norm <= {self.max_norm:.4g} ({self.derivation}); weights {weights}"
 
 
+GRAM_TAIL = 12.0  # chi tail: P(noise norm > sigma (sqrt(d) + t)) <= exp(-t^2 / 2) = 5e-32
+
+
+def statistics_bound(*, max_examples: int, noise_multiplier: float, size: int) -> tuple[float, str]:
+    """The largest honest statistics release (``gram`` of a model=ease round), in L2.
+
+    Its update is the noisy Gram (the global one is zero before the release
+    and ``items`` do not move). Each of at most ``N = max-merchant-examples``
+    users adds ``x_u x_u^T`` of Frobenius norm ``||x_u||^2 <= 1``; the noise is a
+    symmetric matrix whose upper triangle (``d' <= d`` entries) is ``sigma`` times a
+    standard normal vector, so its Frobenius norm is at most ``sqrt(2)`` times
+    that vector's, which exceeds ``sigma (sqrt(d') + t)`` with probability at most
+    ``exp(-t^2 / 2)`` (Gaussian concentration of a 1-Lipschitz function).
+    With ``t = 12`` an honest merchant is rejected with probability below 1e-31.
+    """
+    noise = math.sqrt(2.0) * noise_multiplier * (math.sqrt(size) + GRAM_TAIL)
+    max_norm = MARGIN * (max_examples + noise)
+    derivation = (
+        f"statistics release: {MARGIN:g} x (N = {max_examples} users x 1 + sqrt(2) x sigma "
+        f"{noise_multiplier:.4g} x (sqrt(d = {size}) + {GRAM_TAIL:g})); an honest merchant "
+        "exceeds it with probability < 1e-31"
+    )
+    return max_norm, derivation
+
+
 def derive_bounds(
     *,
     train: TrainConfig,
@@ -175,12 +200,18 @@ def derive_bounds(
     num_parameters: int,
     max_examples: int,
     max_update_norm: float = 0.0,
+    statistics_noise: float | None = None,
 ) -> UpdateBounds:
-    """The run's bounds: ``max_update_norm`` if > 0, else ``MARGIN * lr * sqrt(d) * S(T)``."""
+    """The run's bounds: ``max_update_norm`` if > 0, else ``MARGIN * lr * sqrt(d) * S(T)``,
+    or for a statistics model (``statistics_noise`` = its sigma) :func:`statistics_bound`."""
     if num_parameters < 1:
         raise ValueError(f"the global model needs at least one parameter, got {num_parameters}")
     if max_update_norm > 0:
         max_norm, derivation = max_update_norm, "max-update-norm, set by the operator"
+    elif statistics_noise is not None:
+        max_norm, derivation = statistics_bound(
+            max_examples=max_examples, noise_multiplier=statistics_noise, size=num_parameters
+        )
     else:
         steps = max_local_steps(train, privacy, max_examples=max_examples)
         path = adam_path_bound(steps)

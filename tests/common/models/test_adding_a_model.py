@@ -115,7 +115,7 @@ def test_registration_refuses_what_other_processes_could_not_use() -> None:
         register_model("mf", DotModel, summary="")
     with pytest.raises(ConfigError, match="built in"):
         unregister_model("mf")
-    assert model_kinds() == ("mf", "neumf", "history", "sasrec")
+    assert model_kinds() == ("mf", "neumf", "history", "sasrec", "ease")
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ class ToyModel(LocalVectorRecommender):
 
 
 def test_every_registered_model_builds_and_unknown_kinds_name_the_registry() -> None:
-    assert model_kinds() == ("mf", "neumf", "history", "sasrec")
+    assert model_kinds() == ("mf", "neumf", "history", "sasrec", "ease")
     for kind in MODELS:
         model = build_model(
             ModelConfig(kind=kind), num_users=3, num_items=5, generator=torch.Generator()

@@ -383,3 +383,33 @@ def test_a_decoded_compressed_update_keeps_every_value_within_the_per_value_boun
     decoded = decompress(compress(trained, reference, config), reference, config)
     delta = decoded["w"].astype(np.float64) - reference["w"]
     assert float(np.abs(delta).max()) <= per_value * (1 + 1e-5)
+
+
+def test_an_honest_statistics_release_is_within_its_bound_and_a_scaled_one_is_not():
+    """model=ease: the update is the merchant's noisy Gram; the bound is derived, not guessed."""
+    from common.privacy.cooccurrence import noisy_gram
+    from simulations.synthetic import SyntheticSpec, generate_federation
+
+    events = generate_federation(SyntheticSpec(num_merchants=1, num_users=300, num_items=40))
+    data = build_user_item_data(events, ItemCatalog.from_keys(events.item_id))
+    items = np.arange(data.num_items)
+    sigma = 3.0
+    bounds = derive_bounds(
+        train=TrainConfig(),
+        privacy=PrivacyConfig(unit="user", target_epsilon=1.0),
+        num_parameters=len(items) ** 2 + len(items),
+        max_examples=data.num_users,
+        statistics_noise=sigma,
+    )
+    assert "statistics release" in bounds.derivation
+    size = len(items) ** 2 + len(items)
+    expected = 1.05 * (data.num_users + math.sqrt(2) * sigma * (math.sqrt(size) + 12))
+    assert bounds.max_norm == pytest.approx(expected)
+    norms = [
+        np.linalg.norm(
+            noisy_gram(data, items, cap=200, noise_multiplier=sigma, rng=np.random.default_rng(s))
+        )
+        for s in range(20)
+    ]
+    assert max(norms) <= bounds.max_norm
+    assert max(norms) > 0.1 * bounds.max_norm  # not vacuous at this merchant's size
