@@ -20,6 +20,8 @@ from common.data.dataset import UserItemData
 from common.data.partition import PartitionConfig
 from common.models.base import Recommender, build_model
 from common.models.prior import ItemPrior
+from common.privacy.cooccurrence import gram_contributions
+from common.privacy.counts import most_counted
 from simulations.merchants import prepare_merchants
 from simulations.synthetic import SyntheticSpec, generate_federation
 
@@ -59,6 +61,8 @@ def make_served(
         )
         data.save(state, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE)
     settings: dict[str, object] = {"model": kind, "embedding-dim": 8, "mlp-layers": "16 8"}
+    if kind == "ease":  # a model from one DP release: its run is private, one round
+        settings |= {"privacy-unit": "user", "target-epsilon": 3.0, "num-server-rounds": 1}
     config = parse_run_config(settings)
     model = build_model(
         config.model,
@@ -66,6 +70,16 @@ def make_served(
         num_items=data.num_items,
         generator=torch.Generator().manual_seed(seed + 1),
     )
+    if kind == "ease":  # the Gram of the 30 most counted items, as a release would give
+        counts = np.bincount(data.train_items, minlength=data.num_items).astype(np.float64)
+        items = most_counted(counts, 30)
+        gram = gram_contributions(data, items, cap=200, rng=np.random.default_rng(seed))
+        model.load_shared(
+            {
+                "items": torch.as_tensor(items, dtype=torch.float32),
+                "gram": torch.as_tensor(gram, dtype=torch.float32),
+            }
+        )
     MerchantStore(state).save_local(model.local_parameters())
     prior = None
     if untrained:

@@ -63,7 +63,7 @@ def _history(served: Served, user: int) -> tuple[list[int], list[int]]:
     return items, list(data.train_events[span]) + list(data.test_events[held])
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "history"])
+@pytest.mark.parametrize("kind", ["sasrec", "history", "ease"])
 def test_a_known_user_is_read_from_their_whole_history_here(tmp_path: Path, kind: str) -> None:
     served = make_served(tmp_path, kind=kind)
     index = _index(served)
@@ -73,7 +73,7 @@ def test_a_known_user_is_read_from_their_whole_history_here(tmp_path: Path, kind
         result = index.recommend(served.raw_users[user], 6)
         assert result.strategy == PERSONAL
         want = _top(served, _reading(served, history, events), history, 6)
-        if kind == "sasrec":  # the history model adds the user's fitted residual (zero here)
+        if kind != "history":  # the history model adds the user's fitted residual (zero here)
             assert [key for key, _ in result.items] == want
         # Recent items continue the stored history.
         session = [3, 11]
@@ -85,7 +85,7 @@ def test_a_known_user_is_read_from_their_whole_history_here(tmp_path: Path, kind
         assert [key for key, _ in continued.items] == want
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "history"])
+@pytest.mark.parametrize("kind", ["sasrec", "history", "ease"])
 def test_an_unseen_user_is_read_from_recent_items_with_nothing_fitted(
     tmp_path: Path, kind: str
 ) -> None:
@@ -136,3 +136,19 @@ def test_sasrec_answers_over_grpc_with_the_recent_items_strategy(tmp_path: Path)
     finally:
         channel.close()
         server.stop(grace=1.0)
+
+
+def test_similar_under_ease_reads_the_grams_leading_eigenvectors(tmp_path: Path) -> None:
+    served = make_served(tmp_path, kind="ease")
+    index = _index(served)
+    (table,) = served.model.item_vectors()
+    vectors = table.weight.detach().numpy()[: len(served.catalog)]
+    items = served.model.item_ids()
+    query = int(items[0])
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit[query]
+    cosine[query] = -np.inf
+    want = [served.catalog.keys[i] for i in np.argsort(-cosine, kind="stable")[:5]]
+    got = [key for key, _ in index.similar(served.catalog.keys[query], 5)]
+    assert got == want
+    assert set(got) <= {served.catalog.keys[i] for i in items}  # trained items are the similar
