@@ -45,6 +45,8 @@ from common.config import RunConfig
 from common.data.dataset import UserItemData
 from common.data.partition import PartitionConfig
 from common.data.schema import Interactions
+from common.models.registry import MODELS
+from common.privacy.records import GRAM_SAMPLING
 from simulations.runner import DataSource
 
 DP_POPULARITY = "DP popularity"
@@ -92,7 +94,9 @@ def private_rows(
         "unit": run.privacy.unit,
         "delta": run.privacy.delta,
         "accountant": run.privacy.accountant,
-        "sampling": "Poisson sampling of users at rate q",
+        "sampling": GRAM_SAMPLING
+        if MODELS[run.model.kind].statistics
+        else "Poisson sampling of users at rate q",
         "target_epsilon": epsilon,
         "max_epsilon_spent": max(spent.values()) if spent else math.nan,
     }
@@ -104,7 +108,10 @@ def private_rows(
         params=run_settings_summary(run)
         | statement
         | {
-            "max_grad_norm": run.privacy.max_grad_norm,
+            # one unit's L2 bound: C of DP-SGD, or 1 for a statistics release
+            "max_grad_norm": 1.0
+            if MODELS[run.model.kind].statistics
+            else run.privacy.max_grad_norm,
             "trained_items": privacy["trained_items"],
             "partition": dataclasses.asdict(partition),
         },

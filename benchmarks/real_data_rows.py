@@ -217,6 +217,16 @@ def _loss_name(run: RunConfig) -> str:
 
 
 def run_settings_summary(run: RunConfig) -> dict[str, Any]:
+    if run.model.kind == "ease":  # one release of statistics: no training settings
+        return {
+            "model": run.model.kind,
+            "rounds": run.federation.num_rounds,
+            "ease_items": run.model.ease_items,
+            "ease_ridge": run.model.ease_ridge,
+            "item_threshold": run.privacy.item_threshold,
+            "count_epsilon_share": run.privacy.count_share,
+            "count_only_below": run.privacy.count_only_below,
+        }
     settings = {
         "model": run.model.kind,
         "embedding_dim": run.model.embedding_dim,

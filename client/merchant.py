@@ -235,6 +235,8 @@ class Merchant:
             items = _statistics_items(shared, prior, merchant=self.name)
         account = self.privacy.open_account(plan, run=run, server_round=server_round, kind=kind)
         privacy_plan: PrivacyPlan = account.plan
+        if not privacy_plan.trains:
+            self.privacy.refuse_training(account, plan, run=run, server_round=server_round)
         event = PrivacyEvent(
             noise_multiplier=privacy_plan.noise_multiplier,
             sample_rate=privacy_plan.sample_rate,

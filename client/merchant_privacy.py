@@ -16,6 +16,7 @@ written to the ledger before they are raised.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,7 @@ from common.privacy.account_check import (
 from common.privacy.accountant import (
     EVENT_ITEM_COUNTS,
     AccountDisagrees,
+    CountsOnly,
     PrivacyAccount,
     PrivacyBudgetExceeded,
     PrivacyRefused,
@@ -170,6 +172,25 @@ class MerchantPrivacy:
                 reason=str(refusal),
             )
             raise
+
+    def refuse_training(
+        self, account: PrivacyAccount, plan: RoundPlan, *, run: str, server_round: int
+    ) -> NoReturn:
+        """A merchant whose plan gives all of epsilon to its counts refuses every training
+        round (ledgered, then raised); it still serves, from the federation's releases."""
+        privacy = plan.privacy
+        reason = (
+            f"Merchant {self.name} has {account.plan.population} {privacy.unit}s: "
+            f"{account.plan.population} x epsilon {privacy.target_epsilon:g} is below "
+            f"count-only-below {privacy.count_only_below:g}, so it spent its whole budget on "
+            "its item counts and trains nothing (DP training on so few units adds noise, not "
+            "signal); it serves from the federation's counts and model."
+        )
+        self.ledger.refusal(
+            {"run": run, "round": server_round, "merchant": self.name, "release": "training"},
+            reason=reason,
+        )
+        raise CountsOnly(reason)
 
     def report(self, plan: RoundPlan) -> PrivacyReport:
         return PrivacyReport.of(self.account(plan), budget=self.budget(plan.privacy))

@@ -27,7 +27,7 @@ are unchanged. It is computed without noise from all of the merchant's users'
 held-out items, so, like local personalisation, the recommendations served
 after it are not covered by the joint-DP statement towards the merchant's
 other users: each user's list depends on the others' data through this one
-choice among six weights (and otherwise only through DP releases).
+choice among seven weights (and otherwise only through DP releases).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ IntArray = npt.NDArray[np.int64]
 
 MODEL, BLEND, POPULARITY = "model", "blend", "popularity"
 SOURCES = (MODEL, BLEND, POPULARITY)
-POPULARITY_WEIGHTS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+POPULARITY_WEIGHTS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 MARGIN_SE = 1.0  # a source other than popularity must beat it by this many paired SEs
 CHOICE_VERSION = 1
 

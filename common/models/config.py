@@ -34,6 +34,8 @@ class ModelConfig:
     # covers (by the private item counts) and its ridge, relative to the Gram's mean diagonal
     ease_items: int = 1000
     ease_ridge: float = 10.0
+    ease_noise_ridge: float = 0.0  # + this x the noise's spectral norm (2 noise-std sqrt(N))
+    ease_decay: float = 1.0  # weight of a user's k-th most recent item: decay^(k-1)
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -66,6 +68,10 @@ class ModelConfig:
             raise ConfigError(f"ease-items must be >= 1, got {self.ease_items}.")
         if not self.ease_ridge > 0:
             raise ConfigError(f"ease-ridge must be > 0, got {self.ease_ridge}.")
+        if not 0 < self.ease_decay <= 1:
+            raise ConfigError(f"ease-decay must be in (0, 1], got {self.ease_decay}.")
+        if self.ease_noise_ridge < 0:
+            raise ConfigError(f"ease-noise-ridge must be >= 0, got {self.ease_noise_ridge}.")
         if self.sasrec_negatives < 0:
             raise ConfigError(
                 f"sasrec-negatives must be >= 0 (0: full softmax), got {self.sasrec_negatives}."

@@ -1,7 +1,8 @@
 """EASE over the federation's private item co-occurrence: a model learnt from statistics.
 
 ``score(u, i) = sum_j x_uj B_ji`` over the ``N`` trained items, where ``x_u``
-marks the user's recent items and ``B`` is EASE's closed form
+marks the user's recent items (the ``k``-th most recent weighs
+``ease-decay^(k-1)``; 1 is EASE's 0/1 row) and ``B`` is EASE's closed form
 (:func:`common.privacy.cooccurrence.ease_weights`) of the shared Gram matrix.
 Items outside the trained set rank below every trained one (the item prior
 orders them by popularity).
@@ -13,7 +14,9 @@ The model is not trained by gradient steps: its shared parameters are
   counted of those whose noisy count clears ``item-threshold`` noise standard
   deviations, at most ``ease-items`` (so ``N`` grows with the federation);
 * ``gram``: ``N x N``, the mean over merchants of each one's noisy Gram
-  (:mod:`common.privacy.cooccurrence`), released once under DP.
+  (:mod:`common.privacy.cooccurrence`), released once under DP;
+* ``noise``: the standard deviation of that mean's noise per entry, set by the
+  coordinator from the merchants' (public) sigmas; EASE's ridge grows with it.
 
 A user is their own items, held by the merchant and never sent (as for the
 history models); there are no local parameters, so a new user needs no fit.
@@ -56,14 +59,20 @@ class EASE(RecentItemsRecommender):
         self.ridge = config.ease_ridge
         self.items = nn.Parameter(torch.zeros(size), requires_grad=False)  # (N,) catalog ids
         self.gram = nn.Parameter(torch.zeros(size, size), requires_grad=False)  # (N, N)
-        self._cache: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
+        # the standard deviation of the global Gram's noise per entry (set by the coordinator
+        # from the merchants' sigmas: public); the ridge grows with it
+        self.noise = nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.noise_ridge = config.ease_noise_ridge
+        self.decay = config.ease_decay
+        self._cache: tuple[tuple[int, int, int], torch.Tensor, torch.Tensor] | None = None
 
     # --- shape: as many items as the coordinator chose, up to ease-items -----------------
     def fits_shared(self, shapes: dict[str, tuple[int, ...]]) -> bool:
-        if set(shapes) != {"items", "gram"} or len(shapes["items"]) != 1:
+        if set(shapes) != {"items", "gram", "noise"} or len(shapes["items"]) != 1:
             return False
         size = shapes["items"][0]
-        return 1 <= size <= self.max_size and shapes["gram"] == (size, size)
+        fits = shapes["gram"] == (size, size) and shapes["noise"] == (1,)
+        return fits and 1 <= size <= self.max_size
 
     def load_shared(self, arrays: dict[str, torch.Tensor]) -> None:
         """Load the global items and Gram, resized to the number of items they cover."""
@@ -82,12 +91,17 @@ class EASE(RecentItemsRecommender):
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(columns of every catalog item, -1 if untrained (num_items,); B (N, N)), cached."""
-        version = (self.items._version, self.gram._version)
+        version = (self.items._version, self.gram._version, self.noise._version)
         if self._cache is None or self._cache[0] != version:
             ids = self.item_ids()
             column = np.full(self.num_items + 1, -1, dtype=np.int64)  # + the padding id
             column[ids] = np.arange(len(ids))
-            weights = ease_weights(self.gram.detach().numpy(), ridge=self.ridge)
+            weights = ease_weights(
+                self.gram.detach().numpy(),
+                ridge=self.ridge,
+                noise_ridge=self.noise_ridge,
+                noise_std=float(self.noise.detach()[0]),
+            )
             self._cache = (
                 version,
                 torch.as_tensor(column),
@@ -99,9 +113,13 @@ class EASE(RecentItemsRecommender):
     def score_all(self, users: torch.Tensor, *, chunk_items: int = 4096) -> torch.Tensor:
         column, weights = self.weights()
         size = weights.shape[0]
-        cols = column[self.sequences[users]]  # (n, L), -1 for padding and untrained items
+        sequences = self.sequences[users]  # (n, L), oldest first, padded on the right
+        cols = column[sequences]  # (n, L), -1 for padding and untrained items
+        # the k-th most recent item weighs decay^(k-1) (1: every item alike, as in EASE)
+        back = self.lengths[users].unsqueeze(1) - 1 - torch.arange(sequences.shape[1])  # (n, L)
+        weight = self.decay ** back.clamp(min=0).to(torch.float32)
         marks = torch.zeros(len(users), size + 1)
-        marks.scatter_(1, torch.where(cols >= 0, cols, size), 1.0)  # distinct items, 0/1
+        marks.scatter_reduce_(1, torch.where(cols >= 0, cols, size), weight, reduce="amax")
         trained = marks[:, :size] @ weights  # (n, N)
         scores = torch.empty(len(users), self.num_items)
         low = trained.min(dim=1, keepdim=True).values - 1.0 if size else torch.zeros(len(users), 1)

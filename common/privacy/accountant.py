@@ -48,6 +48,10 @@ class AccountDisagrees(PrivacyRefused):
     """The privacy account counts less than the merchant's ledger shows spent (missing, edited)."""
 
 
+class CountsOnly(PrivacyBudgetExceeded):
+    """A merchant too small to gain from training spent its whole budget on its item counts."""
+
+
 class StateAlreadyUsed(PrivacyRefused):
     """The state already spent privacy on another run; one private training per state."""
 
@@ -68,6 +72,7 @@ class PrivacyPlan:
     noise_multiplier: float  # sigma of every DP-SGD step
     count_noise_multiplier: float  # sigma of the one item-count release; 0 = none
     inputs: dict[str, Any] = field(default_factory=dict)  # what the plan was calibrated from
+    trains: bool = True  # False: count-only-below; the counts take all of epsilon
 
     @property
     def expected_batch(self) -> float:
@@ -85,6 +90,7 @@ def plan_inputs(
         "target_epsilon": config.target_epsilon,
         "max_grad_norm": config.max_grad_norm,
         "count_share": config.count_share,
+        "count_only_below": config.count_only_below,
         "local_steps": config.local_steps,
         "batch": batch,
         "local_epochs": local_epochs,
@@ -118,7 +124,16 @@ def plan_privacy(
         )
     sample_rate = 1.0 if statistics else min(1.0, batch / population)
     steps = 1 if statistics else config.local_steps or math.ceil(local_epochs / sample_rate)
-    count_sigma, sigma = _calibrate(config, sample_rate=sample_rate, steps=steps * rounds)
+    trains = not (
+        config.count_share > 0 and population * config.target_epsilon < config.count_only_below
+    )
+    if trains:
+        count_sigma, sigma = _calibrate(config, sample_rate=sample_rate, steps=steps * rounds)
+    else:  # the item counts take the whole budget; no training release will be made
+        count_sigma = gaussian_noise_multiplier(
+            epsilon=config.target_epsilon, delta=config.delta, accountant=config.accountant
+        )
+        sigma = 0.0
     return PrivacyPlan(
         unit=config.unit,
         accountant=config.accountant,
@@ -133,6 +148,7 @@ def plan_privacy(
         noise_multiplier=sigma,
         count_noise_multiplier=count_sigma,
         inputs=plan_inputs(config, batch=batch, local_epochs=local_epochs, rounds=rounds),
+        trains=trains,
     )
 
 

@@ -95,6 +95,9 @@ class PrivacyConfig:
     accountant: str = "rdp"
     count_share: float = 0.1  # share of epsilon spent on DP item counts; 0 = no item prior
     item_threshold: float = 3.0  # train items whose noisy count >= this x the count noise std
+    # a merchant whose units x target-epsilon is below this spends all of epsilon on its item
+    # counts and trains nothing (its own data gives DP training no signal); 0 = never
+    count_only_below: float = 0.0
     local_steps: int = 0  # local steps per round (DP-SGD or plain); 0 = from local-epochs
     client_clip: float = 1.0  # client unit: L2 bound on each client's model update
     device_epsilon: float = 0.0  # client unit: on-device record-level DP-SGD epsilon; 0 = none
@@ -123,6 +126,8 @@ class PrivacyConfig:
             )
         if not 0 <= self.count_share < 1:
             problems.append(f"count-epsilon-share must be in [0, 1), got {self.count_share}")
+        if self.count_only_below < 0:
+            problems.append(f"count-only-below must be >= 0, got {self.count_only_below}")
         if self.item_threshold < 0:
             problems.append(f"item-threshold must be >= 0, got {self.item_threshold}")
         if not self.client_clip > 0:

@@ -107,13 +107,21 @@ def upper_triangle(gram: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     return np.asarray(gram[rows, cols], dtype=np.float64)
 
 
-def ease_weights(gram: npt.NDArray[np.floating], *, ridge: float) -> npt.NDArray[np.float64]:
+def ease_weights(
+    gram: npt.NDArray[np.floating],
+    *,
+    ridge: float,
+    noise_ridge: float = 0.0,
+    noise_std: float = 0.0,
+) -> npt.NDArray[np.float64]:
     """EASE's item-item weights from a (noisy) Gram: zero diagonal, shape (N, N).
 
     The Gram is first projected onto the positive semi-definite cone (its
     negative eigenvalues, noise, set to 0). ``lambda = ridge x`` the Gram's
     mean diagonal (the mean squared weight an item receives), so the
-    regularisation scales with the data and the noise it must damp; an empty or
+    regularisation scales with the data, plus ``noise_ridge x 2 noise_std
+    sqrt(N)``, about the spectral norm of the noise (``noise_std`` per entry), so
+    it damps what the noise adds at any epsilon and federation size. An empty or
     all-noise Gram (mean diagonal <= 0) gives zero weights.
     """
     if ridge <= 0:
@@ -126,7 +134,8 @@ def ease_weights(gram: npt.NDArray[np.floating], *, ridge: float) -> npt.NDArray
     # The noise can make the Gram indefinite; its projection onto the PSD cone (negative
     # eigenvalues set to 0, as in "Analyze Gauss") keeps G + lambda I well conditioned.
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
-    precision = (vectors / (np.maximum(values, 0.0) + ridge * scale)) @ vectors.T
+    lam = ridge * scale + noise_ridge * 2.0 * noise_std * np.sqrt(size)
+    precision = (vectors / (np.maximum(values, 0.0) + lam)) @ vectors.T
     weights: npt.NDArray[np.float64] = -precision / np.diag(precision)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights

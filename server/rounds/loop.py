@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.config import FederationConfig, RoundPlan
-from common.constants import TOP_K_FIELD
+from common.constants import DP_NOISE, TOP_K_FIELD
 from server.rounds import transport
 from server.rounds.admission import wait_for_nodes
 from server.rounds.catalog import CatalogState, admit_late_joiners, confirm_catalog
@@ -103,7 +103,7 @@ class RoundLoop:
             if messages is None:
                 break
             train_round(self, record, messages)
-            self.keep_statistics_items()
+            self.keep_statistics_items(record)
             if self.evaluation_due(server_round):
                 self.evaluate(record)
             self.finish(record, started=started)
@@ -205,14 +205,21 @@ class RoundLoop:
             self.keep_statistics_items()
             self.result.arrays["gram"] = Array(np.zeros((size, size), dtype="float32"))
 
-    def keep_statistics_items(self) -> None:
-        """A statistics model's items are the prior's, exactly: a float mean of equal ids
-        (plain FedAvg) can be off in the last bit, and merchants never change them."""
-        if self.options.statistics_items and self.result.prior is not None:
-            from flwr.app import Array
+    def keep_statistics_items(self, record: RoundRecord | None = None) -> None:
+        """A statistics model's items are the prior's, exactly (a float mean of equal ids,
+        plain FedAvg, can be off in the last bit; merchants never change them); after an
+        aggregated round its ``noise`` is the mean Gram's noise std per entry,
+        ``sqrt(sum of the merchants' sigma^2) / merchants``, from their public reports."""
+        if not (self.options.statistics_items and self.result.prior is not None):
+            return
+        from flwr.app import Array
 
-            ids = self.result.prior.trained.astype("float32")  # exact below 2^24 items
-            self.result.arrays["items"] = Array(ids)
+        ids = self.result.prior.trained.astype("float32")  # exact below 2^24 items
+        self.result.arrays["items"] = Array(ids)
+        if record is not None and record.aggregated and record.train:
+            sigmas = [self.result.privacy.get(n, {}).get(DP_NOISE, 0.0) for n in record.train]
+            noise = float(np.sqrt(np.sum(np.square(sigmas)))) / len(sigmas)
+            self.result.arrays["noise"] = Array(np.asarray([noise], dtype="float32"))
 
     def configure(self, record: RoundRecord) -> list[Message] | None:
         """The round's train instructions, or None when the run must stop before it."""

@@ -1,5 +1,7 @@
 """A merchant of a statistics model (model=ease): one DP co-occurrence release, accounted."""
 
+import dataclasses
+
 import dp_accounting
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from common.constants import MERCHANT_DATA_FILE, MERCHANT_USERS_FILE
 from common.errors import ConfigError
 from common.models import ModelConfig, build_model
 from common.models.prior import ItemPrior
-from common.privacy.accountant import EVENT_ITEM_GRAM, PrivacyBudgetExceeded
+from common.privacy.accountant import EVENT_ITEM_GRAM, CountsOnly, PrivacyBudgetExceeded
 from common.privacy.accounting import RDP_ORDERS
 from common.privacy.config import PrivacyConfig
 from common.privacy.counts import most_counted
@@ -99,3 +101,28 @@ def test_items_other_than_the_priors_are_refused_before_any_release(
     with pytest.raises(ConfigError, match="no item prior"):
         merchant.train(wrong, PLAN, server_round=1, prior=None)
     assert merchant.account(PLAN).epsilon() == spent  # nothing more was spent
+
+
+def test_a_merchant_below_count_only_below_spends_all_on_counts_and_refuses_training(
+    tmp_path,
+    data,  # noqa: F811
+):
+    small = dataclasses.replace(
+        PLAN, privacy=dataclasses.replace(PLAN.privacy, count_only_below=10_000.0)
+    )  # 200 users x epsilon 2 = 400 < 10,000
+    merchant = _merchant(tmp_path, data)
+    release = merchant.release_item_counts(small)
+    plan = merchant.account(small).plan
+    assert not plan.trains and plan.noise_multiplier == 0.0
+    independent = rdp.RdpAccountant(orders=list(RDP_ORDERS))
+    independent.compose(dp_accounting.GaussianDpEvent(plan.count_noise_multiplier))
+    assert release.privacy.epsilon == pytest.approx(independent.get_epsilon(1e-5), rel=0.01)
+    assert release.privacy.epsilon == pytest.approx(2.0, rel=0.01)  # the whole budget
+    prior = ItemPrior(counts=release.counts, trained=most_counted(release.counts, 20))
+    with pytest.raises(CountsOnly, match="count-only-below"):
+        merchant.train(
+            _global_with(prior.trained, data.num_items), small, server_round=1, prior=prior
+        )
+    refusal = merchant.ledger.ledger.entries[-1]
+    assert refusal.kind == "refusal" and "count-only-below" in refusal.body["reason"]
+    assert merchant.account(small).epsilon() == pytest.approx(release.privacy.epsilon)

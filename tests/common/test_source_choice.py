@@ -187,4 +187,4 @@ def test_candidates_are_scored_on_the_held_out_items_with_training_items_exclude
     assert dict(zip(order, per_user[0.0].tolist(), strict=True)) == {"u0": 1.0, "u1": 0.0}
     # popularity puts e first for both: a miss
     assert per_user[1.0].tolist() == [0.0, 0.0]
-    assert set(per_user) == {0.0, 0.1, 0.25, 0.5, 0.75, 1.0}
+    assert set(per_user) == {0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0}

@@ -60,7 +60,7 @@ def test_one_release_per_merchant_becomes_the_global_gram_over_the_priors_items(
     assert [r.round for r in rounds] == [1]
     assert sorted(rounds[0].train) == MERCHANTS and not rounds[0].failures
     model = torch.load(run_dir / "global_model.pt")
-    assert set(model) == {"items", "gram"}
+    assert set(model) == {"items", "gram", "noise"}
     items = model["items"].numpy()
     # the most counted items that clear item-threshold noise std, at most ease-items
     assert np.array_equal(items, np.rint(items)) and 10 <= len(np.unique(items)) == len(items) <= 30
@@ -69,8 +69,12 @@ def test_one_release_per_merchant_becomes_the_global_gram_over_the_priors_items(
     assert np.allclose(gram, gram.T) and np.abs(gram).sum() > 0
     with np.load(run_dir / "item_prior.npz") as prior:
         assert np.array_equal(prior["trained"], items.astype(np.int64))
+    sigmas = []
     for spent in results["privacy"]["per_merchant"].values():
         assert 0.0 < spent["dp-epsilon"] <= SETTINGS["target-epsilon"] * (1 + 1e-9)
+        sigmas.append(spent["dp-noise-multiplier"])
+    # the mean Gram's noise per entry, from the two merchants' public sigmas
+    assert float(model["noise"][0]) == pytest.approx(np.sqrt(np.sum(np.square(sigmas))) / 2)
     assert sorted(results["served"]["sources"]) == MERCHANTS  # each merchant chose what it serves
 
 
@@ -85,11 +89,12 @@ def test_the_ledger_states_the_release_its_sensitivity_and_what_was_sent(finishe
         assert gram["model"] == "ease" and gram["unit"] == "user"
         assert gram["sampling"] == GRAM_SAMPLING and gram["max_grad_norm"] == 1.0
         assert gram["sample_rate"] == 1.0 and gram["steps"] == 1
-        assert sorted(gram["released"]) == ["gram", "items"] and gram["kept_local"] == []
+        assert sorted(gram["released"]) == ["gram", "items", "noise"]
+        assert gram["kept_local"] == []
     trains = sorted(log_dir.glob("*-train-*.json"))
     assert len(trains) == 2
     for path in trains:
         sent = json.loads(path.read_text())["arrays"]
-        assert sorted(k.split("/", 1)[1] for k in sent) == ["gram", "items"]
+        assert sorted(k.split("/", 1)[1] for k in sent) == ["gram", "items", "noise"]
         (size,) = sent[next(k for k in sent if k.endswith("/items"))]
         assert sent[next(k for k in sent if k.endswith("/gram"))] == [size, size]

@@ -78,6 +78,7 @@ def make_served(
             {
                 "items": torch.as_tensor(items, dtype=torch.float32),
                 "gram": torch.as_tensor(gram, dtype=torch.float32),
+                "noise": torch.zeros(1),
             }
         )
     MerchantStore(state).save_local(model.local_parameters())

@@ -22,7 +22,11 @@ def _model(num_users=2, num_items=8):
     x = (rng.random((30, 4)) < 0.5).astype(np.float32)
     gram = x.T @ x
     model.load_shared(
-        {"items": torch.as_tensor(items, dtype=torch.float32), "gram": torch.as_tensor(gram)}
+        {
+            "items": torch.as_tensor(items, dtype=torch.float32),
+            "gram": torch.as_tensor(gram),
+            "noise": torch.zeros(1),
+        }
     )
     return model, items, gram
 
@@ -47,7 +51,7 @@ def test_scores_are_the_users_items_times_eases_weights():
 def test_no_gradient_training_no_local_parameters_and_spectral_item_vectors():
     model, items, _ = _model()
     assert model.local_parameters() == {}
-    assert set(model.shared_parameters()) == {"items", "gram"}
+    assert set(model.shared_parameters()) == {"items", "gram", "noise"}
     with pytest.raises(ConfigError, match="not trained by gradient"):
         model.user_losses(None, None)
     (table,) = model.item_vectors()

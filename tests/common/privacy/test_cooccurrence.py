@@ -80,6 +80,11 @@ def test_ease_weights_are_the_closed_form_with_a_relative_ridge():
         expected = np.linalg.solve(sub, gram[others, j])
         assert np.allclose(weights[others, j], expected)
     assert np.all(np.diag(weights) == 0)
+    # the noise term adds noise_ridge x 2 noise_std sqrt(N) to lambda
+    noisy = ease_weights(gram, ridge=ridge, noise_ridge=0.5, noise_std=2.0)
+    lam_noise = lam + 0.5 * 2 * 2.0 * np.sqrt(6)
+    sub = gram[1:, 1:] + lam_noise * np.eye(5)
+    assert np.allclose(noisy[1:, 0], np.linalg.solve(sub, gram[1:, 0]))
     assert np.all(ease_weights(np.zeros((4, 4)), ridge=ridge) == 0)
     with pytest.raises(ValueError, match="ridge"):
         ease_weights(gram, ridge=0.0)
