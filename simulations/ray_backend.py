@@ -16,6 +16,8 @@ from common.config import RunConfig
 from common.errors import ConfigError, FedrecError
 
 RAY_PROBE_SECONDS = 5.0
+START_ATTEMPTS = 3  # a local Ray node that misses its start-up wait is started again
+logger = logging.getLogger(__name__)
 _ENGINE_FAILED = "An error was encountered. Ending simulation."  # flwr's run_simulation
 
 
@@ -75,11 +77,21 @@ def start_ray(init_args: dict[str, Any]) -> None:
     if os.environ.get("PYTHONPATH"):
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
     os.environ["PYTHONPATH"] = pythonpath
+    env_vars = {"PYTHONPATH": pythonpath}
+    if os.environ.get(MODELS_ENVIRONMENT):  # models registered outside the tree
+        env_vars[MODELS_ENVIRONMENT] = os.environ[MODELS_ENVIRONMENT]
     try:
-        env_vars = {"PYTHONPATH": pythonpath}
-        if os.environ.get(MODELS_ENVIRONMENT):  # models registered outside the tree
-            env_vars[MODELS_ENVIRONMENT] = os.environ[MODELS_ENVIRONMENT]
-        ray.init(runtime_env={"env_vars": env_vars}, **init_args)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                ray.init(runtime_env={"env_vars": env_vars}, **init_args)
+                break
+            except Exception as exc:  # noqa: BLE001 (Ray raises many kinds)
+                if attempt == START_ATTEMPTS or "address" in init_args:
+                    raise
+                # A loaded machine can miss Ray's fixed 30 s raylet start-up wait; a local
+                # node is started afresh (a cluster address is never retried).
+                logger.warning("Ray did not start (%s); starting it again", exc)
+                ray.shutdown()
     except Exception as exc:  # Ray raises many kinds (RuntimeError, ConnectionError, ...)
         text = str(exc).strip()
         cause = text.splitlines()[0].rstrip(".") if text else type(exc).__name__

@@ -70,6 +70,7 @@ def test_ray_init_failure_becomes_one_clear_error(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", broken_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
     with pytest.raises(SimulationBackendError) as caught:
         ray_backend.start_ray({"num_cpus": 1})
     assert isinstance(caught.value, FedrecError)
@@ -117,3 +118,26 @@ def test_a_crashed_simulation_engine_reports_its_root_cause(
         "The Simulation Engine stopped: OSError: actor pool could not be created. Rerun with "
         "--verbose for Flower's and Ray's log."
     )
+
+
+def test_a_local_ray_node_that_misses_its_start_up_wait_is_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+
+    calls: list[str] = []
+
+    def slow_then_up(**kwargs: object) -> None:
+        calls.append("init")
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", slow_then_up)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    ray_backend.start_ray({"num_cpus": 1})
+    assert calls == ["init", "shutdown", "init"]
+    calls.clear()  # a cluster address is never retried: its failure is reported at once
+    with pytest.raises(SimulationBackendError, match="timed out during startup"):
+        ray_backend.start_ray({"address": "127.0.0.1:6379"})
+    assert calls == ["init"]
