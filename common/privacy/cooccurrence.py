@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.data.dataset import UserItemData
+from common.privacy.counts import bounded_pairs
 
 SENSITIVITY = 1.0  # L2, of the released upper triangle, for one user added or removed
 
@@ -52,17 +53,9 @@ def user_vectors(
     users = np.repeat(np.arange(data.num_users), np.diff(data.train_indptr))
     columns = column_of[data.train_items]
     kept = columns >= 0
-    pairs = np.unique(users[kept] * np.int64(len(items)) + columns[kept])  # distinct (user, column)
-    pair_user, pair_column = pairs // max(len(items), 1), pairs % max(len(items), 1)
-    order = np.lexsort((rng.random(len(pairs)), pair_user))  # a random order within each user
-    per_user = np.bincount(pair_user, minlength=data.num_users)
-    first = np.cumsum(per_user) - per_user
-    rank = np.empty(len(pairs), dtype=np.int64)
-    rank[order] = np.arange(len(pairs)) - first[pair_user[order]]
-    keep = rank < cap
-    size = np.minimum(per_user, cap)
-    value = 1.0 / np.sqrt(np.maximum(size[pair_user[keep]], 1))
-    return pair_user[keep], pair_column[keep], value
+    return bounded_pairs(
+        users[kept], columns[kept], num_users=data.num_users, width=len(items), cap=cap, rng=rng
+    )
 
 
 def gram_contributions(

@@ -16,6 +16,31 @@ import numpy.typing as npt
 from common.data.dataset import UserItemData
 
 
+def bounded_pairs(
+    users: npt.NDArray[np.int64],
+    items: npt.NDArray[np.int64],
+    *,
+    num_users: int,
+    width: int,
+    cap: int,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Each user's distinct items (ids below ``width``), at most ``cap`` drawn at random,
+    weighted ``1 / sqrt(kept)``: COO triples ``(user, item, weight)`` whose per-user L2
+    norm is at most 1 (the bounded contribution of every user-level release here)."""
+    pairs = np.unique(users * np.int64(width) + items)  # distinct (user, item)
+    pair_user, pair_item = pairs // max(width, 1), pairs % max(width, 1)
+    order = np.lexsort((rng.random(len(pairs)), pair_user))  # a random order within each user
+    per_user = np.bincount(pair_user, minlength=num_users)
+    first = np.cumsum(per_user) - per_user
+    rank = np.empty(len(pairs), dtype=np.int64)
+    rank[order] = np.arange(len(pairs)) - first[pair_user[order]]
+    keep = rank < cap
+    kept = np.minimum(per_user, cap)
+    weight = 1.0 / np.sqrt(np.maximum(kept[pair_user[keep]], 1))
+    return pair_user[keep], pair_item[keep], weight
+
+
 def item_contributions(
     data: UserItemData, *, unit: str, cap: int, rng: np.random.Generator
 ) -> npt.NDArray[np.float64]:
@@ -25,21 +50,12 @@ def item_contributions(
             data.train_items, minlength=data.num_items
         ).astype(np.float64)
         return counted
-    counts = np.diff(data.train_indptr)
-    users = np.repeat(np.arange(data.num_users), counts)  # (num_train,)
-    pairs = np.unique(users * np.int64(data.num_items) + data.train_items)  # distinct (user, item)
-    pair_user, pair_item = pairs // data.num_items, pairs % data.num_items
-    # Keep at most `cap` random distinct items per user.
-    order = np.lexsort((rng.random(len(pairs)), pair_user))
-    per_user = np.bincount(pair_user, minlength=data.num_users)
-    first = np.cumsum(per_user) - per_user
-    rank = np.empty(len(pairs), dtype=np.int64)
-    rank[order] = np.arange(len(pairs)) - first[pair_user[order]]
-    keep = rank < cap
-    kept = np.minimum(per_user, cap)
-    weight = 1.0 / np.sqrt(np.maximum(kept[pair_user[keep]], 1))
+    users = np.repeat(np.arange(data.num_users), np.diff(data.train_indptr))  # (num_train,)
+    _, pair_item, weight = bounded_pairs(
+        users, data.train_items, num_users=data.num_users, width=data.num_items, cap=cap, rng=rng
+    )
     summed: npt.NDArray[np.float64] = np.bincount(
-        pair_item[keep], weights=weight, minlength=data.num_items
+        pair_item, weights=weight, minlength=data.num_items
     ).astype(np.float64)
     return summed
 
