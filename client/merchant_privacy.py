@@ -81,9 +81,9 @@ class MerchantPrivacy:
     @property
     def releases_statistics(self) -> bool:
         """The model is learnt from one release of statistics per round, not DP-SGD steps."""
-        from common.models.registry import model_class
+        from common.models.registry import MODELS
 
-        return bool(getattr(model_class(self.model), "RELEASES_STATISTICS", False))
+        return MODELS[self.model].statistics  # the registry says, as the run config reads it
 
     def budget(self, privacy: PrivacyConfig) -> float:
         """The epsilon this merchant may spend: the federation's, or its own policy if lower."""

@@ -53,8 +53,6 @@ class Recommender(nn.Module, ABC):
 
     USER_REPRESENTATION: ClassVar[UserRepresentation]
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]]
-    # True: learnt from one DP release of statistics (common.models.ease), not by DP-SGD
-    RELEASES_STATISTICS: ClassVar[bool] = False
 
     def __init__(self, *, num_users: int, num_items: int) -> None:
         super().__init__()

@@ -45,7 +45,6 @@ SPECTRAL_DIM = 32  # item vectors (for similar items): the Gram's leading eigenv
 
 class EASE(RecentItemsRecommender):
     LOCAL_PARAMETERS: ClassVar[tuple[str, ...]] = ()
-    RELEASES_STATISTICS: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, *, num_users: int, num_items: int) -> None:
         super().__init__(num_users=num_users, num_items=num_items, max_history=config.history_max)
