@@ -1,8 +1,8 @@
 """End to end on 127.0.0.1: coordinator + 3 merchants as real processes, TLS and node keys.
 
-One federation serves the module: a private run, the same run under SecAgg+
-(from the same merchant states, so the two aggregates must agree within the
-quantisation error), clear refusals for an unadmitted key, a wrong CA, an
+One federation serves the module: a private run, one round plain and the same
+round under SecAgg+ (from the same merchant states, so the two aggregates must
+agree within the quantisation error), clear refusals for an unadmitted key, a wrong CA, an
 unreachable coordinator and a missing file, and finally a revocation.
 """
 
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 
 MERCHANTS = ["shop-a", "shop-b", "shop-c"]
 RUN_ARGS = ("--rounds", "2", "--epsilon", "3", "--min-nodes", "3", "--round-timeout", "120")
+ONE_ROUND = ("--rounds", "1", *RUN_ARGS[2:])
 
 
 @pytest.fixture(scope="module")
@@ -159,33 +160,46 @@ def test_each_merchant_serves_the_model_it_evaluated(federation, private_run):
     assert "stopping: finishing requests in flight" in federation.tail("serve-shop-a")
 
 
-def test_the_secagg_aggregate_equals_the_plain_one(federation, private_run):
-    plain_dir, _ = private_run
-    for name in MERCHANTS:  # the same merchants, from the same state, under SecAgg+
+def _restore_enrolled(federation, noise_keys: dict[str, bytes]) -> None:
+    """Every merchant back to its enrolled state (nothing spent), with the same noise key."""
+    for name in MERCHANTS:
         federation.stop(name)
-        noise_key = (federation.state(name) / "noise.key").read_bytes()
         shutil.rmtree(federation.state(name))
         shutil.copytree(federation.root / "snapshot" / name, federation.state(name))
-        (federation.state(name) / "noise.key").write_bytes(noise_key)
+        (federation.state(name) / "noise.key").write_bytes(noise_keys[name])
     for name in MERCHANTS:
         federation.join(name)
-    done = federation.run("secure", *RUN_ARGS, "--secagg")
+
+
+def test_the_secagg_aggregate_equals_the_plain_one(federation, private_run):
+    # One round from the same enrolled state, plain then under SecAgg+: the merchants' updates
+    # are identical, so the aggregates differ by SecAgg+'s quantisation alone. Over two rounds
+    # they need not: round 2 trains from aggregates that already differ by that error, and a
+    # merchant's Adam step, lr g / (|g| + 1e-8), moves a coordinate whose noised gradient is
+    # ~1e-8 by up to lr / 2 for a change of 1e-8 in g (seen in CI: 4e-4 and 1e-3 apart).
+    noise_keys = {n: (federation.state(n) / "noise.key").read_bytes() for n in MERCHANTS}
+    _restore_enrolled(federation, noise_keys)
+    plain_done = federation.run("plain-1", *ONE_ROUND)
+    assert plain_done.returncode == 0, plain_done.stdout + plain_done.stderr
+    _restore_enrolled(federation, noise_keys)
+    done = federation.run("secure", *ONE_ROUND, "--secagg")
     assert done.returncode == 0, done.stdout + done.stderr
-    plain = torch.load(plain_dir / "global_model.pt")
+    plain = torch.load(federation.coord / "runs" / "plain-1" / "global_model.pt")
     secure = torch.load(federation.coord / "runs" / "secure" / "global_model.pt")
     assert set(plain) == set(secure) and "item_embedding.weight" in plain
-    # Two rounds of SecAgg+ quantisation (step 2 x 8 / 2^22 = 3.8e-6, unbiased rounding).
+    # One round of SecAgg+ quantisation: step 2 x 8 / 2^22 = 3.8e-6 per merchant's value
+    # (unbiased rounding); the mean of three is off by at most that step.
     worst = max(float((plain[n] - secure[n]).abs().max()) for n in plain)
     history = json.loads((federation.coord / "runs" / "secure" / "federation.json").read_text())
     trained = [(sorted(r["train"]), r.get("failures")) for r in history["rounds"]]
-    assert worst < 2e-5, (worst, trained)  # who trained in each round, if a merchant dropped
+    assert worst < 4e-6, (worst, trained)  # who trained, if a merchant dropped
     assert max(float(plain[n].abs().max()) for n in plain) > 1e-3
     commits = [
         e.body
         for e in read_ledger(federation.state("shop-b") / "ledger.jsonl").entries
         if e.kind == "commit" and e.body["release"] == "dp-sgd"
     ]
-    assert [c["secagg"] for c in commits] == [True, True]
+    assert [c["secagg"] for c in commits] == [True]
 
 
 def _join_once(federation, name, **overrides):
