@@ -30,6 +30,7 @@ from common.constants import (
     COUNTS_ARRAY,
     DP_CLIPPED,
     DP_REFUSED,
+    DP_TOP_UP_NOISE,
     EVAL_SECONDS,
     EVAL_USERS,
     ITEM_COUNTS_KEY,
@@ -131,13 +132,18 @@ def train(merchant: Merchant, task: TrainInstruction, *, entered: float, age: fl
 
 
 def release_counts(merchant: Merchant, task: CountsInstruction) -> Reply:
-    """A private item-count release (once per training), recorded before it leaves."""
+    """A private item-count release (once per training), or the count top-up, recorded
+    before it leaves; the top-up's sigma travels beside it (the coordinator weighs by it)."""
     try:
-        release = merchant.release_item_counts(task.plan, run=task.run)
+        if task.top_up:
+            release = merchant.release_counts_top_up(task.plan, run=task.run)
+        else:
+            release = merchant.release_item_counts(task.plan, run=task.run)
     except PrivacyRefused as refusal:
         return refuse(merchant, task.plan, refusal)
     merchant.commit(release.reservation, {COUNTS_ARRAY: release.counts}, metrics={})
-    return Reply({}, {ITEM_COUNTS_KEY: {COUNTS_ARRAY: release.counts}}, privacy=release.privacy)
+    sigma = {DP_TOP_UP_NOISE: release.noise_multiplier} if task.top_up else {}
+    return Reply(sigma, {ITEM_COUNTS_KEY: {COUNTS_ARRAY: release.counts}}, privacy=release.privacy)
 
 
 def evaluate(
@@ -169,6 +175,7 @@ def evaluate(
         privacy=task.privacy,
         run=task.run,
         server_round=task.server_round,
+        trained=not task.untrained,
     )
     if choice is not None:
         logger.info("merchant %s %s", merchant.name, choice.reason())

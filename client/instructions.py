@@ -35,10 +35,12 @@ class TrainInstruction:
 
 @dataclass(frozen=True)
 class CountsInstruction:
-    """Release this merchant's noisy item counts (once per training)."""
+    """Release this merchant's noisy item counts (once per training), or, with ``top_up``,
+    the rest of its epsilon as a second count release (the federation trains nothing)."""
 
     plan: RoundPlan
     run: str
+    top_up: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class EvaluateInstruction:
     refit: TrainConfig  # users are fitted to the received items first (no privacy cost)
     run: str
     privacy: PrivacyConfig = PrivacyConfig()  # the run's: whether the merchant chooses a source
+    untrained: bool = False  # the federation trained no model (train-min-items): counts only
 
 
 def int_field(fields: Mapping[str, Any], key: str) -> int:

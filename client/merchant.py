@@ -39,6 +39,7 @@ from common.privacy.config import PrivacyConfig
 from common.privacy.ledger import Entry
 from common.seeding import numpy_rng, torch_generator
 from common.source_choice import (
+    POPULARITY_WEIGHTS,
     SelectionSplit,
     SourceChoice,
     candidate_ndcg,
@@ -115,6 +116,10 @@ class Merchant:
     def release_item_counts(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
         """Noisy item counts (one Gaussian release), recorded before they are returned."""
         return self.privacy.release_item_counts(plan, run=run)
+
+    def release_counts_top_up(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
+        """The rest of epsilon as a second count release (the federation trains nothing)."""
+        return self.privacy.release_counts_top_up(plan, run=run)
 
     def parameter_names(self) -> tuple[list[str], list[str]]:
         """Names of the (shared, local) parameters: what a release sends and what stays here."""
@@ -381,18 +386,22 @@ class Merchant:
         privacy: PrivacyConfig,
         run: str = "",
         server_round: int = 0,
+        trained: bool = True,
     ) -> SourceChoice | None:
         """Choose what this merchant serves with ``shared`` (:mod:`common.source_choice`).
 
         Scored on the held-out items, with the users as :meth:`evaluate` left
         them; saved in the merchant's state, never released. ``None`` when the
         run does not choose (no privacy, ``source-choice`` off, no item prior).
+        When the federation trained no model (``trained`` False), DP popularity is
+        the only candidate.
         """
         if not privacy.chooses_source or prior is None:
             return None
         split = self.selection
         model = self._model(shared, split.train)
-        per_user = candidate_ndcg(model, split.held_out, prior, k=k)
+        weights = POPULARITY_WEIGHTS if trained else (1.0,)
+        per_user = candidate_ndcg(model, split.held_out, prior, k=k, weights=weights)
         choice = dataclasses.replace(
             choose(per_user, k=k),
             model=shared_fingerprint(shared),

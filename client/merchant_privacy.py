@@ -36,6 +36,8 @@ from common.privacy.account_check import (
     other_runs,
 )
 from common.privacy.accountant import (
+    COUNT_EVENTS,
+    EVENT_COUNTS_TOP_UP,
     EVENT_ITEM_COUNTS,
     AccountDisagrees,
     CountsOnly,
@@ -45,6 +47,7 @@ from common.privacy.accountant import (
     StateAlreadyUsed,
     plan_inputs,
     plan_privacy,
+    top_up_noise,
 )
 from common.privacy.accounting import PrivacyEvent
 from common.privacy.config import PrivacyConfig
@@ -174,7 +177,13 @@ class MerchantPrivacy:
             raise
 
     def refuse_training(
-        self, account: PrivacyAccount, plan: RoundPlan, *, run: str, server_round: int
+        self,
+        account: PrivacyAccount,
+        plan: RoundPlan,
+        *,
+        run: str,
+        server_round: int,
+        release: str = "training",
     ) -> NoReturn:
         """A merchant whose plan gives all of epsilon to its counts refuses every training
         round (ledgered, then raised); it still serves, from the federation's releases."""
@@ -187,7 +196,7 @@ class MerchantPrivacy:
             "signal); it serves from the federation's counts and model."
         )
         self.ledger.refusal(
-            {"run": run, "round": server_round, "merchant": self.name, "release": "training"},
+            {"run": run, "round": server_round, "merchant": self.name, "release": release},
             reason=reason,
         )
         raise CountsOnly(reason)
@@ -205,7 +214,7 @@ class MerchantPrivacy:
             release=release.kind,
             event=release.event,
             budget=release.budget,
-            released=[COUNTS_ARRAY] if release.kind == EVENT_ITEM_COUNTS else shared,
+            released=[COUNTS_ARRAY] if release.kind in COUNT_EVENTS else shared,
             kept_local=local,
             secagg=release.secagg,
             model=self.model,
@@ -263,4 +272,60 @@ class MerchantPrivacy:
             noise_multiplier=privacy_plan.count_noise_multiplier,
             rng=np.random.default_rng(self.store.noise_seed("item-counts")),
         )
-        return CountsRelease(counts, PrivacyReport.of(account, budget=budget), reservation)
+        return CountsRelease(
+            counts,
+            PrivacyReport.of(account, budget=budget),
+            reservation,
+            noise_multiplier=privacy_plan.count_noise_multiplier,
+        )
+
+    def release_counts_top_up(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
+        """The rest of epsilon as a second noisy count release, when the federation trains
+        nothing (``train-min-items``); recorded before it is returned.
+
+        Only after this run's first count release and before any training release, once;
+        a merchant whose plan gave its counts all of epsilon (``count-only-below``) refuses,
+        as it has nothing left. The noise is drawn afresh (its own seed): the coordinator
+        averages the two releases by inverse variance.
+        """
+        from common.privacy.accountant import TRAINING_EVENTS
+        from common.privacy.counts import noisy_item_counts
+
+        account = self.open_account(plan, run=run, server_round=0, kind=EVENT_COUNTS_TOP_UP)
+        if not account.has(EVENT_ITEM_COUNTS) or account.has(EVENT_COUNTS_TOP_UP):
+            raise ConfigError(
+                f"Merchant {self.name}: a count top-up follows exactly one item-count release "
+                f"of this training (this account holds "
+                f"{sum(s.kind == EVENT_ITEM_COUNTS for s in account.events)} and "
+                f"{sum(s.kind == EVENT_COUNTS_TOP_UP for s in account.events)} top-up(s)); "
+                "refused, nothing was released."
+            )
+        if any(account.has(kind) for kind in TRAINING_EVENTS):
+            raise ConfigError(
+                f"Merchant {self.name} already released training updates in this run; a count "
+                "top-up would spend budget the plan gave to training. Refused, nothing released."
+            )
+        if not account.plan.trains:  # its counts already took all of epsilon
+            self.refuse_training(
+                account, plan, run=run, server_round=0, release=EVENT_COUNTS_TOP_UP
+            )
+        event = PrivacyEvent(noise_multiplier=top_up_noise(plan.privacy), sample_rate=1.0, steps=1)
+        budget = self.budget(plan.privacy)
+        reservation = self.spend(
+            account,
+            Release(run=run, server_round=0, kind=EVENT_COUNTS_TOP_UP, event=event, budget=budget),
+            what=f"Merchant {self.name}'s item-count top-up",
+        )
+        counts = noisy_item_counts(
+            self._data(),
+            unit=account.plan.unit,
+            cap=plan.train.max_interactions_per_user,
+            noise_multiplier=event.noise_multiplier,
+            rng=np.random.default_rng(self.store.noise_seed(EVENT_COUNTS_TOP_UP)),
+        )
+        return CountsRelease(
+            counts,
+            PrivacyReport.of(account, budget=budget),
+            reservation,
+            noise_multiplier=event.noise_multiplier,
+        )

@@ -36,6 +36,7 @@ from common.constants import (
     COMPRESSION_FIELD,
     CONFIG_KEY,
     COUNTS_ARRAY,
+    COUNTS_TOP_UP_FIELD,
     DP_ACCOUNTANT_FIELD,
     DP_REASON_FIELD,
     DP_UNIT_FIELD,
@@ -51,6 +52,7 @@ from common.constants import (
     SERVER_ROUND_FIELD,
     TOP_K_FIELD,
     TRAINED_ARRAY,
+    UNTRAINED_FIELD,
 )
 from common.models.prior import ItemPrior
 
@@ -74,7 +76,11 @@ def train_instruction(message: Message, run: RunConfig, *, run_id: int) -> Train
 
 def counts_instruction(message: Message, run: RunConfig, *, run_id: int) -> CountsInstruction:
     record = message.content.config_records[CONFIG_KEY]
-    return CountsInstruction(plan=round_plan(record, run), run=run_name(record, run_id=run_id))
+    return CountsInstruction(
+        plan=round_plan(record, run),
+        run=run_name(record, run_id=run_id),
+        top_up=bool(record.get(COUNTS_TOP_UP_FIELD, False)),
+    )
 
 
 def evaluate_instruction(message: Message, run: RunConfig, *, run_id: int) -> EvaluateInstruction:
@@ -92,6 +98,7 @@ def evaluate_instruction(message: Message, run: RunConfig, *, run_id: int) -> Ev
         refit=plan.train,
         run=run_name(record, run_id=run_id),
         privacy=plan.privacy,
+        untrained=bool(record.get(UNTRAINED_FIELD, False)),
     )
 
 

@@ -99,3 +99,4 @@ class CountsRelease:
     counts: npt.NDArray[np.float64]
     privacy: PrivacyReport
     reservation: int  # the ledger's reserve entry, committed when sent
+    noise_multiplier: float = 0.0  # this release's sigma (sensitivity 1)

@@ -62,6 +62,7 @@ KEYS: Final[dict[str, tuple[str, str]]] = {
     "count-epsilon-share": ("privacy", "count_share"),
     "item-threshold": ("privacy", "item_threshold"),
     "count-only-below": ("privacy", "count_only_below"),
+    "train-min-items": ("privacy", "train_min_items"),
     "local-steps": ("privacy", "local_steps"),
     "client-clip": ("privacy", "client_clip"),
     "device-epsilon": ("privacy", "device_epsilon"),

@@ -99,6 +99,11 @@ EASE_PRIVATE_DEFAULTS: Final[Mapping[str, Any]] = {
     # validation: 3 merchants of 315 users at eps 1 served 0.67x DP popularity (counts at half
     # of eps); 943 x 1 and 945 x 3 served 1.04x and 1.15x
     "count-only-below": 600.0,
+    # a federation whose first counts clear fewer items than 2 x top-k trains nothing and
+    # tops its counts up (validation: 3 cleared items, 10 merchants of Amazon Beauty at eps 1,
+    # served 0.80x DP popularity with counts at half of eps; 50 and 54 items served 1.16x
+    # and 1.15x)
+    "train-min-items": 20,
 }
 MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {"sasrec": SASREC_DEFAULTS}
 PRIVATE_MODEL_RECIPES: Final[Mapping[str, Mapping[str, Any]]] = {

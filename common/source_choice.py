@@ -191,6 +191,12 @@ class SourceChoice:
             return "serves DP popularity: no user has two training items to hold one out"
         pop = self.ndcg_of(1.0)
         best = self.ndcg_of(self.best_weight)
+        if len(self.ndcg) == 1:  # popularity alone was measured: nothing was trained
+            return (
+                "serves DP popularity: the federation trained no model (too few items cleared "
+                f"the count threshold), so its counts took the whole epsilon (NDCG@{self.k} "
+                f"{pop:.4f} on {self.held_out} held-out items)"
+            )
         if self.best_weight >= 1:
             return (
                 f"serves DP popularity: no candidate beat it on {self.held_out} held-out items "

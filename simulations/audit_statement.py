@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.privacy.accountant import COUNT_EVENTS, EVENT_COUNTS_TOP_UP
 from common.privacy.config import sampling_description
 
 JOINT_DP_PROMISE = (
@@ -74,7 +75,7 @@ def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
         )
     training = ("dp-sgd", "item-gram")
     dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] in training})
-    counts = [r for r in summary.releases if r["release"] == "item-counts"]
+    counts = [r for r in summary.releases if r["release"] in COUNT_EVENTS]
     versions = latest.get("versions", {})
     parts = [
         f"{summary.name} made {len(summary.releases)} differentially private release(s) in run "
@@ -88,7 +89,14 @@ def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
         f"datasets: {latest.get('adjacency')}.",
         f"Sampling: {sampling_description(str(latest.get('unit')), latest.get('sampling'))}. "
         + (
-            "The model was learnt from one release of the trained items' co-occurrence: every "
+            "Its last release topped up its noisy item counts (the federation trained no model: "
+            "too few items cleared the count threshold): every unit's counts were scaled to L2 "
+            f"norm at most {fmt(latest.get('max_grad_norm'))} and each item's count received "
+            f"Gaussian noise with multiplier sigma = {fmt(latest.get('noise_multiplier'))} "
+            f"(sensitivity 1, q = {fmt(latest.get('sample_rate'))}); the coordinator averaged "
+            "it with the first count release by inverse variance."
+            if latest.get("release") == EVENT_COUNTS_TOP_UP
+            else "The model was learnt from one release of the trained items' co-occurrence: every "
             "unit's vector over those items had L2 norm at most "
             f"{fmt(latest.get('max_grad_norm'))}, and each entry of the released upper "
             "triangle of the Gram matrix received Gaussian noise with multiplier sigma = "

@@ -97,7 +97,12 @@ def train_centralised(
 
 
 def evaluate_dp_popularity(
-    merchants: list[UserItemData], pooled: UserItemData, *, run: RunConfig, names: list[str]
+    merchants: list[UserItemData],
+    pooled: UserItemData,
+    *,
+    run: RunConfig,
+    names: list[str],
+    draw: int = 0,
 ) -> EvaluationResult:
     """Popularity from private counts, spending each merchant's whole epsilon on one release.
 
@@ -105,6 +110,7 @@ def evaluate_dp_popularity(
     its item counts once with the Gaussian mechanism calibrated to
     ``(target-epsilon, target-delta)``; the coordinator sums them and ranks by
     the sum. This is what the DP model has to beat to be worth its budget.
+    ``draw`` > 0 draws other noise (a benchmark's repeated draws); 0 is the run's own.
     """
     from common.privacy.accounting import gaussian_noise_multiplier
     from common.privacy.counts import noisy_item_counts
@@ -120,7 +126,7 @@ def evaluate_dp_popularity(
             unit=privacy.unit,
             cap=run.train.max_interactions_per_user,
             noise_multiplier=sigma,
-            rng=numpy_rng(run.federation.seed, "dp-popularity", name),
+            rng=numpy_rng(run.federation.seed, "dp-popularity", name, *([draw] if draw else [])),
         )
     return evaluate_scores(
         lambda users: np.broadcast_to(counts, (len(users), len(counts))),

@@ -21,6 +21,7 @@ from common.privacy.ledger import COMMIT, NON_DP_RELEASE, REFUSAL
 
 EVALUATION_RELEASE = "evaluation-metrics"
 COUNTS_RELEASE = "item-counts"
+COUNTS_TOP_UP = "item-counts-top-up"
 
 
 def _spent(body: dict[str, Any]) -> str:
@@ -47,6 +48,11 @@ def describe(kind: str, body: dict[str, Any], *, published: str = "") -> str:
     if kind == COMMIT:
         if body.get("release") == COUNTS_RELEASE:
             return f"{run}: item counts released with DP; {_spent(body)}"
+        if body.get("release") == COUNTS_TOP_UP:
+            return (
+                f"{run}: item counts topped up with DP (the federation trains no model); "
+                f"{_spent(body)}"
+            )
         return f"{where}: trained, update released with DP; {_spent(body)}"
     if kind == NON_DP_RELEASE:
         metrics = body.get("non_dp_metrics") or {}

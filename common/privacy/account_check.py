@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.privacy.accountant import (
+    EVENT_COUNTS_TOP_UP,
     EVENT_DP_SGD,
     EVENT_ITEM_COUNTS,
     EVENT_ITEM_GRAM,
@@ -44,7 +45,7 @@ from common.privacy.accounting import PrivacyEvent
 from common.privacy.ledger import RESERVE, Entry
 from common.privacy.records import enforced_epsilon
 
-DP_RELEASES = (EVENT_ITEM_COUNTS, EVENT_DP_SGD, EVENT_ITEM_GRAM)
+DP_RELEASES = (EVENT_ITEM_COUNTS, EVENT_DP_SGD, EVENT_ITEM_GRAM, EVENT_COUNTS_TOP_UP)
 SHOWN = 5  # disagreements listed one by one; the rest are counted
 RELATIVE_TOLERANCE = 1e-9  # epsilon recomputed from the same events may differ in the last bits
 
@@ -55,7 +56,7 @@ class LedgerRelease:
 
     seq: int
     run: str
-    kind: str  # EVENT_ITEM_COUNTS or EVENT_DP_SGD
+    kind: str  # one of DP_RELEASES
     round: int
     event: PrivacyEvent
     delta: float

@@ -29,6 +29,9 @@ ACCOUNT_VERSION = 1
 EVENT_ITEM_COUNTS = "item-counts"
 EVENT_DP_SGD = "dp-sgd"
 EVENT_ITEM_GRAM = "item-gram"  # a statistics model's one release (common.privacy.cooccurrence)
+# the rest of epsilon as a second count release, when the federation trains nothing
+EVENT_COUNTS_TOP_UP = "item-counts-top-up"
+COUNT_EVENTS = (EVENT_ITEM_COUNTS, EVENT_COUNTS_TOP_UP)
 TRAINING_EVENTS = (EVENT_DP_SGD, EVENT_ITEM_GRAM)  # what a train round releases
 
 
@@ -179,6 +182,21 @@ def statistics_noise(config: PrivacyConfig, *, rounds: int) -> float:
     return _calibrate(config, sample_rate=1.0, steps=rounds)[1]
 
 
+def top_up_noise(config: PrivacyConfig) -> float:
+    """Sigma of the count top-up: one more Gaussian release (q = 1, sensitivity 1) that takes
+    the item counts' account to ``target_epsilon``.
+
+    Gaussian mechanisms compose exactly (RDP and PRV alike): the counts at
+    ``sigma_c`` and the top-up at ``sigma_t`` cost what one release at
+    ``(sigma_c^-2 + sigma_t^-2)^-1/2`` costs, and their inverse-variance mean
+    has that std, so the two together are as good as counts that took all of
+    epsilon from the start.
+    """
+    if not config.count_share > 0:
+        raise ConfigError("A count top-up needs a first count release (count-epsilon-share > 0).")
+    return _calibrate(config, sample_rate=1.0, steps=1)[1]
+
+
 def suggest_delta(population: int) -> str:
     """A round delta well below 1/population: the largest power of ten <= 0.1/population."""
     return f"{10 ** math.floor(math.log10(0.1 / population)):.0e}"
@@ -188,7 +206,7 @@ def suggest_delta(population: int) -> str:
 class SpentEvent:
     """One privacy-relevant release: what, in which round, at what cost parameters."""
 
-    kind: str  # EVENT_ITEM_COUNTS or EVENT_DP_SGD
+    kind: str  # EVENT_ITEM_COUNTS, EVENT_DP_SGD, EVENT_ITEM_GRAM or EVENT_COUNTS_TOP_UP
     round: int
     event: PrivacyEvent
 

@@ -98,6 +98,11 @@ class PrivacyConfig:
     # a merchant whose units x target-epsilon is below this spends all of epsilon on its item
     # counts and trains nothing (its own data gives DP training no signal); 0 = never
     count_only_below: float = 0.0
+    # the federation trains only if at least this many items clear item-threshold in the
+    # first count release; else every merchant spends the rest of epsilon on a second count
+    # release (a top-up: together as good as counts at the whole epsilon) and serves DP
+    # popularity; 0 = always train
+    train_min_items: int = 0
     local_steps: int = 0  # local steps per round (DP-SGD or plain); 0 = from local-epochs
     client_clip: float = 1.0  # client unit: L2 bound on each client's model update
     device_epsilon: float = 0.0  # client unit: on-device record-level DP-SGD epsilon; 0 = none
@@ -128,6 +133,13 @@ class PrivacyConfig:
             problems.append(f"count-epsilon-share must be in [0, 1), got {self.count_share}")
         if self.count_only_below < 0:
             problems.append(f"count-only-below must be >= 0, got {self.count_only_below}")
+        if self.train_min_items < 0:
+            problems.append(f"train-min-items must be >= 0, got {self.train_min_items}")
+        if self.train_min_items and self.enabled and not self.count_share > 0:
+            problems.append(
+                f"train-min-items={self.train_min_items} decides from the item counts, but "
+                "count-epsilon-share is 0 (no count release); set a share, or train-min-items=0"
+            )
         if self.item_threshold < 0:
             problems.append(f"item-threshold must be >= 0, got {self.item_threshold}")
         if not self.client_clip > 0:

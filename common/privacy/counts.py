@@ -84,3 +84,18 @@ def most_counted(noisy_counts: npt.NDArray[np.float64], top: int) -> npt.NDArray
     """The ``top`` items of highest noisy count (ties: lower id first), as sorted ids."""
     order = np.lexsort((np.arange(len(noisy_counts)), -noisy_counts))
     return np.sort(order[:top]).astype(np.int64)
+
+
+def combine_releases(
+    first: npt.NDArray[np.float64],
+    first_std: float,
+    second: npt.NDArray[np.float64],
+    second_std: float,
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Two noisy releases of the same counts averaged by inverse variance, and the std of
+    the average, ``(first_std^-2 + second_std^-2)^-1/2`` (post-processing: no privacy cost)."""
+    if not (first_std > 0 and second_std > 0):
+        raise ValueError(f"noise stds must be > 0, got {first_std} and {second_std}")
+    a, b = first_std**-2, second_std**-2
+    combined: npt.NDArray[np.float64] = (a * first + b * second) / (a + b)
+    return combined, float((a + b) ** -0.5)

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from common.privacy.accountant import EVENT_ITEM_COUNTS, EVENT_ITEM_GRAM, PrivacyAccount
+from common.privacy.accountant import COUNT_EVENTS, EVENT_ITEM_GRAM, PrivacyAccount
 from common.privacy.accounting import PrivacyEvent, epsilon_of
 from common.privacy.config import ACCOUNTANTS, UNIT_DESCRIPTIONS, sampling_description
 from common.privacy.ledger import finite
@@ -102,7 +102,7 @@ def release_record(
     plan = account.plan
     eps = epsilons(account)
     enforced = eps[epsilon_key(plan.accountant)]
-    counts = release == EVENT_ITEM_COUNTS
+    counts = release in COUNT_EVENTS
     gram = release == EVENT_ITEM_GRAM
     sampling = COUNT_SAMPLING if counts else GRAM_SAMPLING if gram else None
     return {

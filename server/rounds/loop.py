@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.config import FederationConfig, RoundPlan
-from common.constants import DP_NOISE, TOP_K_FIELD
+from common.constants import DP_NOISE, TOP_K_FIELD, UNTRAINED_FIELD
 from server.rounds import transport
 from server.rounds.admission import wait_for_nodes
 from server.rounds.catalog import CatalogState, admit_late_joiners, confirm_catalog
@@ -78,6 +78,7 @@ class RoundLoop:
         self.catalog = CatalogState()  # deployment: who confirmed the catalog, who refused it
         self.nodes: list[int] = []
         self.secure = self.options.secagg is not None and self.options.secagg.enabled
+        self.untrained = ""  # why the federation trains nothing (train-min-items), if so
         self.bounds: UpdateBounds
 
     def run(self) -> FederationResult:
@@ -96,7 +97,15 @@ class RoundLoop:
             ),
         )
         logger.info("accepted updates: %s", self.bounds.describe())
-        for server_round in range(self.result.resumed_from + 1, self.federation.num_rounds + 1):
+        if self.untrained:  # counts only: one evaluation, so each merchant chooses what it serves
+            started = time.perf_counter()
+            self.result.stopped_early = f"before round 1: {self.untrained}"
+            logger.warning("not training: %s", self.untrained)
+            record = RoundRecord(round=self.result.resumed_from + 1)
+            self.evaluate(record)
+            self.finish(record, started=started)
+        rounds = range(self.result.resumed_from + 1, self.federation.num_rounds + 1)
+        for server_round in rounds if not self.untrained else ():
             started = time.perf_counter()
             record = RoundRecord(round=server_round)
             messages = self.configure(record)
@@ -186,7 +195,7 @@ class RoundLoop:
         privacy = self.plan.privacy
         if not (privacy.merchant_dp and privacy.count_share > 0 and self.result.prior is None):
             return
-        self.result.prior, refused = collect_item_prior(
+        released = collect_item_prior(
             self.grid,
             self.nodes,
             plan=self.plan,
@@ -197,7 +206,8 @@ class RoundLoop:
             names=self.names,
             top=self.options.statistics_items,
         )
-        self.exhausted |= refused
+        self.result.prior, self.untrained = released.prior, released.untrained
+        self.exhausted |= released.refused
         if self.options.statistics_items:  # the statistics model covers the prior's items
             from flwr.app import Array
 
@@ -267,8 +277,12 @@ class RoundLoop:
         """Every merchant evaluates the current global model on its own held-out events."""
         from flwr.app import ConfigRecord
 
+        untrained = {UNTRAINED_FIELD: True} if self.untrained else {}
         config = ConfigRecord(
-            {TOP_K_FIELD: self.federation.top_k, **round_config(self.plan, self.options)}
+            {
+                TOP_K_FIELD: self.federation.top_k,
+                **round_config(self.plan, self.options, **untrained),
+            }
         )
         configured = self.strategy.configure_evaluate(
             record.round, self.result.arrays, config, self.grid

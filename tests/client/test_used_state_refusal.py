@@ -81,7 +81,7 @@ def test_a_first_private_run_on_fresh_state_releases_its_counts_through_the_same
     merchant = _merchant(tmp_path, data)
     _deliver(monkeypatch, {1: merchant.store.directory})
     reports: dict[str, dict[str, Any]] = {}
-    prior, refused = collect_item_prior(
+    released = collect_item_prior(
         None,  # type: ignore[arg-type]
         [1],
         plan=PLAN,
@@ -89,7 +89,9 @@ def test_a_first_private_run_on_fresh_state_releases_its_counts_through_the_same
         privacy_reports=reports,
         options=RunOptions(run_name="spring", poll=0.0),
     )
+    prior, refused = released.prior, released.refused
     assert refused == set() and prior.counts.shape == (data.num_items,)
+    assert released.untrained == ""
     assert DP_REFUSED not in reports["shop"] and reports["shop"]["dp-epsilon"] > 0
     assert [e.body["run"] for e in read_ledger(merchant.ledger.path).entries[1:]] == [
         "spring",

@@ -33,6 +33,12 @@ def test_privacy_settings_parse_and_validate():
         parse_run_config({"privacy-unit": "user"})
     with pytest.raises(ConfigError, match="FedProx.*not supported with differential privacy"):
         parse_run_config({"privacy-unit": "user", "target-epsilon": 1, "proximal-mu": 0.1})
+    dp = {"privacy-unit": "user", "target-epsilon": 1}
+    assert parse_run_config({**dp, "train-min-items": 20}).privacy.train_min_items == 20
+    with pytest.raises(ConfigError, match="train-min-items must be >= 0, got -1"):
+        parse_run_config({**dp, "train-min-items": -1})
+    with pytest.raises(ConfigError, match="train-min-items=20 decides from the item counts"):
+        parse_run_config({**dp, "train-min-items": 20, "count-epsilon-share": 0})
 
 
 def test_unknown_key_lists_known_ones():

@@ -98,3 +98,57 @@ def test_the_ledger_states_the_release_its_sensitivity_and_what_was_sent(finishe
         assert sorted(k.split("/", 1)[1] for k in sent) == ["gram", "items", "noise"]
         (size,) = sent[next(k for k in sent if k.endswith("/items"))]
         assert sent[next(k for k in sent if k.endswith("/gram"))] == [size, size]
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory):
+    """The same federation with train-min-items above the catalog: it must train nothing."""
+    root = tmp_path_factory.mktemp("ease-untrained")
+    log_dir = root / "replies"
+    log_dir.mkdir()
+    spec = SimulationSpec(
+        run=parse_run_config({**SETTINGS, "train-min-items": 1000}),
+        source=DataSource(
+            synthetic=SyntheticSpec(num_merchants=2, num_users=200, num_items=60, seed=3)
+        ),
+        partition=PartitionConfig(scheme="natural"),
+        run_dir=root / "run",
+        baselines=False,
+        num_cpus=1,
+    )
+    rounds: list = []
+    results = simulate(spec, on_round=rounds.append, client_mods=[recording_mod(log_dir)])
+    return root / "run", results, rounds, log_dir
+
+
+def test_too_few_cleared_items_top_up_the_counts_and_every_merchant_serves_dp_popularity(
+    untrained_run,
+):
+    from simulations.audit_report import statement, summarize
+
+    run_dir, results, rounds, log_dir = untrained_run
+    assert [r.round for r in rounds] == [1] and rounds[0].train == {}  # evaluated, not trained
+    assert sorted(rounds[0].evaluate) == MERCHANTS
+    assert not sorted(log_dir.glob("*-train-*.json"))  # no training instruction was answered
+    history = json.loads((run_dir / "federation.json").read_text())
+    assert "train-min-items 1000" in history["stopped_early"]
+    sources = results["served"]["sources"]
+    assert sorted(sources) == MERCHANTS
+    for source in sources.values():
+        assert source["source"] == "popularity" and "trained no model" in source["reason"]
+    for merchant in MERCHANTS:
+        spent = results["privacy"]["per_merchant"][merchant]["dp-epsilon"]
+        assert spent == pytest.approx(SETTINGS["target-epsilon"], rel=0.01)  # all of it, on counts
+        ledger = run_dir / "merchants" / merchant / "ledger.jsonl"
+        entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+        reserved = [e["body"]["release"] for e in entries if e["kind"] == "reserve"]
+        assert reserved == ["item-counts", "item-counts-top-up"]
+        choice = json.loads((run_dir / "merchants" / merchant / "serving_source.json").read_text())
+        assert [w for w, _ in choice["ndcg"]] == [1.0]  # popularity was the only candidate
+    from common.privacy.ledger import read_ledger
+
+    (summary,) = summarize(
+        {"m": read_ledger(run_dir / "merchants" / MERCHANTS[0] / "ledger.jsonl").entries}
+    ).values()
+    text = statement(summary)
+    assert "2 release(s) of noisy item counts" in text and "topped up its noisy item counts" in text
