@@ -249,6 +249,7 @@ def simulate(
         if run.privacy.chooses_source:  # what each merchant chose to serve, on its test items
             results["served"] = _served(staging, run, catalog)
         if spec.baselines:
+            from common.models.registry import MODELS
             from simulations.baselines import (
                 evaluate_popularity,
                 non_private_run,
@@ -261,8 +262,10 @@ def simulate(
             popularity = evaluate_popularity(
                 pooled, k=run.federation.top_k, seed=run.federation.seed
             )
-            centralised = train_centralised(pooled, non_private_run(run), parties=len(names))
-            labelled = [(CENTRALISED, centralised), ("popularity", popularity)]
+            labelled = [("popularity", popularity)]
+            if not MODELS[run.model.kind].statistics:  # EASE^R is a statistics model's own
+                centralised = train_centralised(pooled, non_private_run(run), parties=len(names))
+                labelled.insert(0, (CENTRALISED, centralised))
             ease = strong_reference(pooled, k=run.federation.top_k, seed=run.federation.seed)
             if isinstance(ease, str):  # the catalog is too large: the pooled model stands in
                 results[REFERENCE] = {"method": CENTRALISED, "skipped": ease}

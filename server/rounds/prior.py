@@ -24,6 +24,7 @@ from common.constants import (
     COUNTS_ARRAY,
     COUNTS_TOP_UP_FIELD,
     DP_COUNT_NOISE,
+    DP_NOISE,
     DP_TOP_UP_NOISE,
     ITEM_COUNTS_KEY,
 )
@@ -57,6 +58,7 @@ class _Counts:
 
     counts: dict[int, Any] = field(default_factory=dict)  # node -> (num_items,) float64
     noise: dict[int, float] = field(default_factory=dict)  # node -> std (sensitivity 1)
+    trains: list[int] = field(default_factory=list)  # nodes whose plan trains (sigma > 0)
     refused: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)  # "merchant refused: why"
     failed: list[str] = field(default_factory=list)
@@ -101,20 +103,29 @@ def collect_item_prior(
         untrained = (
             f"only {cleared} item(s) cleared {threshold:g} x the count noise std {std:.2f} "
             f"(train-min-items {wanted}): a model over so few items ranks no better than their "
-            "popularity, so the federation trains nothing and the merchants spent the rest of "
-            "their epsilon on a second count release (DP popularity at the whole epsilon)"
+            "popularity, so the federation trains nothing; "
+            + (
+                f"{len(first.trains)} merchant(s) were asked to spend the rest of their epsilon "
+                "on a second count release (DP popularity at the whole epsilon)"
+                if first.trains
+                else "every merchant's counts already took its whole epsilon (count-only-below)"
+            )
         )
         logger.info("item prior: %s", untrained)
-        top_up = _query(
-            grid,
-            sorted(first.counts),
-            plan,
-            timeout,
-            privacy_reports,
-            ledger,
-            options,
-            names,
-            top_up=True,
+        top_up = (
+            _query(
+                grid,
+                first.trains,  # a counts-only merchant (count-only-below) has nothing left
+                plan,
+                timeout,
+                privacy_reports,
+                ledger,
+                options,
+                names,
+                top_up=True,
+            )
+            if first.trains
+            else _Counts()
         )
         total, std = _sum(_combined(first, top_up))
         cleared = int(np.count_nonzero(total >= threshold * std))
@@ -193,6 +204,8 @@ def _query(
         counts = reply.content.array_records[ITEM_COUNTS_KEY][COUNTS_ARRAY].numpy()
         out.counts[node] = counts.astype("float64")
         out.noise[node] = float(metrics(reply)[DP_TOP_UP_NOISE if top_up else DP_COUNT_NOISE])
+        if float(metrics(reply).get(DP_NOISE, 0.0)) > 0:
+            out.trains.append(node)
     for failure in failed:
         logger.warning("%s: %s", what, failure)
     return out

@@ -102,7 +102,8 @@ def test_the_ledger_states_the_release_its_sensitivity_and_what_was_sent(finishe
 
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory):
-    """The same federation with train-min-items above the catalog: it must train nothing."""
+    """The same federation with train-min-items above the catalog: it must train nothing
+    (with the baselines, which for a statistics model are EASE^R and popularity)."""
     root = tmp_path_factory.mktemp("ease-untrained")
     log_dir = root / "replies"
     log_dir.mkdir()
@@ -113,7 +114,7 @@ def untrained_run(tmp_path_factory):
         ),
         partition=PartitionConfig(scheme="natural"),
         run_dir=root / "run",
-        baselines=False,
+        baselines=True,
         num_cpus=1,
     )
     rounds: list = []
@@ -132,6 +133,10 @@ def test_too_few_cleared_items_top_up_the_counts_and_every_merchant_serves_dp_po
     assert not sorted(log_dir.glob("*-train-*.json"))  # no training instruction was answered
     history = json.loads((run_dir / "federation.json").read_text())
     assert "train-min-items 1000" in history["stopped_early"]
+    assert "2 merchant(s) were asked to spend the rest" in history["stopped_early"]
+    # no pooled DP-SGD stand-in for a statistics model: EASE^R is its non-private counterpart
+    assert "overall" in results["reference"] and "centralised" not in results
+    assert "overall" in results["dp-popularity"]
     sources = results["served"]["sources"]
     assert sorted(sources) == MERCHANTS
     for source in sources.values():
