@@ -292,19 +292,26 @@ class MerchantPrivacy:
         from common.privacy.counts import noisy_item_counts
 
         account = self.open_account(plan, run=run, server_round=0, kind=EVENT_COUNTS_TOP_UP)
-        if not account.has(EVENT_ITEM_COUNTS) or account.has(EVENT_COUNTS_TOP_UP):
-            raise ConfigError(
-                f"Merchant {self.name}: a count top-up follows exactly one item-count release "
-                f"of this training (this account holds "
-                f"{sum(s.kind == EVENT_ITEM_COUNTS for s in account.events)} and "
-                f"{sum(s.kind == EVENT_COUNTS_TOP_UP for s in account.events)} top-up(s)); "
-                "refused, nothing was released."
+        held = [s.kind for s in account.events]
+        problem = ""
+        if held.count(EVENT_ITEM_COUNTS) != 1 or EVENT_COUNTS_TOP_UP in held:
+            problem = (
+                "a count top-up follows exactly one item-count release of this training (this "
+                f"account holds {held.count(EVENT_ITEM_COUNTS)} and "
+                f"{held.count(EVENT_COUNTS_TOP_UP)} top-up(s))"
             )
-        if any(account.has(kind) for kind in TRAINING_EVENTS):
-            raise ConfigError(
-                f"Merchant {self.name} already released training updates in this run; a count "
-                "top-up would spend budget the plan gave to training. Refused, nothing released."
+        elif any(kind in TRAINING_EVENTS for kind in held):
+            problem = (
+                "it already released training updates in this run; a count top-up would spend "
+                "budget the plan gave to training"
             )
+        if problem:
+            reason = f"Merchant {self.name}: {problem}. Refused, nothing was released."
+            self.ledger.refusal(
+                {"run": run, "round": 0, "merchant": self.name, "release": EVENT_COUNTS_TOP_UP},
+                reason=reason,
+            )
+            raise PrivacyRefused(reason)
         if not account.plan.trains:  # its counts already took all of epsilon
             self.refuse_training(
                 account, plan, run=run, server_round=0, release=EVENT_COUNTS_TOP_UP

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from dp_accounting import rdp
 
-from common.errors import ConfigError
 from common.models.prior import ItemPrior
 from common.privacy.accountant import (
     EVENT_COUNTS_TOP_UP,
     EVENT_ITEM_COUNTS,
     CountsOnly,
     PrivacyBudgetExceeded,
+    PrivacyRefused,
 )
 from common.privacy.accounting import RDP_ORDERS, gaussian_noise_multiplier
 from common.privacy.counts import most_counted
@@ -61,7 +61,7 @@ def test_after_a_top_up_a_second_top_up_or_any_training_is_refused(
     counts = merchant.release_item_counts(PLAN, run="r").counts
     merchant.release_counts_top_up(PLAN, run="r")
     spent = merchant.account(PLAN).epsilon()
-    with pytest.raises(ConfigError, match="follows exactly one item-count release"):
+    with pytest.raises(PrivacyRefused, match="follows exactly one item-count release"):
         merchant.release_counts_top_up(PLAN, run="r")
     prior = ItemPrior(counts=counts, trained=most_counted(counts, 20))
     with pytest.raises(PrivacyBudgetExceeded):
@@ -76,15 +76,17 @@ def test_a_top_up_needs_the_first_counts_and_no_training_before_it(
     data,  # noqa: F811
 ):
     merchant = _merchant(tmp_path, data)
-    with pytest.raises(ConfigError, match="follows exactly one item-count release"):
+    with pytest.raises(PrivacyRefused, match="follows exactly one item-count release"):
         merchant.release_counts_top_up(PLAN, run="r")
     counts = merchant.release_item_counts(PLAN, run="r").counts
     prior = ItemPrior(counts=counts, trained=most_counted(counts, 20))
     merchant.train(
         _global_with(prior.trained, data.num_items), PLAN, server_round=1, prior=prior, run="r"
     )
-    with pytest.raises(ConfigError, match="already released training updates"):
+    with pytest.raises(PrivacyRefused, match="already released training updates"):
         merchant.release_counts_top_up(PLAN, run="r")
+    refusal = merchant.ledger.ledger.entries[-1]  # written before it was raised
+    assert refusal.kind == "refusal" and refusal.body["release"] == EVENT_COUNTS_TOP_UP
 
 
 def test_a_counts_only_merchant_has_nothing_to_top_up_and_says_so_in_its_ledger(
