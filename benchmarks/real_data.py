@@ -214,6 +214,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
                         events=events,
                         pooled=pooled,
                         scratch=scratch,
+                        draws=args.draws,
                     ),
                 )
             )
@@ -320,6 +321,13 @@ def main() -> None:
         "popularity on the same merchants (method 'private')",
     )
     parser.add_argument("--delta", type=float, default=1e-6, help="δ of the DP rows")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="noise draws per DP cell (fresh merchant state and DP-popularity noise each); "
+        "rows are per-user means over draws, and standard errors count users and draws",
+    )
     parser.add_argument(
         "--private-merchants",
         type=lambda text: [int(v) for v in text.split(",") if v.strip()],

@@ -24,11 +24,16 @@ delta-method standard error. ``plot`` draws NDCG@10 against ε per dataset.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from real_data_rows import (  # a sibling module, not a package
     HR,
     NDCG,
@@ -42,6 +47,7 @@ from real_data_rows import (  # a sibling module, not a package
 )
 
 from common.config import RunConfig
+from common.constants import FEDERATION_FILE
 from common.data.dataset import UserItemData
 from common.data.partition import PartitionConfig
 from common.data.schema import Interactions
@@ -58,6 +64,22 @@ def private_label(merchants: int, epsilon: float, recipe: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One noise draw of a DP cell: a fresh federation (fresh merchant noise keys) and a
+    fresh DP-popularity release, scored per test user."""
+
+    model: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (hr, ndcg) per user
+    popularity: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+    served: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
+    merchant_of: npt.NDArray[np.int64] | None  # per test user, an index into ``choices``
+    choices: list[tuple[str, str, float]]  # (merchant, source, popularity weight)
+    spent: float  # the largest epsilon a merchant spent
+    trained_items: int | None
+    untrained: str  # why the federation trained nothing (train-min-items), if so
+    seconds: float
+
+
 def private_rows(
     run: RunConfig,
     *,
@@ -68,28 +90,14 @@ def private_rows(
     events: Interactions,
     pooled: UserItemData,
     scratch: Path,
+    draws: int = 1,
 ) -> list[Row]:
-    """The DP model and DP popularity at ``epsilon`` (``run`` carries the privacy settings)."""
-    from client.state.store import MerchantStore
-    from common.constants import MERCHANTS_DIR
-    from simulations.baselines import evaluate_dp_popularity
-    from simulations.runner import SimulationSpec, simulate
-
-    partition = PartitionConfig(scheme="iid", num_parties=merchants)
-    spec = SimulationSpec(
-        run=run,
-        source=source,
-        partition=partition,
-        run_dir=scratch / f"{Path(source.name()).stem}-dp-{merchants}-eps{epsilon:g}",
-        overwrite=True,
-        baselines=False,
-    )
-    started = time.perf_counter()
-    results = simulate(spec, events=events)
-    seconds = time.perf_counter() - started
-    hr, ndcg, _ = federated_per_user(spec.run_dir, pooled)
-    privacy = results["privacy"]
-    spent = {n: m["dp-epsilon"] for n, m in privacy["per_merchant"].items()}
+    """The DP model, what each merchant serves and DP popularity at ``epsilon``, each the
+    per-user mean over ``draws`` noise draws (``run`` carries the privacy settings)."""
+    done = [
+        _draw(run, epsilon, merchants, source, events, pooled, scratch, draw=d)
+        for d in range(draws)
+    ]
     statement = {
         "unit": run.privacy.unit,
         "delta": run.privacy.delta,
@@ -98,13 +106,14 @@ def private_rows(
         if MODELS[run.model.kind].statistics
         else "Poisson sampling of users at rate q",
         "target_epsilon": epsilon,
-        "max_epsilon_spent": max(spent.values()) if spent else math.nan,
+        "max_epsilon_spent": max(d.spent for d in done),
+        "noise_draws": draws,
     }
+    partition = PartitionConfig(scheme="iid", num_parties=merchants)
     model_row = Row(
         private_label(merchants, epsilon, recipe),
-        hr,
-        ndcg,
-        seconds,
+        *_mean_over(d.model for d in done),
+        sum(d.seconds for d in done),
         params=run_settings_summary(run)
         | statement
         | {
@@ -112,86 +121,211 @@ def private_rows(
             "max_grad_norm": 1.0
             if MODELS[run.model.kind].statistics
             else run.privacy.max_grad_norm,
-            "trained_items": privacy["trained_items"],
+            "trained_items": [d.trained_items for d in done],
+            # draws whose federation trained nothing (train-min-items), and why
+            "untrained_draws": sum(bool(d.untrained) for d in done),
+            "untrained_reason": next((d.untrained for d in done if d.untrained), ""),
             "partition": dataclasses.asdict(partition),
         },
     )
-    names = sorted(p.name for p in (spec.run_dir / MERCHANTS_DIR).iterdir() if p.is_dir())
-    datas = [MerchantStore(spec.run_dir / MERCHANTS_DIR / n).load_data() for n in names]
-    started = time.perf_counter()
-    popularity = evaluate_dp_popularity(datas, pooled, run=run, names=names)
-    pop_row = Row.of(
-        f"{DP_POPULARITY}, {merchants} merchants, ε={epsilon:g}",
-        popularity,
-        time.perf_counter() - started,
+    pop_row = Row(
+        f"{DP_POPULARITY}, {merchants} merchants, ε={epsilon:g}"
+        + (f", mean of {draws} draws" if draws > 1 else ""),
+        *_mean_over(d.popularity for d in done),
+        0.0,
         params={
             "unit": run.privacy.unit,
             "delta": run.privacy.delta,
             "accountant": run.privacy.accountant,
             "target_epsilon": epsilon,
+            "noise_draws": draws,
             "release": "each merchant's item counts, once, Gaussian mechanism at the whole ε "
             "(no sampling)",
         },
     )
-    assert model_row.ndcg is not None and pop_row.ndcg is not None
-    ratio, se = ratio_se(model_row.ndcg, pop_row.ndcg)
-    model_row.params |= {
-        "over_dp_popularity": round(ratio, 3),
-        "over_dp_popularity_se": round(se, 3),
-    }
+    model_row.params |= _against_popularity(
+        [d.model[1] for d in done], [d.popularity[1] for d in done]
+    )
     rows = [model_row, pop_row]
     if run.privacy.chooses_source:
-        served = served_row(spec.run_dir, pooled, pop_row, label=model_row.method)
+        served = served_row(done, label=model_row.method)
         served.params = statement | served.params
         rows.insert(1, served)
     return rows
 
 
-def served_row(run_dir: Path, pooled: UserItemData, pop_row: Row, *, label: str) -> Row:
-    """What each merchant serves, scored per test user, beside DP popularity per merchant."""
-    import numpy as np
-
+def _draw(
+    run: RunConfig,
+    epsilon: float,
+    merchants: int,
+    source: DataSource,
+    events: Interactions,
+    pooled: UserItemData,
+    scratch: Path,
+    *,
+    draw: int,
+) -> Draw:
+    """One federation run at ``epsilon`` (fresh state, so fresh DP noise) and one DP-popularity
+    release on the same merchants, scored per test user."""
+    from client.state.store import MerchantStore
+    from common.constants import MERCHANTS_DIR
+    from simulations.baselines import evaluate_dp_popularity
+    from simulations.runner import SimulationSpec, simulate
     from simulations.served import served_by_merchant
 
+    # a simulation derives each merchant's noise key from the run seed: another seed per draw
+    # (the partition has its own seed, so every draw has the same merchants and users)
+    seeded = dataclasses.replace(
+        run, federation=dataclasses.replace(run.federation, seed=run.federation.seed + draw)
+    )
+    spec = SimulationSpec(
+        run=seeded,
+        source=source,
+        partition=PartitionConfig(scheme="iid", num_parties=merchants),
+        run_dir=scratch / f"{Path(source.name()).stem}-dp-{merchants}-eps{epsilon:g}-draw{draw}",
+        overwrite=True,
+        baselines=False,
+    )
     started = time.perf_counter()
-    served = served_by_merchant(run_dir, k=K, seed=SEED)
-    position = {key: i for i, key in enumerate(np.asarray(pooled.user_keys)[pooled.test_users])}
-    hr = np.full(len(pooled.test_users), np.nan)
-    ndcg = np.full(len(pooled.test_users), np.nan)
+    results = simulate(spec, events=events)
+    hr, ndcg, _ = federated_per_user(spec.run_dir, pooled)
+    privacy = results["privacy"]
+    spent = [m["dp-epsilon"] for m in privacy["per_merchant"].values()]
+    names = sorted(p.name for p in (spec.run_dir / MERCHANTS_DIR).iterdir() if p.is_dir())
+    datas = [MerchantStore(spec.run_dir / MERCHANTS_DIR / n).load_data() for n in names]
+    popularity = evaluate_dp_popularity(datas, pooled, run=run, names=names, draw=draw)
+    served = merchant_of = None
+    choices: list[tuple[str, str, float]] = []
+    if run.privacy.chooses_source:
+        position = {k: i for i, k in enumerate(np.asarray(pooled.user_keys)[pooled.test_users])}
+        served_hr = np.full(len(pooled.test_users), np.nan)
+        served_ndcg = np.full(len(pooled.test_users), np.nan)
+        merchant_of = np.full(len(pooled.test_users), -1, dtype=np.int64)
+        for index, one in enumerate(served_by_merchant(spec.run_dir, k=K, seed=SEED)):
+            rows = np.asarray([position[one.user_keys[u]] for u in one.result.users], np.int64)
+            served_hr[rows] = one.result.per_user[HR]
+            served_ndcg[rows] = one.result.per_user[NDCG]
+            merchant_of[rows] = index
+            choice = one.choice
+            choices.append(
+                (
+                    one.name,
+                    "model" if choice is None else choice.source,
+                    0.0 if choice is None else choice.weight,
+                )
+            )
+        if np.isnan(served_ndcg).any():
+            raise RuntimeError(f"{int(np.isnan(served_ndcg).sum())} test users were not served")
+        served = (served_hr, served_ndcg)
+    history = json.loads((spec.run_dir / FEDERATION_FILE).read_text())
+    return Draw(
+        model=(hr, ndcg),
+        popularity=(popularity.per_user[HR], popularity.per_user[NDCG]),
+        served=served,
+        merchant_of=merchant_of,
+        choices=choices,
+        spent=max(spent) if spent else math.nan,
+        trained_items=privacy["trained_items"],
+        untrained=str(history.get("stopped_early") or "")
+        if "train-min-items" in str(history.get("stopped_early") or "")
+        else "",
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _untrained(history: dict[str, Any]) -> str:
+    """Why the federation trained nothing (train-min-items), or ''."""
+    stopped = str(history.get("stopped_early") or "")
+    return stopped if "train-min-items" in stopped else ""
+
+
+def _mean_over(
+    pairs: Iterable[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per-user means over draws of (hr, ndcg)."""
+    listed = list(pairs)
+    return (
+        np.mean([p[0] for p in listed], axis=0),
+        np.mean([p[1] for p in listed], axis=0),
+    )
+
+
+def difference_se(
+    served: list[npt.NDArray[np.float64]], popularity: list[npt.NDArray[np.float64]]
+) -> tuple[float, float]:
+    """Mean over draws of (served - popularity), and its standard error: the users' paired
+    SE of the per-user mean difference plus, with two draws or more, the draws' variance of
+    the mean difference over R (the two parts of the randomness: which users are tested,
+    and which noise the mechanisms drew)."""
+    diffs = [s - p for s, p in zip(served, popularity, strict=True)]
+    per_user = np.mean(diffs, axis=0)
+    users = (
+        float(per_user.std(ddof=1) / math.sqrt(len(per_user))) if len(per_user) > 1 else math.inf
+    )
+    means = np.asarray([d.mean() for d in diffs])
+    noise = float(means.var(ddof=1) / len(means)) if len(means) > 1 else 0.0
+    return float(per_user.mean()), math.sqrt(users**2 + noise)
+
+
+def _against_popularity(
+    values: list[npt.NDArray[np.float64]], popularity: list[npt.NDArray[np.float64]]
+) -> dict[str, Any]:
+    """The ratio of the draw-averaged NDCG@10 to DP popularity's, with the users' paired
+    delta-method SE and the draws' SE of the ratio combined; and the difference test."""
+    mean, pop = np.mean(values, axis=0), np.mean(popularity, axis=0)
+    ratio, users_se = ratio_se(mean, pop)
+    per_draw = [float(v.mean() / p.mean()) for v, p in zip(values, popularity, strict=True)]
+    draws_se = (
+        float(np.std(per_draw, ddof=1) / math.sqrt(len(per_draw))) if len(per_draw) > 1 else 0.0
+    )
+    difference, se = difference_se(values, popularity)
+    return {
+        "over_dp_popularity": round(ratio, 3),
+        "over_dp_popularity_se": round(math.sqrt(users_se**2 + draws_se**2), 3),
+        "over_dp_popularity_per_draw": [round(r, 3) for r in per_draw],
+        "difference": round(difference, 5),
+        "difference_se": round(se, 5),
+    }
+
+
+def served_row(done: list[Draw], *, label: str) -> Row:
+    """What each merchant serves, per test user averaged over draws, beside DP popularity
+    overall and per merchant (a merchant is below when its mean difference is more than one
+    standard error below 0, the SE counting users and draws)."""
+    served = [d.served[1] for d in done if d.served is not None]
+    popularity = [d.popularity[1] for d in done]
+    first = done[0]
+    assert first.served is not None and first.merchant_of is not None
+    if not all(np.array_equal(d.merchant_of, first.merchant_of) for d in done):
+        raise RuntimeError("the draws partitioned the users differently; merchants not comparable")
     per_merchant = {}
-    assert pop_row.ndcg is not None
-    for one in served:
-        rows = np.asarray([position[one.user_keys[u]] for u in one.result.users], dtype=np.int64)
-        hr[rows] = one.result.per_user[HR]
-        ndcg[rows] = one.result.per_user[NDCG]
-        diff = ndcg[rows] - pop_row.ndcg[rows]
-        diff_se = float(diff.std(ddof=1) / math.sqrt(len(rows))) if len(rows) > 1 else math.inf
-        per_merchant[one.name] = {
-            "users": len(rows),
-            "source": "model" if one.choice is None else one.choice.source,
-            "popularity_weight": 0.0 if one.choice is None else one.choice.weight,
-            "served_ndcg": round(float(ndcg[rows].mean()), 5),
-            "dp_popularity_ndcg": round(float(pop_row.ndcg[rows].mean()), 5),
-            "difference": round(float(diff.mean()), 5),
-            "difference_se": round(diff_se, 5),
+    for index, (name, _, _) in enumerate(first.choices):
+        rows = first.merchant_of == index  # IID partitions of a seed: the same users each draw
+        difference, se = difference_se([s[rows] for s in served], [p[rows] for p in popularity])
+        sources = [d.choices[index][1] for d in done]
+        per_merchant[name] = {
+            "users": int(rows.sum()),
+            "sources": {s: sources.count(s) for s in sorted(set(sources))},
+            "popularity_weights": [d.choices[index][2] for d in done],
+            "served_ndcg": round(float(np.mean([s[rows].mean() for s in served])), 5),
+            "dp_popularity_ndcg": round(float(np.mean([p[rows].mean() for p in popularity])), 5),
+            "difference": round(difference, 5),
+            "difference_se": round(se, 5),
         }
-    if np.isnan(ndcg).any():
-        raise RuntimeError(f"{int(np.isnan(ndcg).sum())} test users were not served")
-    ratio, se = ratio_se(ndcg, pop_row.ndcg)
+    against = _against_popularity(served, popularity)
     below = [n for n, m in per_merchant.items() if m["difference"] < -m["difference_se"]]
-    diff = ndcg - pop_row.ndcg
-    overall_below = float(diff.mean()) < -float(diff.std(ddof=1) / math.sqrt(len(diff)))
-    sources = [m["source"] for m in per_merchant.values()]
+    sources = [c[1] for d in done for c in d.choices]
     return Row(
         label.replace("fedrec federated", "served (each merchant's choice)", 1),
-        hr,
-        ndcg,
-        time.perf_counter() - started,
+        *_mean_over(d.served for d in done if d.served is not None),
+        0.0,
         params={
             "sources": {s: sources.count(s) for s in sorted(set(sources))},
-            "over_dp_popularity": round(ratio, 3),
-            "over_dp_popularity_se": round(se, 3),
-            "below_dp_popularity_by_1se": {"overall": overall_below, "merchants": below},
+            **against,
+            "below_dp_popularity_by_1se": {
+                "overall": against["difference"] < -against["difference_se"],
+                "merchants": below,
+            },
             "per_merchant": per_merchant,
         },
     )
@@ -235,10 +369,10 @@ def _curves(data: dict[str, Any]) -> dict[str, list[tuple[float, float, float]]]
         if "ε=" not in method or NDCG not in m:
             continue
         epsilon = float(m["params"]["target_epsilon"])
-        name = (
-            method.split(", ε=")[0]
-            if method.startswith(DP_POPULARITY)
-            else (method.replace(f" ε={epsilon:g}", ""))
-        )
+        if method.startswith(DP_POPULARITY):  # one curve per merchants (and per draw count)
+            head, _, tail = method.partition(", ε=")
+            name = head + (tail[tail.index(",") :] if "," in tail else "")
+        else:
+            name = method.replace(f" ε={epsilon:g}", "")
         curves.setdefault(name, []).append((epsilon, m[NDCG], m[f"{NDCG}_se"]))
     return {k: sorted(v) for k, v in curves.items()}

@@ -226,6 +226,7 @@ def run_settings_summary(run: RunConfig) -> dict[str, Any]:
             "item_threshold": run.privacy.item_threshold,
             "count_epsilon_share": run.privacy.count_share,
             "count_only_below": run.privacy.count_only_below,
+            "train_min_items": run.privacy.train_min_items,
         }
     settings = {
         "model": run.model.kind,
