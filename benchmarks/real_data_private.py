@@ -18,7 +18,12 @@ Poisson sampling of users, on ``--private-merchants`` IID merchants:
   NDCG@10 is below DP popularity's by more than one paired standard error.
 
 Each DP row's ratio to DP popularity is paired over the same test users, with a
-delta-method standard error. ``plot`` draws NDCG@10 against ε per dataset.
+delta-method standard error. With ``--draws R`` > 1 each cell runs R federations
+(another run seed each, so fresh merchant noise keys) and 20 (at least R)
+DP-popularity releases; every row is the per-user mean over its draws, and the
+standard errors add each side's variance between draws to the users' paired
+SE (one draw of DP popularity against another moves by more than the users'
+SE at a few hundred users). ``plot`` draws NDCG@10 against ε per dataset.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from common.privacy.records import GRAM_SAMPLING
 from simulations.runner import DataSource
 
 DP_POPULARITY = "DP popularity"
+POPULARITY_DRAWS = 20  # with --draws > 1: DP popularity is cheap, so its draws are many
 
 
 def private_label(merchants: int, epsilon: float, recipe: str) -> str:
@@ -66,11 +72,10 @@ def private_label(merchants: int, epsilon: float, recipe: str) -> str:
 
 @dataclass(frozen=True)
 class Draw:
-    """One noise draw of a DP cell: a fresh federation (fresh merchant noise keys) and a
-    fresh DP-popularity release, scored per test user."""
+    """One noise draw of a DP cell: a fresh federation (fresh merchant noise keys), scored
+    per test user."""
 
     model: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (hr, ndcg) per user
-    popularity: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
     served: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
     merchant_of: npt.NDArray[np.int64] | None  # per test user, an index into ``choices``
     choices: list[tuple[str, str, float]]  # (merchant, source, popularity weight)
@@ -98,6 +103,10 @@ def private_rows(
         _draw(run, epsilon, merchants, source, events, pooled, scratch, draw=d)
         for d in range(draws)
     ]
+    pop_draws = max(draws, POPULARITY_DRAWS) if draws > 1 else 1
+    started = time.perf_counter()
+    popularity = _popularity_draws(run, scratch, source, merchants, epsilon, pooled, pop_draws)
+    pop_seconds = time.perf_counter() - started
     statement = {
         "unit": run.privacy.unit,
         "delta": run.privacy.delta,
@@ -130,25 +139,24 @@ def private_rows(
     )
     pop_row = Row(
         f"{DP_POPULARITY}, {merchants} merchants, ε={epsilon:g}"
-        + (f", mean of {draws} draws" if draws > 1 else ""),
-        *_mean_over(d.popularity for d in done),
-        0.0,
+        + (f", mean of {pop_draws} draws" if pop_draws > 1 else ""),
+        *_mean_over(popularity),
+        pop_seconds,
         params={
             "unit": run.privacy.unit,
             "delta": run.privacy.delta,
             "accountant": run.privacy.accountant,
             "target_epsilon": epsilon,
-            "noise_draws": draws,
+            "noise_draws": pop_draws,
             "release": "each merchant's item counts, once, Gaussian mechanism at the whole ε "
             "(no sampling)",
         },
     )
-    model_row.params |= _against_popularity(
-        [d.model[1] for d in done], [d.popularity[1] for d in done]
-    )
+    pop_ndcg = [p[1] for p in popularity]
+    model_row.params |= _against_popularity([d.model[1] for d in done], pop_ndcg)
     rows = [model_row, pop_row]
     if run.privacy.chooses_source:
-        served = served_row(done, label=model_row.method)
+        served = served_row(done, pop_ndcg, label=model_row.method)
         served.params = statement | served.params
         rows.insert(1, served)
     return rows
@@ -165,11 +173,8 @@ def _draw(
     *,
     draw: int,
 ) -> Draw:
-    """One federation run at ``epsilon`` (fresh state, so fresh DP noise) and one DP-popularity
-    release on the same merchants, scored per test user."""
-    from client.state.store import MerchantStore
-    from common.constants import MERCHANTS_DIR
-    from simulations.baselines import evaluate_dp_popularity
+    """One federation run at ``epsilon`` (fresh state, so fresh DP noise), scored per test
+    user; its directory stays for :func:`_popularity_draws`."""
     from simulations.runner import SimulationSpec, simulate
     from simulations.served import served_by_merchant
 
@@ -191,9 +196,6 @@ def _draw(
     hr, ndcg, _ = federated_per_user(spec.run_dir, pooled)
     privacy = results["privacy"]
     spent = [m["dp-epsilon"] for m in privacy["per_merchant"].values()]
-    names = sorted(p.name for p in (spec.run_dir / MERCHANTS_DIR).iterdir() if p.is_dir())
-    datas = [MerchantStore(spec.run_dir / MERCHANTS_DIR / n).load_data() for n in names]
-    popularity = evaluate_dp_popularity(datas, pooled, run=run, names=names, draw=draw)
     served = merchant_of = None
     choices: list[tuple[str, str, float]] = []
     if run.privacy.chooses_source:
@@ -220,7 +222,6 @@ def _draw(
     history = json.loads((spec.run_dir / FEDERATION_FILE).read_text())
     return Draw(
         model=(hr, ndcg),
-        popularity=(popularity.per_user[HR], popularity.per_user[NDCG]),
         served=served,
         merchant_of=merchant_of,
         choices=choices,
@@ -231,6 +232,31 @@ def _draw(
         else "",
         seconds=time.perf_counter() - started,
     )
+
+
+def _popularity_draws(
+    run: RunConfig,
+    scratch: Path,
+    source: DataSource,
+    merchants: int,
+    epsilon: float,
+    pooled: UserItemData,
+    draws: int,
+) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """``draws`` DP-popularity releases (each merchant's counts at the whole epsilon) on the
+    merchants of the first federation draw (every draw has the same), scored per test user."""
+    from client.state.store import MerchantStore
+    from common.constants import MERCHANTS_DIR
+    from simulations.baselines import evaluate_dp_popularity
+
+    root = scratch / f"{Path(source.name()).stem}-dp-{merchants}-eps{epsilon:g}-draw0"
+    names = sorted(p.name for p in (root / MERCHANTS_DIR).iterdir() if p.is_dir())
+    datas = [MerchantStore(root / MERCHANTS_DIR / n).load_data() for n in names]
+    out = []
+    for draw in range(draws):
+        result = evaluate_dp_popularity(datas, pooled, run=run, names=names, draw=draw)
+        out.append((result.per_user[HR], result.per_user[NDCG]))
+    return out
 
 
 def _untrained(history: dict[str, Any]) -> str:
@@ -253,47 +279,48 @@ def _mean_over(
 def difference_se(
     served: list[npt.NDArray[np.float64]], popularity: list[npt.NDArray[np.float64]]
 ) -> tuple[float, float]:
-    """Mean over draws of (served - popularity), and its standard error: the users' paired
-    SE of the per-user mean difference plus, with two draws or more, the draws' variance of
-    the mean difference over R (the two parts of the randomness: which users are tested,
-    and which noise the mechanisms drew)."""
-    diffs = [s - p for s, p in zip(served, popularity, strict=True)]
-    per_user = np.mean(diffs, axis=0)
-    users = (
-        float(per_user.std(ddof=1) / math.sqrt(len(per_user))) if len(per_user) > 1 else math.inf
-    )
-    means = np.asarray([d.mean() for d in diffs])
-    noise = float(means.var(ddof=1) / len(means)) if len(means) > 1 else 0.0
-    return float(per_user.mean()), math.sqrt(users**2 + noise)
+    """Mean served minus mean DP popularity (per-user means over each one's noise draws), and
+    its standard error: the users' paired SE of the per-user difference, plus each side's
+    variance between draws of its mean over its number of draws (the two parts of the
+    randomness: which users are tested, and which noise the mechanisms drew)."""
+    per_user = np.mean(served, axis=0) - np.mean(popularity, axis=0)
+    n = len(per_user)
+    users = float(per_user.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+    return float(per_user.mean()), math.sqrt(users**2 + _draws_var(served) + _draws_var(popularity))
+
+
+def _draws_var(values: list[npt.NDArray[np.float64]]) -> float:
+    """Variance between draws of the mean over users, over the number of draws (0 for one)."""
+    means = np.asarray([v.mean() for v in values])
+    return float(means.var(ddof=1) / len(means)) if len(means) > 1 else 0.0
 
 
 def _against_popularity(
     values: list[npt.NDArray[np.float64]], popularity: list[npt.NDArray[np.float64]]
 ) -> dict[str, Any]:
-    """The ratio of the draw-averaged NDCG@10 to DP popularity's, with the users' paired
-    delta-method SE and the draws' SE of the ratio combined; and the difference test."""
+    """The ratio of the draw-averaged NDCG@10 to DP popularity's, its SE (the users' paired
+    delta-method SE and both sides' draw variances, propagated), and the difference test."""
     mean, pop = np.mean(values, axis=0), np.mean(popularity, axis=0)
     ratio, users_se = ratio_se(mean, pop)
-    per_draw = [float(v.mean() / p.mean()) for v, p in zip(values, popularity, strict=True)]
-    draws_se = (
-        float(np.std(per_draw, ddof=1) / math.sqrt(len(per_draw))) if len(per_draw) > 1 else 0.0
+    draws_var = ratio**2 * (
+        _draws_var(values) / mean.mean() ** 2 + _draws_var(popularity) / pop.mean() ** 2
     )
     difference, se = difference_se(values, popularity)
     return {
         "over_dp_popularity": round(ratio, 3),
-        "over_dp_popularity_se": round(math.sqrt(users_se**2 + draws_se**2), 3),
-        "over_dp_popularity_per_draw": [round(r, 3) for r in per_draw],
+        "over_dp_popularity_se": round(math.sqrt(users_se**2 + draws_var), 3),
+        "per_draw_ndcg": [round(float(v.mean()), 5) for v in values],
+        "dp_popularity_per_draw_ndcg": [round(float(p.mean()), 5) for p in popularity],
         "difference": round(difference, 5),
         "difference_se": round(se, 5),
     }
 
 
-def served_row(done: list[Draw], *, label: str) -> Row:
+def served_row(done: list[Draw], popularity: list[npt.NDArray[np.float64]], *, label: str) -> Row:
     """What each merchant serves, per test user averaged over draws, beside DP popularity
     overall and per merchant (a merchant is below when its mean difference is more than one
     standard error below 0, the SE counting users and draws)."""
     served = [d.served[1] for d in done if d.served is not None]
-    popularity = [d.popularity[1] for d in done]
     first = done[0]
     assert first.served is not None and first.merchant_of is not None
     if not all(np.array_equal(d.merchant_of, first.merchant_of) for d in done):
