@@ -247,36 +247,19 @@ class MerchantPrivacy:
 
     def release_item_counts(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
         """Noisy item counts (one Gaussian release), recorded before they are returned."""
-        from common.privacy.counts import noisy_item_counts
-
         account = self.open_account(plan, run=run, server_round=0, kind=EVENT_ITEM_COUNTS)
-        privacy_plan = account.plan
         if account.has(EVENT_ITEM_COUNTS):
             raise ConfigError(
                 f"Merchant {self.name} already released its item counts for this training; "
                 "a second release would spend budget the plan did not include."
             )
-        event = PrivacyEvent(
-            noise_multiplier=privacy_plan.count_noise_multiplier, sample_rate=1.0, steps=1
-        )
-        budget = self.budget(plan.privacy)
-        reservation = self.spend(
+        return self._release_counts(
             account,
-            Release(run=run, server_round=0, kind=EVENT_ITEM_COUNTS, event=event, budget=budget),
+            plan,
+            run=run,
+            kind=EVENT_ITEM_COUNTS,
+            sigma=account.plan.count_noise_multiplier,
             what=f"Merchant {self.name}'s item counts",
-        )
-        counts = noisy_item_counts(
-            self._data(),
-            unit=privacy_plan.unit,
-            cap=plan.train.max_interactions_per_user,
-            noise_multiplier=privacy_plan.count_noise_multiplier,
-            rng=np.random.default_rng(self.store.noise_seed("item-counts")),
-        )
-        return CountsRelease(
-            counts,
-            PrivacyReport.of(account, budget=budget),
-            reservation,
-            noise_multiplier=privacy_plan.count_noise_multiplier,
         )
 
     def release_counts_top_up(self, plan: RoundPlan, *, run: str = "") -> CountsRelease:
@@ -289,7 +272,6 @@ class MerchantPrivacy:
         averages the two releases by inverse variance.
         """
         from common.privacy.accountant import TRAINING_EVENTS
-        from common.privacy.counts import noisy_item_counts
 
         account = self.open_account(plan, run=run, server_round=0, kind=EVENT_COUNTS_TOP_UP)
         held = [s.kind for s in account.events]
@@ -316,23 +298,43 @@ class MerchantPrivacy:
             self.refuse_training(
                 account, plan, run=run, server_round=0, release=EVENT_COUNTS_TOP_UP
             )
-        event = PrivacyEvent(noise_multiplier=top_up_noise(plan.privacy), sample_rate=1.0, steps=1)
+        return self._release_counts(
+            account,
+            plan,
+            run=run,
+            kind=EVENT_COUNTS_TOP_UP,
+            sigma=top_up_noise(plan.privacy),
+            what=f"Merchant {self.name}'s item-count top-up",
+        )
+
+    def _release_counts(
+        self,
+        account: PrivacyAccount,
+        plan: RoundPlan,
+        *,
+        run: str,
+        kind: str,
+        sigma: float,
+        what: str,
+    ) -> CountsRelease:
+        """One Gaussian count release at ``sigma``: budget-checked and reserved, then drawn
+        with noise seeded by ``kind`` from this merchant's secret key."""
+        from common.privacy.counts import noisy_item_counts
+
+        event = PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)
         budget = self.budget(plan.privacy)
         reservation = self.spend(
             account,
-            Release(run=run, server_round=0, kind=EVENT_COUNTS_TOP_UP, event=event, budget=budget),
-            what=f"Merchant {self.name}'s item-count top-up",
+            Release(run=run, server_round=0, kind=kind, event=event, budget=budget),
+            what=what,
         )
         counts = noisy_item_counts(
             self._data(),
             unit=account.plan.unit,
             cap=plan.train.max_interactions_per_user,
-            noise_multiplier=event.noise_multiplier,
-            rng=np.random.default_rng(self.store.noise_seed(EVENT_COUNTS_TOP_UP)),
+            noise_multiplier=sigma,
+            rng=np.random.default_rng(self.store.noise_seed(kind)),
         )
         return CountsRelease(
-            counts,
-            PrivacyReport.of(account, budget=budget),
-            reservation,
-            noise_multiplier=event.noise_multiplier,
+            counts, PrivacyReport.of(account, budget=budget), reservation, noise_multiplier=sigma
         )

@@ -97,15 +97,19 @@ class RoundLoop:
             ),
         )
         logger.info("accepted updates: %s", self.bounds.describe())
-        if self.untrained:  # counts only: one evaluation, so each merchant chooses what it serves
-            started = time.perf_counter()
-            self.result.stopped_early = f"before round 1: {self.untrained}"
-            logger.warning("not training: %s", self.untrained)
-            record = RoundRecord(round=self.result.resumed_from + 1)
-            self.evaluate(record)
-            self.finish(record, started=started)
-        rounds = range(self.result.resumed_from + 1, self.federation.num_rounds + 1)
-        for server_round in rounds if not self.untrained else ():
+        if self.untrained:
+            self.evaluate_only()
+        else:
+            self.train_rounds()
+        if self.ledger is not None:
+            self.ledger.close(
+                rounds=len(self.result.rounds), stopped_early=self.result.stopped_early
+            )
+        return self.result
+
+    def train_rounds(self) -> None:
+        """Each round: configure, train, evaluate when due, checkpoint; stop early if told."""
+        for server_round in range(self.result.resumed_from + 1, self.federation.num_rounds + 1):
             started = time.perf_counter()
             record = RoundRecord(round=server_round)
             messages = self.configure(record)
@@ -118,11 +122,16 @@ class RoundLoop:
             self.finish(record, started=started)
             if self.result.stopped_early:
                 break
-        if self.ledger is not None:
-            self.ledger.close(
-                rounds=len(self.result.rounds), stopped_early=self.result.stopped_early
-            )
-        return self.result
+
+    def evaluate_only(self) -> None:
+        """The federation trains nothing (``train-min-items``): one evaluation round, in
+        which each merchant chooses what it serves, and the run stops, saying why."""
+        started = time.perf_counter()
+        self.result.stopped_early = f"before round 1: {self.untrained}"
+        logger.warning("not training: %s", self.untrained)
+        record = RoundRecord(round=self.result.resumed_from + 1)
+        self.evaluate(record)
+        self.finish(record, started=started)
 
     def instruct(self, messages: list[Message]) -> list[Message]:
         """Every instruction passes the federation ledger, when there is one."""

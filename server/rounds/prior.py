@@ -94,9 +94,11 @@ def collect_item_prior(
             f"({len(first.failed)} failed, {len(first.refused)} refused); the private run "
             "cannot start" + "".join(f"\n  {why}" for why in [*first.reasons, *first.failed])
         )
+    from common.privacy.counts import most_counted, trained_items
+
     total, std = _sum(first)
     threshold = plan.privacy.item_threshold
-    cleared = int(np.count_nonzero(total >= threshold * std))
+    cleared = len(trained_items(total, noise_std=std, threshold=threshold))
     untrained = ""
     wanted = plan.privacy.train_min_items
     if wanted and cleared < wanted:
@@ -128,10 +130,8 @@ def collect_item_prior(
             else _Counts()
         )
         total, std = _sum(_combined(first, top_up))
-        cleared = int(np.count_nonzero(total >= threshold * std))
-    from common.privacy.counts import most_counted, trained_items
-
     trained = trained_items(total, noise_std=std, threshold=threshold)
+    cleared = len(trained)
     if top > 0:  # a statistics model: the most counted of those, at most `top`, at least one
         trained = most_counted(total, min(top, max(1, len(trained))))
         logger.info(

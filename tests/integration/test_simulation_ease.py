@@ -35,24 +35,28 @@ SETTINGS = {
 MERCHANTS = ["merchant-00", "merchant-01"]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ease-sim")
+def _simulate(root, settings, *, baselines):
+    """Two synthetic merchants under ``settings``: (run dir, results, rounds, replies dir)."""
     log_dir = root / "replies"
     log_dir.mkdir()
     spec = SimulationSpec(
-        run=parse_run_config(SETTINGS),
+        run=parse_run_config(settings),
         source=DataSource(
             synthetic=SyntheticSpec(num_merchants=2, num_users=200, num_items=60, seed=3)
         ),
         partition=PartitionConfig(scheme="natural"),
         run_dir=root / "run",
-        baselines=False,
+        baselines=baselines,
         num_cpus=1,
     )
     rounds: list = []
     results = simulate(spec, on_round=rounds.append, client_mods=[recording_mod(log_dir)])
     return root / "run", results, rounds, log_dir
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    return _simulate(tmp_path_factory.mktemp("ease-sim"), SETTINGS, baselines=False)
 
 
 def test_one_release_per_merchant_becomes_the_global_gram_over_the_priors_items(finished_run):
@@ -104,22 +108,11 @@ def test_the_ledger_states_the_release_its_sensitivity_and_what_was_sent(finishe
 def untrained_run(tmp_path_factory):
     """The same federation with train-min-items above the catalog: it must train nothing
     (with the baselines, which for a statistics model are EASE^R and popularity)."""
-    root = tmp_path_factory.mktemp("ease-untrained")
-    log_dir = root / "replies"
-    log_dir.mkdir()
-    spec = SimulationSpec(
-        run=parse_run_config({**SETTINGS, "train-min-items": 1000}),
-        source=DataSource(
-            synthetic=SyntheticSpec(num_merchants=2, num_users=200, num_items=60, seed=3)
-        ),
-        partition=PartitionConfig(scheme="natural"),
-        run_dir=root / "run",
+    return _simulate(
+        tmp_path_factory.mktemp("ease-untrained"),
+        {**SETTINGS, "train-min-items": 1000},
         baselines=True,
-        num_cpus=1,
     )
-    rounds: list = []
-    results = simulate(spec, on_round=rounds.append, client_mods=[recording_mod(log_dir)])
-    return root / "run", results, rounds, log_dir
 
 
 def test_too_few_cleared_items_top_up_the_counts_and_every_merchant_serves_dp_popularity(
