@@ -74,6 +74,7 @@ from common.data.catalog import ItemCatalog  # noqa: E402
 from common.data.dataset import build_user_item_data  # noqa: E402
 from common.data.loaders import load_events  # noqa: E402
 from common.data.partition import PartitionConfig  # noqa: E402
+from common.models.registry import MODELS  # noqa: E402
 from common.recipes import run_settings  # noqa: E402
 from simulations.reference import LAMBDA_GRID  # noqa: E402
 from simulations.runner import DataSource  # noqa: E402
@@ -195,7 +196,7 @@ def run_dataset(dataset: Dataset, args: argparse.Namespace, scratch: Path) -> di
             )
         )
         private_run = dataclasses.replace(private_run, num_items=len(catalog))
-        if rounds:
+        if rounds and not MODELS[private_run.model.kind].statistics:  # EASE: one release
             private_run = dataclasses.replace(
                 private_run,
                 federation=dataclasses.replace(private_run.federation, num_rounds=rounds),

@@ -79,12 +79,16 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data.add_argument("--items", type=int, default=1500, help="synthetic items (default 1500)")
     fl = p.add_argument_group("federation")
     fl.add_argument(
-        "--rounds", type=int, help="server rounds (default 20; 12 on a real log, privacy off)"
+        "--rounds",
+        type=int,
+        help="server rounds (default 20; 12 on a real log, privacy off; 1 under user-level DP "
+        "with no --model)",
     )
     fl.add_argument(
         "--model",
         choices=model_kinds(),
-        help="recommender (default mf; on a real log with privacy off, history; history comes "
+        help="recommender (default mf; under user-level DP, ease, learnt from one DP release of "
+        "item counts and co-occurrence; on a real log with privacy off, history; history comes "
         "with the tuned recipe of common/recipes.py)",
     )
     fl.add_argument(
@@ -99,8 +103,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     dp.add_argument(
         "--epsilon",
         type=float,
-        help="train with DP-SGD to this total epsilon per merchant (user-level unless "
-        "--privacy-unit interaction); default: no DP",
+        help="DP to this total epsilon per merchant (user-level unless --privacy-unit says "
+        "otherwise): with no --model, one release of DP statistics learns EASE; a chosen model "
+        "trains with DP-SGD; default: no DP",
     )
     dp.add_argument("--delta", type=float, help="target delta (default 1e-6)")
     dp.add_argument(

@@ -97,6 +97,16 @@ def _render_client_level(privacy: dict[str, Any], *, console: Console) -> None:
         console.print("On-device training is not DP; a user's privacy is the client-level epsilon.")
 
 
+def _status(report: dict[str, Any], refused: dict[str, Any] | None) -> str:
+    """``ok``; ``counts only`` for a merchant whose plan gave its item counts all of epsilon
+    (count-only-below: no training noise was planned); else the round it refused."""
+    if refused is None:
+        return "ok"
+    if not report.get("dp-noise-multiplier") and report.get("dp-count-noise-multiplier"):
+        return "counts only (count-only-below)"
+    return f"refused in round {refused['round']}"
+
+
 def privacy_results(
     history: dict[str, Any], *, privacy: PrivacyConfig, model: str = "mf"
 ) -> dict[str, Any]:
@@ -172,7 +182,7 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
         table.caption = f"first 50 of {len(reports)} parties; all are in metrics.json"
     rows = []
     for name, report in reports[:50]:
-        status = f"refused in round {refused[name]['round']}" if name in refused else "ok"
+        status = _status(report, refused.get(name))
         rows.append(
             (
                 name,

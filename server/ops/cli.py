@@ -78,8 +78,15 @@ def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("dir", type=Path, metavar="DIR", help="the coordinator directory")
     p.add_argument("--name", help="run name (default run-TIMESTAMP); results in DIR/runs/NAME")
     p.add_argument("--resume", metavar="NAME", help="continue an interrupted run")
-    p.add_argument("--rounds", type=int, help="server rounds (default 20)")
-    p.add_argument("--model", choices=model_kinds(), help="recommender (default mf)")
+    p.add_argument(
+        "--rounds", type=int, help="server rounds (default 20; 1 with --epsilon and no --model)"
+    )
+    p.add_argument(
+        "--model",
+        choices=model_kinds(),
+        help="recommender (default mf; with --epsilon, ease from one DP release of statistics; "
+        "choose mf, history, sasrec or neumf to train with DP-SGD over rounds)",
+    )
     p.add_argument("--epsilon", type=float, help="user-level DP to this epsilon per merchant")
     p.add_argument("--delta", type=float, help="target delta (default 1e-6)")
     p.add_argument("--secagg", action="store_true", help="aggregate with Flower's SecAgg+")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from common.config import RunConfig, parse_run_config
+from common.errors import ConfigError
 from common.recipes import REAL_LOG_DEFAULTS, run_settings
 
 OFF = {"privacy-unit": "off"}
@@ -24,9 +27,37 @@ def test_the_recipe_stays_out_of_synthetic_data_other_models_and_private_runs() 
     mf = parse_run_config(run_settings({"model": "mf"}, OFF, real_log=True))
     assert mf.federation.strategy == "fedavg" and not mf.train.keep_optimizer_state
     dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
-    private = parse_run_config(run_settings({}, dp, real_log=True))
+    private = parse_run_config(run_settings({"model": "mf"}, dp, real_log=True))
     assert private.model.kind == "mf" and private.model.embedding_dim == 16  # DP-SGD's layer
     assert not private.train.keep_optimizer_state
+
+
+def test_user_level_dp_without_a_model_learns_dp_ease_from_one_release() -> None:
+    from common.recipes import EASE_PRIVATE_DEFAULTS, PRIVATE_DEFAULT_MODEL
+
+    dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
+    for real_log in (False, True):
+        run = parse_run_config(run_settings({}, dp, real_log=real_log))
+        assert run.model.kind == PRIVATE_DEFAULT_MODEL == "ease"
+        assert run.federation.num_rounds == 1
+        assert run.privacy.train_min_items == EASE_PRIVATE_DEFAULTS["train-min-items"]
+        assert run.privacy.count_share == EASE_PRIVATE_DEFAULTS["count-epsilon-share"]
+    same = parse_run_config(run_settings({"num-server-rounds": "1"}, dp))
+    assert same.model.kind == "ease"
+    # record-level DP, or no DP: EASE needs user-level counts, so MF stays the default
+    record = {"target-epsilon": 3.0, "privacy-unit": "interaction"}
+    assert parse_run_config(run_settings({}, record)).model.kind == "mf"
+    assert parse_run_config(run_settings({}, OFF)).model.kind == "mf"
+
+
+def test_asking_for_dp_sgd_rounds_without_a_model_says_how_to_choose_one() -> None:
+    dp = {"target-epsilon": 3.0, "privacy-unit": "user"}
+    with pytest.raises(ConfigError) as raised:
+        run_settings({"num-server-rounds": 5}, dp)
+    message = str(raised.value)
+    assert "num-server-rounds=5" in message and "--model mf" in message
+    chosen = parse_run_config(run_settings({"num-server-rounds": 5, "model": "mf"}, dp))
+    assert chosen.model.kind == "mf" and chosen.federation.num_rounds == 5
 
 
 def test_choosing_the_history_model_brings_its_recipe_on_any_data() -> None:

@@ -21,7 +21,10 @@ from tests.e2e.federation import Federation, free_port
 pytestmark = pytest.mark.e2e
 
 MERCHANTS = ["shop-a", "shop-b", "shop-c"]
-RUN_ARGS = ("--rounds", "2", "--epsilon", "3", "--min-nodes", "3", "--round-timeout", "120")
+RUN_ARGS = (
+    "--rounds", "2", "--epsilon", "3", "--min-nodes", "3", "--round-timeout", "120",
+    "--model", "mf",  # DP-SGD over rounds (the default under user-level DP is one EASE release)
+)  # fmt: skip
 ONE_ROUND = ("--rounds", "1", *RUN_ARGS[2:])
 
 

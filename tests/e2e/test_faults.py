@@ -36,7 +36,7 @@ def survived(tmp_path_factory):
         for name in MERCHANTS:
             fed.join(name)
         submitted = fed.run(
-            "long", "--rounds", "4", "--epsilon", "3", "--min-nodes", "3",
+            "long", "--rounds", "4", "--epsilon", "3", "--model", "mf", "--min-nodes", "3",
             "--round-timeout", str(TIMEOUT), "--set", "min-train-nodes=2", "--detach",
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr + submitted.stdout

@@ -137,7 +137,17 @@ def test_a_run_above_one_merchants_epsilon_limit_is_refused_by_that_merchant_onl
     )
     before = {name: len(_refusals(fed, name)) for name in MERCHANTS}
     done = fed.run(
-        "capped", "--rounds", "1", "--epsilon", "3", "--min-nodes", "2", *QUICK, timeout=300
+        "capped",
+        "--rounds",
+        "1",
+        "--epsilon",
+        "3",
+        "--model",
+        "mf",
+        "--min-nodes",
+        "2",
+        *QUICK,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     history = json.loads((fed.coord / "runs" / "capped" / "federation.json").read_text())

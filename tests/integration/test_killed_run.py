@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_a_killed_run_leaves_a_verifiable_ledger_showing_the_incomplete_round(tmp_path):
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "simulations.cli", "simulate", "--epsilon", "3",
+        sys.executable, "-m", "simulations.cli", "simulate", "--epsilon", "3", "--model", "mf",
         "--merchants", "3", "--users", "900", "--items", "200",
         "--set", "num-server-rounds=40", "--set", "target-delta=1e-4", "--out", str(run_dir),
     ]  # fmt: skip

@@ -168,7 +168,7 @@ def test_the_pooled_fedrec_model_of_a_dp_run_trains_with_the_non_private_default
     from simulations.baselines import non_private_run
 
     privacy = {"target-epsilon": 3.0, "privacy-unit": "user"}
-    dp = parse_run_config(run_settings({"local-epochs": 3}, privacy))  # as `--epsilon 3`
+    dp = parse_run_config(run_settings({"local-epochs": 3, "model": "mf"}, privacy))  # DP-SGD
     assert dp.model.embedding_dim == 16 and dp.train.learning_rate == 0.1
 
     plain = non_private_run(dp)

@@ -82,6 +82,15 @@ def test_privacy_table_names_every_merchant_in_full_with_its_parameters() -> Non
     assert "below DP popularity" not in text
 
 
+def test_a_merchant_that_only_released_counts_is_named_so_not_refused() -> None:
+    results = _results(federated=0.08, dp_popularity=0.02)
+    counts_only = results["privacy"]["per_merchant"][NAMES[1]]
+    counts_only.update({"dp-noise-multiplier": 0.0, "dp-steps": 0.0})
+    text = _render(results)
+    second = [line for line in text.splitlines() if "RDP" in line][1]
+    assert "counts only (count-only-below)" in second and "refused" not in second
+
+
 def test_a_narrow_terminal_wraps_privacy_values_but_never_elides_them() -> None:
     text = _render(_results(federated=0.08, dp_popularity=0.02), width=90)
     table = text[text.index("Privacy spent per merchant") :]
