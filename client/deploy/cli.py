@@ -1,4 +1,4 @@
-"""``fedrec merchant keygen|join``: the flags.
+"""``fedrec merchant keygen|join|ingest|status``: the flags.
 
 Import-light; the functions behind them are :mod:`client.deploy.commands`.
 """
@@ -48,3 +48,15 @@ def add_merchant(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         help="show Flower's own lines too (always in STATE/logs/supernode.log)",
     )
     join.set_defaults(handler=f"{COMMANDS}:join_command")
+
+    ingest = cmds.add_parser(
+        "ingest", help="append new events to an enrolled merchant's log (validated, atomic)"
+    )
+    ingest.add_argument("--state", required=True, type=Path, metavar="DIR", help="durable state")
+    ingest.add_argument("--data", required=True, type=Path, metavar="FILE", help="new events")
+    ingest.add_argument("--format", default=DEFAULT_FORMAT, help=format_help())
+    ingest.set_defaults(handler=f"{COMMANDS}:ingest_command")
+
+    status = cmds.add_parser("status", help="the stored log and the privacy account")
+    status.add_argument("--state", required=True, type=Path, metavar="DIR", help="durable state")
+    status.set_defaults(handler=f"{COMMANDS}:status_command")

@@ -139,17 +139,7 @@ def _write_enrolment(
         atomic_write_text(state / MERCHANT_INFO_FILE, json.dumps(pending, indent=2))
         (state / MERCHANT_CATALOG_DIGEST_FILE).unlink(missing_ok=True)
     key = load_or_create_key(state / MERCHANT_PSEUDONYM_KEY_FILE)
-    pseudonyms = pseudonymise(key, events.user_id)
-    frame = pd.DataFrame(
-        {USER_ID: pseudonyms, ITEM_ID: events.item_id, TIMESTAMP: events.timestamp}
-    )
-    for column in ("event_type", "value"):
-        values = getattr(events, column)
-        if values is not None:
-            frame[column] = values
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(state / MERCHANT_EVENTS_FILE, buffer.getvalue())
+    write_log(state, pseudonymised_frame(key, events))
     enrolment = Enrolment(
         name=name,
         events=len(events),
@@ -177,6 +167,39 @@ def _write_enrolment(
     return enrolment
 
 
+LOG_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP)  # and "event_type", "value" where the log has them
+OPTIONAL_LOG_COLUMNS = ("event_type", "value")
+
+
+def pseudonymised_frame(key: bytes, events: Interactions) -> pd.DataFrame:
+    """The stored form of ``events``: user IDs replaced by their HMAC under ``key``."""
+    users = pseudonymise(key, events.user_id)
+    frame = pd.DataFrame({USER_ID: users, ITEM_ID: events.item_id, TIMESTAMP: events.timestamp})
+    for column in OPTIONAL_LOG_COLUMNS:
+        values = getattr(events, column)
+        if values is not None:
+            frame[column] = values
+    return frame
+
+
+def write_log(state: Path, frame: pd.DataFrame) -> None:
+    """Replace the stored log with ``frame`` in one atomic rename (old or new, never half)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(state / MERCHANT_EVENTS_FILE, buffer.getvalue())
+
+
+def read_log(state: Path) -> pd.DataFrame:
+    """The stored, pseudonymised event log; a clear error where none was enrolled."""
+    path = state / MERCHANT_EVENTS_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{state} has no enrolled event log ({MERCHANT_EVENTS_FILE}); run "
+            "`fedrec merchant join ... --data FILE --state DIR` to enrol one."
+        )
+    return pd.read_parquet(path)
+
+
 @dataclass(frozen=True)
 class Encoding:
     users: int
@@ -192,13 +215,7 @@ def encode_for_catalog(state: Path, catalog: ItemCatalog, *, digest: str) -> Enc
     )
     if marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest:
         return Encoding(users=-1, unknown_events=-1, reused=True)
-    path = state / MERCHANT_EVENTS_FILE
-    if not path.is_file():
-        raise ConfigError(
-            f"{state} has no enrolled event log ({MERCHANT_EVENTS_FILE}); run "
-            "`fedrec merchant join ... --data FILE --state DIR` to enrol one."
-        )
-    frame = pd.read_parquet(path)
+    frame = read_log(state)
     events = Interactions(
         user_id=frame[USER_ID].to_numpy(object),
         item_id=frame[ITEM_ID].to_numpy(object),
