@@ -107,7 +107,12 @@ class FlowerCli:
         return str(runs[0].get("status", "unknown")), str(runs[0].get("status-details", ""))
 
     def stop(self, run_id: int) -> None:
-        self.call("stop", str(run_id), CONNECTION)
+        """Stop the run; one that already finished (it may end while being stopped) is left."""
+        try:
+            self.call("stop", str(run_id), CONNECTION)
+        except ControlError as exc:
+            if "already finished" not in str(exc):
+                raise
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
