@@ -7,10 +7,17 @@ commit once the release is handed over for sending.
 
 The ledger is the source of truth for what was spent
 (:mod:`common.privacy.account_check`): a missing or edited account is refused
-(:class:`~common.privacy.accountant.AccountDisagrees`), never rebuilt silently,
-and a state that already spent privacy on another run refuses a new private
-run (:class:`~common.privacy.accountant.StateAlreadyUsed`). Both refusals are
-written to the ledger before they are raised.
+(:class:`~common.privacy.accountant.AccountDisagrees`), never rebuilt silently.
+
+One account spans every run of the state. A new run (another run name) gets
+its own plan, calibrated for its own target epsilon on the data the state
+holds now (new events included); the earlier runs move to the account's
+past, and the lifetime epsilon composes them all. Before a new run releases
+anything, its whole plan is composed with everything spent so far: above the
+merchant's lifetime budget (``epsilon-max`` in its ``policy.json``) the run is
+refused (:class:`~common.privacy.accountant.LifetimeBudgetExceeded`). Every
+release is then checked against both the run's budget and the lifetime one.
+Refusals are written to the ledger before they are raised.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ from common.privacy.account_check import (
     account_disagreements,
     ledger_epsilon,
     ledger_releases,
-    other_runs,
 )
 from common.privacy.accountant import (
     COUNT_EVENTS,
@@ -41,12 +47,14 @@ from common.privacy.accountant import (
     EVENT_ITEM_COUNTS,
     AccountDisagrees,
     CountsOnly,
+    LifetimeBudgetExceeded,
     PrivacyAccount,
     PrivacyBudgetExceeded,
+    PrivacyPlan,
     PrivacyRefused,
-    StateAlreadyUsed,
     plan_inputs,
     plan_privacy,
+    planned_events,
     top_up_noise,
 )
 from common.privacy.accounting import PrivacyEvent
@@ -93,49 +101,89 @@ class MerchantPrivacy:
         own = self.store.policy_epsilon_max()
         return min(privacy.budget, own) if own is not None else privacy.budget
 
-    def account(self, plan: RoundPlan) -> PrivacyAccount:
-        """The durable account; created (sigma calibrated once) at first contact.
+    def account(self, plan: RoundPlan, *, run: str | None = None) -> PrivacyAccount:
+        """The durable account; created (sigma calibrated once) at first contact, and given a
+        new plan when ``run`` is another run than the one it holds.
 
         Raises :class:`AccountDisagrees` if the ledger shows more spent than
         the account holds (the file deleted or edited): never a fresh account then.
         """
-        from client.training.private import private_population
-
         path = self.store.privacy_account_path
         account = PrivacyAccount.load(path)
-        self._check_against_ledger(account)
-        batch, epochs = plan.train.batch_users, plan.train.local_epochs
+        releases = self._releases()
+        self._check_against_ledger(account, releases)
         if account is None:
-            account = PrivacyAccount(
-                plan=plan_privacy(
-                    plan.privacy,
-                    population=len(private_population(self._data(), plan.privacy.unit)),
-                    batch=batch,
-                    local_epochs=epochs,
-                    rounds=plan.num_rounds,
-                    who=f"merchant {self.name}",
-                    statistics=self.releases_statistics,
-                )
-            )
+            account = PrivacyAccount(plan=self._plan(plan), run=run or "")
             account.save(path)
             return account
+        if not account.run and releases:  # written before accounts named their run
+            account.run = releases[-1].run
+        if run is not None and run != account.run:
+            return self._start_run(account, plan, run=run)
+        batch, epochs = plan.train.batch_users, plan.train.local_epochs
         wanted = plan_inputs(plan.privacy, batch=batch, local_epochs=epochs, rounds=plan.num_rounds)
         if account.plan.inputs != wanted:
             changed = sorted(k for k in wanted if account.plan.inputs.get(k) != wanted[k])
             raise ConfigError(
                 f"Merchant {self.name}: the privacy plan changed after training started "
                 f"({', '.join(changed)}); sigma was calibrated once for the original plan in "
-                f"{path}. Keep the original settings, or start a new run with fresh state."
+                f"{path}. Keep the original settings for this run, or start a new run."
             )
         return account
+
+    def _plan(self, plan: RoundPlan) -> PrivacyPlan:
+        """Sigma calibrated for ``plan``'s whole training on the data this state holds now."""
+        from client.training.private import private_population
+
+        return plan_privacy(
+            plan.privacy,
+            population=len(private_population(self._data(), plan.privacy.unit)),
+            batch=plan.train.batch_users,
+            local_epochs=plan.train.local_epochs,
+            rounds=plan.num_rounds,
+            who=f"merchant {self.name}",
+            statistics=self.releases_statistics,
+        )
+
+    def _start_run(self, account: PrivacyAccount, plan: RoundPlan, *, run: str) -> PrivacyAccount:
+        """A new run on this state: its own plan, composed with every earlier run; refused
+        (nothing released) if the unit, delta or accountant differ, or if its whole plan
+        would take the lifetime epsilon past the merchant's lifetime budget."""
+        new = self._plan(plan)
+        old = account.plan
+        if (new.unit, new.delta, new.accountant) != (old.unit, old.delta, old.accountant):
+            raise PrivacyRefused(
+                f"Merchant {self.name}: run {run!r} asks for privacy-unit={new.unit}, "
+                f"delta={new.delta:g}, accountant={new.accountant}, but this state's account "
+                f"composes its runs at privacy-unit={old.unit}, delta={old.delta:g}, "
+                f"accountant={old.accountant}: one lifetime statement needs the same three. "
+                "Run with those settings, or use a fresh --state for a separate account."
+            )
+        started = account.started(run, new)
+        lifetime = self.store.policy_epsilon_max()
+        if lifetime is not None:
+            before = account.lifetime_epsilon()
+            after = started.lifetime_epsilon(planned_events(new))
+            if after > lifetime * (1 + 1e-9):
+                raise LifetimeBudgetExceeded(
+                    f"Merchant {self.name}: run {run!r} plans epsilon {new.target_epsilon:g}; "
+                    f"composed with the {len(started.past)} earlier run(s) of this state "
+                    f"(lifetime epsilon {before:.4f}) it would reach {after:.4f} at "
+                    f"delta={new.delta:g} ({new.accountant.upper()}), above this merchant's "
+                    f"lifetime budget epsilon-max={lifetime:g} (policy.json). Refused before "
+                    "any release; a run with a smaller epsilon may still fit."
+                )
+        started.save(self.store.privacy_account_path)
+        return started
 
     def _releases(self) -> list[LedgerRelease]:
         """The DP releases this merchant's ledger reserved (committed, aborted or open)."""
         return ledger_releases(self.ledger.ledger.entries)
 
-    def _check_against_ledger(self, account: PrivacyAccount | None) -> None:
+    def _check_against_ledger(
+        self, account: PrivacyAccount | None, releases: list[LedgerRelease]
+    ) -> None:
         """Raise :class:`AccountDisagrees` if ``account`` counts less than the ledger shows."""
-        releases = self._releases()
         problems = account_disagreements(account, releases)
         if not problems:
             return
@@ -145,21 +193,7 @@ class MerchantPrivacy:
             f"ledger {self.ledger.path}: {'; '.join(problems)}. The ledger shows epsilon "
             f"{ledger_epsilon(releases):.4f} already spent; refusing to train or release. "
             f"Restore {path.name} from a backup of this state (the ledger is the record of "
-            "what was spent), or use a fresh --state for a new private run."
-        )
-
-    def _check_run(self, run: str) -> None:
-        """Raise :class:`StateAlreadyUsed` if this state spent privacy on another run."""
-        releases = self._releases()
-        others = other_runs(releases, run=run)
-        if not others:
-            return
-        named = ", ".join(repr(o) for o in others)
-        raise StateAlreadyUsed(
-            f"Merchant {self.name}: this state already spent epsilon "
-            f"{ledger_epsilon(releases):.4f} on run {named} (one private training per state "
-            f"until lifetime accounts land); refusing run {run!r} before any release. Use a "
-            "fresh --state for a new private run."
+            "what was spent)."
         )
 
     def open_account(
@@ -167,8 +201,7 @@ class MerchantPrivacy:
     ) -> PrivacyAccount:
         """The account for a release of ``run``, checked; a refusal is ledgered, then raised."""
         try:
-            self._check_run(run)
-            return self.account(plan)
+            return self.account(plan, run=run)
         except PrivacyRefused as refusal:
             self.ledger.refusal(
                 {"run": run, "round": server_round, "merchant": self.name, "release": kind},
@@ -230,6 +263,9 @@ class MerchantPrivacy:
         """
         try:
             account.check_budget(release.event, budget=release.budget, what=what)
+            lifetime = self.store.policy_epsilon_max()
+            if lifetime is not None:
+                account.check_lifetime(release.event, budget=lifetime, what=what)
         except PrivacyBudgetExceeded as refusal:
             self.ledger.refusal(self._record(account, release), reason=str(refusal))
             raise

@@ -34,6 +34,7 @@ from common.constants import (
     MERCHANT_DATA_FILE,
     MERCHANT_EVENTS_FILE,
     MERCHANT_INFO_FILE,
+    MERCHANT_OPTIMIZER_FILE,
     MERCHANT_PSEUDONYM_KEY_FILE,
     MERCHANT_STATE_FILE,
     MERCHANT_USERS_FILE,
@@ -227,12 +228,16 @@ def encode_for_catalog(state: Path, catalog: ItemCatalog, *, digest: str) -> Enc
     users_path = state / MERCHANT_USERS_FILE
     if (state / MERCHANT_STATE_FILE).is_file() and users_path.is_file():
         previous = json.loads(users_path.read_text(encoding="utf-8"))
-        if list(previous) != list(data.user_keys):
-            raise ConfigError(
-                f"{state}: the users in the enrolled log differ from those the local model was "
-                f"trained for ({MERCHANT_STATE_FILE}). Keep the original event log, or start "
-                "from a fresh --state directory (its privacy account starts anew too)."
+        if list(previous) != list(data.user_keys):  # new events (`fedrec merchant ingest`)
+            # The local user parameters are rows in the old users' order: they start afresh
+            # (never released, so nothing is spent); the privacy account is untouched.
+            logger.warning(
+                "%d users now (%d before): the local user parameters start afresh",
+                data.num_users,
+                len(previous),
             )
+            (state / MERCHANT_STATE_FILE).unlink()
+            (state / MERCHANT_OPTIMIZER_FILE).unlink(missing_ok=True)
     data.save(state, data_file=MERCHANT_DATA_FILE, users_file=MERCHANT_USERS_FILE)
     atomic_write_text(marker, digest)
     if data.unknown_items:

@@ -168,7 +168,7 @@ def _spent(state: Path) -> float:
     from common.privacy.accountant import PrivacyAccount
 
     account = PrivacyAccount.load(state / MERCHANT_PRIVACY_FILE)
-    return account.epsilon() if account is not None else 0.0
+    return account.lifetime_epsilon() if account is not None else 0.0
 
 
 def record_refusal(state: Path, *, reason: str, flower_run: int, run_name: str) -> None:

@@ -9,7 +9,7 @@ event, lowering steps) lowered it. This module compares the two, with no
 Flower and no I/O: :func:`ledger_releases` reads the ledger's ``reserve``
 entries (committed, aborted or still open: an aborted reservation's epsilon
 stays counted), :func:`account_disagreements` lists every way the account
-falls short of them, and :func:`other_runs` names the runs that spent besides this one.
+falls short of them. The account and the ledger both span every run of the state.
 
 **Refuse, do not rebuild.** Each reserve entry records its event exactly
 (kind, round, sigma, q, steps; JSON floats round-trip exactly) and the
@@ -135,9 +135,10 @@ def account_disagreements(
                 f"the account's plan is delta={plan.delta:g} ({plan.accountant}) but the ledger "
                 f"reserved releases at delta={delta:g} ({accountant})"
             )
+    spent = [s for past in account.past for s in past.events] + account.events
     held = Counter(
         (s.kind, s.round, s.event.noise_multiplier, s.event.sample_rate, s.event.steps)
-        for s in account.events
+        for s in spent
     )
     missing: list[LedgerRelease] = []
     for release in releases:
@@ -150,17 +151,12 @@ def account_disagreements(
         more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
         problems.append(
             f"{len(missing)} of the ledger's {len(releases)} DP release(s) have no matching event "
-            f"in the account ({len(account.events)} event(s)): {shown}{more}"
+            f"in the account ({len(spent)} event(s)): {shown}{more}"
         )
     recorded = ledger_epsilon(releases)
-    epsilon = account.epsilon()
+    epsilon = account.lifetime_epsilon()
     if epsilon < recorded * (1 - RELATIVE_TOLERANCE):
         problems.append(
             f"the account's epsilon {epsilon:.4f} is below the {recorded:.4f} the ledger recorded"
         )
     return problems
-
-
-def other_runs(releases: Sequence[LedgerRelease], *, run: str) -> list[str]:
-    """The runs, other than ``run``, that the ledger reserved releases for (sorted)."""
-    return sorted({r.run for r in releases if r.run != run})

@@ -1,5 +1,13 @@
 """A merchant's privacy account: its fixed DP plan and every privacy event it has spent.
 
+One account spans the merchant's whole life: the current run (its plan, calibrated
+once, and its events) and every earlier run of the same state (:class:`PastRun`).
+The run's budget is checked on the run's own events; the lifetime figure
+composes every event of every run in one accountant, at the one delta all
+runs of a state share, for the merchant's whole population: a user who
+joined in a later run is counted as if present from the first (an upper
+bound for them, exact for the rest).
+
 The account is durable: it is saved (atomically) to the merchant's own disk
 *before* the release it pays for leaves the merchant, so a crash can only
 over-count, never forget. It is loaded again in every round and after every
@@ -25,7 +33,7 @@ from common.privacy.accounting import (
 )
 from common.privacy.config import PrivacyConfig
 
-ACCOUNT_VERSION = 1
+ACCOUNT_VERSION = 2  # 1: one run, no lifetime (read as a first run)
 EVENT_ITEM_COUNTS = "item-counts"
 EVENT_DP_SGD = "dp-sgd"
 EVENT_ITEM_GRAM = "item-gram"  # a statistics model's one release (common.privacy.cooccurrence)
@@ -55,8 +63,9 @@ class CountsOnly(PrivacyBudgetExceeded):
     """A merchant too small to gain from training spent its whole budget on its item counts."""
 
 
-class StateAlreadyUsed(PrivacyRefused):
-    """The state already spent privacy on another run; one private training per state."""
+class LifetimeBudgetExceeded(PrivacyRefused):
+    """A new run's whole plan would take the merchant past its lifetime budget (its policy's
+    ``epsilon-max``); refused before the run released anything."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,24 @@ class PrivacyPlan:
     @property
     def expected_batch(self) -> float:
         return self.sample_rate * self.population
+
+
+def planned_events(plan: PrivacyPlan) -> list[PrivacyEvent]:
+    """The events ``plan`` spends if it runs to its end (what it was calibrated for)."""
+    events = []
+    if plan.count_noise_multiplier > 0:
+        events.append(
+            PrivacyEvent(noise_multiplier=plan.count_noise_multiplier, sample_rate=1.0, steps=1)
+        )
+    if plan.trains:
+        events.append(
+            PrivacyEvent(
+                noise_multiplier=plan.noise_multiplier,
+                sample_rate=plan.sample_rate,
+                steps=plan.steps_per_round * plan.planned_rounds,
+            )
+        )
+    return events
 
 
 def plan_inputs(
@@ -211,21 +238,70 @@ class SpentEvent:
     event: PrivacyEvent
 
 
+@dataclass(frozen=True)
+class PastRun:
+    """An earlier run of this state: its name, plan and the events it spent."""
+
+    run: str
+    plan: PrivacyPlan
+    events: tuple[SpentEvent, ...]
+
+
 @dataclass
 class PrivacyAccount:
-    """A merchant's plan plus its spent events; epsilon is recomputed from all of them."""
+    """A merchant's plan plus its spent events; epsilon is recomputed from all of them.
+
+    ``plan`` and ``events`` are the current run's (``run``); ``past`` holds the earlier
+    runs of the same state, oldest first.
+    """
 
     plan: PrivacyPlan
     events: list[SpentEvent] = field(default_factory=list)
+    run: str = ""
+    past: list[PastRun] = field(default_factory=list)
 
     def history(self) -> list[PrivacyEvent]:
+        """The current run's events."""
         return [spent.event for spent in self.events]
 
+    def lifetime_history(self) -> list[PrivacyEvent]:
+        """Every event of every run of this state, in the order they were spent."""
+        return [s.event for past in self.past for s in past.events] + self.history()
+
     def epsilon(self, extra: list[PrivacyEvent] | None = None) -> float:
-        """Epsilon at the plan's delta after every spent event (and ``extra``, if given)."""
+        """The current run's epsilon at its delta (with ``extra``, if given)."""
         return epsilon_of(
             self.history() + (extra or []), delta=self.plan.delta, accountant=self.plan.accountant
         )
+
+    def lifetime_epsilon(self, extra: list[PrivacyEvent] | None = None) -> float:
+        """Epsilon of every run composed (and ``extra``), at the delta all runs share."""
+        return epsilon_of(
+            self.lifetime_history() + (extra or []),
+            delta=self.plan.delta,
+            accountant=self.plan.accountant,
+        )
+
+    def started(self, run: str, plan: PrivacyPlan) -> PrivacyAccount:
+        """This account with the current run moved to ``past`` (if it spent anything) and
+        ``run`` under ``plan`` as the current one."""
+        past = list(self.past)
+        if self.events:
+            past.append(PastRun(run=self.run, plan=self.plan, events=tuple(self.events)))
+        return PrivacyAccount(plan=plan, events=[], run=run, past=past)
+
+    def check_lifetime(self, extra: PrivacyEvent, *, budget: float, what: str) -> float:
+        """Lifetime epsilon after ``extra``; raises :class:`PrivacyBudgetExceeded` above
+        ``budget`` (the merchant's lifetime budget)."""
+        after = self.lifetime_epsilon([extra])
+        if after > budget * (1 + 1e-9):
+            raise PrivacyBudgetExceeded(
+                f"{what} would raise this merchant's lifetime epsilon (every run composed) from "
+                f"{self.lifetime_epsilon():.4f} to {after:.4f} at delta={self.plan.delta:g}, "
+                f"above its lifetime budget epsilon-max={budget:g} (policy.json); refused, "
+                "nothing was released."
+            )
+        return after
 
     @property
     def steps(self) -> int:
@@ -250,39 +326,48 @@ class PrivacyAccount:
 
     # --- persistence -----------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
+        def events(spent: list[SpentEvent] | tuple[SpentEvent, ...]) -> list[dict[str, Any]]:
+            return [{"kind": s.kind, "round": s.round, **asdict(s.event)} for s in spent]
+
         return {
             "version": ACCOUNT_VERSION,
+            "run": self.run,
             "plan": asdict(self.plan),
-            "events": [{"kind": s.kind, "round": s.round, **asdict(s.event)} for s in self.events],
+            "events": events(self.events),
+            "past": [
+                {"run": p.run, "plan": asdict(p.plan), "events": events(p.events)}
+                for p in self.past
+            ],
         }
 
     @classmethod
     def from_json(cls, payload: dict[str, Any], *, source: str) -> PrivacyAccount:
-        if payload.get("version") != ACCOUNT_VERSION:
+        version = payload.get("version")
+        if version not in (1, ACCOUNT_VERSION):
             raise ConfigError(
-                f"{source}: privacy account version {payload.get('version')!r} is not "
-                f"{ACCOUNT_VERSION}; it was written by another fedrec version."
+                f"{source}: privacy account version {version!r} is not {ACCOUNT_VERSION}; it "
+                "was written by another fedrec version."
             )
         try:
-            plan = PrivacyPlan(**payload["plan"])
-            events = [
-                SpentEvent(
-                    kind=str(e["kind"]),
-                    round=int(e["round"]),
-                    event=PrivacyEvent(
-                        noise_multiplier=float(e["noise_multiplier"]),
-                        sample_rate=float(e["sample_rate"]),
-                        steps=int(e["steps"]),
-                    ),
+            past = [
+                PastRun(
+                    run=str(p["run"]),
+                    plan=PrivacyPlan(**p["plan"]),
+                    events=tuple(_spent_events(p["events"])),
                 )
-                for e in payload["events"]
+                for p in payload.get("past", [])
             ]
+            return cls(
+                plan=PrivacyPlan(**payload["plan"]),
+                events=_spent_events(payload["events"]),
+                run=str(payload.get("run", "")),
+                past=past,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
                 f"{source}: the privacy account is damaged ({exc}); refusing to train without "
                 "knowing what was spent. Restore it from a backup."
             ) from exc
-        return cls(plan=plan, events=events)
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(self.to_json(), indent=2))
@@ -299,3 +384,18 @@ class PrivacyAccount:
                 "refusing to train without knowing what was spent."
             ) from exc
         return cls.from_json(payload, source=str(path))
+
+
+def _spent_events(payload: list[dict[str, Any]]) -> list[SpentEvent]:
+    return [
+        SpentEvent(
+            kind=str(e["kind"]),
+            round=int(e["round"]),
+            event=PrivacyEvent(
+                noise_multiplier=float(e["noise_multiplier"]),
+                sample_rate=float(e["sample_rate"]),
+                steps=int(e["steps"]),
+            ),
+        )
+        for e in payload
+    ]

@@ -65,12 +65,14 @@ def enforced_epsilon(record: Mapping[str, Any]) -> float | None:
 
 
 def epsilons(account: PrivacyAccount, extra: list[PrivacyEvent] | None = None) -> dict[str, Any]:
-    """Cumulative epsilon at the plan's delta under every accountant (``epsilon_rdp``, ...).
+    """Cumulative epsilon at the plan's delta under every accountant (``epsilon_rdp``, ...),
+    over every event of every run of this state (the ledger's chain holds them all, in order,
+    and ``verify`` recomputes the figure from it).
 
     An accountant that cannot compute it (PRV has a bounded domain) records ``None``
     and, beside it, why (``epsilon_prv_error``).
     """
-    history = account.history() + (extra or [])
+    history = account.lifetime_history() + (extra or [])
     delta = account.plan.delta
     out: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -101,7 +103,7 @@ def release_record(
     """The body of a ``reserve`` entry: ``event`` is already in ``account``'s history."""
     plan = account.plan
     eps = epsilons(account)
-    enforced = eps[epsilon_key(plan.accountant)]
+    run_epsilon = account.epsilon() if account.past else eps[epsilon_key(plan.accountant)]
     counts = release in COUNT_EVENTS
     gram = release == EVENT_ITEM_GRAM
     sampling = COUNT_SAMPLING if counts else GRAM_SAMPLING if gram else None
@@ -124,8 +126,10 @@ def release_record(
         "delta": plan.delta,
         **eps,
         "accountant": plan.accountant,
-        "epsilon_max": finite(budget),
-        "epsilon_remaining": finite(budget - enforced) if enforced is not None else None,
+        "run_epsilon": run_epsilon,  # this run's events alone (the fields above: every run's)
+        "runs_composed": len(account.past) + 1,
+        "epsilon_max": finite(budget),  # the run's budget, checked on run_epsilon
+        "epsilon_remaining": finite(budget - run_epsilon) if run_epsilon is not None else None,
         "target_epsilon": plan.target_epsilon,
         "planned_rounds": plan.planned_rounds,
         "population": plan.population,

@@ -10,7 +10,6 @@ from common.privacy.account_check import (
     account_disagreements,
     ledger_epsilon,
     ledger_releases,
-    other_runs,
 )
 from common.privacy.accountant import (
     EVENT_DP_SGD,
@@ -137,12 +136,3 @@ def test_another_delta_is_named() -> None:
         "the account's plan is delta=1e-06 (rdp) but the ledger reserved releases at "
         "delta=1e-05 (rdp)"
     )
-
-
-def test_other_runs_names_the_runs_that_spent_besides_this_one() -> None:
-    _, entries = _spend(1, run="spring")
-    _, later = _spend(0, run="autumn")
-    releases = ledger_releases(entries + later[1:])
-    assert other_runs(releases, run="spring") == ["autumn"]
-    assert other_runs(releases, run="summer") == ["autumn", "spring"]
-    assert other_runs(ledger_releases(entries), run="spring") == []

@@ -1,12 +1,21 @@
-"""A merchant's ledger outranks its account file; a used state refuses a second private run."""
+"""A merchant's ledger outranks its account file; one account composes every run of a state."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import dp_accounting
 import pytest
+from dp_accounting import rdp
 
-from common.privacy.accountant import AccountDisagrees, PrivacyAccount, StateAlreadyUsed
+from common.privacy.accountant import (
+    AccountDisagrees,
+    LifetimeBudgetExceeded,
+    PrivacyAccount,
+    PrivacyRefused,
+)
+from common.privacy.accounting import RDP_ORDERS
 from common.privacy.ledger import read_ledger
 from common.privacy.verify import verify_merchant
 from tests.client.test_private_merchant import PLAN, _global, _merchant, data  # noqa: F401
@@ -112,35 +121,74 @@ def test_a_crash_after_saving_the_account_over_counts_and_is_allowed(tmp_path, d
     assert outcome.privacy.steps == 3 * account.plan.steps_per_round
 
 
-def test_a_second_run_on_used_state_is_refused_before_any_release_and_ledgered(
+def _lifetime_by_dp_accounting(account, delta):
+    """Google's dp-accounting RDP over every event of every run, in order."""
+    accountant = rdp.RdpAccountant(orders=list(RDP_ORDERS))
+    for event in account.lifetime_history():
+        gaussian = dp_accounting.GaussianDpEvent(event.noise_multiplier)
+        if event.sample_rate < 1:
+            gaussian = dp_accounting.PoissonSampledDpEvent(event.sample_rate, gaussian)
+        accountant.compose(gaussian, event.steps)
+    return accountant.get_epsilon(delta)
+
+
+def test_a_second_run_on_used_state_composes_with_the_first_into_one_lifetime_account(
     tmp_path,
     data,  # noqa: F811
 ):
-    merchant, epsilon = _spent(tmp_path, data)
-    account_before = merchant.store.privacy_account_path.read_text()
+    merchant, first = _spent(tmp_path, data)
+    other = _merchant(tmp_path, data)  # a new process, a new run
+    release = other.release_item_counts(PLAN, run="summer")
+    other.commit(release.reservation, {"counts": release.counts}, metrics={})
+    outcome = other.train(_global(data.num_items), PLAN, server_round=1, run="summer")
+    other.commit(outcome.reservation, outcome.shared, metrics={})
 
-    other = _merchant(tmp_path, data)
-    with pytest.raises(StateAlreadyUsed) as refused:
-        other.release_item_counts(PLAN, run="summer")
-    assert str(refused.value) == (
-        f"Merchant shop: this state already spent epsilon {epsilon:.4f} on run 'spring' "
-        "(one private training per state until lifetime accounts land); refusing run "
-        "'summer' before any release. Use a fresh --state for a new private run."
+    account = other.account(PLAN)
+    assert account.run == "summer" and [p.run for p in account.past] == ["spring"]
+    assert [s.kind for s in account.past[0].events] == ["item-counts", "dp-sgd"]
+    assert outcome.privacy is not None
+    assert outcome.privacy.epsilon == pytest.approx(first, rel=1e-9)  # the run's own epsilon
+    lifetime = account.lifetime_epsilon()
+    assert lifetime > 1.2 * first
+    assert lifetime == pytest.approx(
+        _lifetime_by_dp_accounting(account, PLAN.privacy.delta), rel=0.01
     )
-    with pytest.raises(StateAlreadyUsed, match="on run 'spring'"):
-        other.train(_global(data.num_items), PLAN, server_round=1, run="summer")
+    entries = read_ledger(other.ledger.path).entries
+    reserves = [e.body for e in entries if e.kind == "reserve"]
+    assert [r["run"] for r in reserves] == ["spring"] * 2 + ["summer"] * 2
+    assert reserves[-1]["epsilon_rdp"] == pytest.approx(lifetime, rel=1e-9)
+    assert reserves[-1]["run_epsilon"] == pytest.approx(first, rel=1e-9)
+    assert reserves[-1]["runs_composed"] == 2
+    assert verify_merchant(other.ledger.path).ok  # the chain recomputes across both runs
+    restarted = _merchant(tmp_path, data)  # the account survives a restart as it was
+    assert restarted.account(PLAN).lifetime_epsilon() == pytest.approx(lifetime, rel=1e-12)
+
+
+def test_a_run_above_the_lifetime_budget_is_refused_before_any_release_and_ledgered(
+    tmp_path,
+    data,  # noqa: F811
+):
+    merchant, first = _spent(tmp_path, data)
+    merchant.store.write_policy(epsilon_max=1.2 * first)
+    account_before = merchant.store.privacy_account_path.read_text()
+    other = _merchant(tmp_path, data)
+    with pytest.raises(LifetimeBudgetExceeded) as refused:
+        other.release_item_counts(PLAN, run="summer")
+    message = str(refused.value)
+    assert "run 'summer' plans epsilon 2" in message and "1 earlier run(s)" in message
+    assert f"lifetime epsilon {first:.4f})" in message
+    assert f"lifetime budget epsilon-max={1.2 * first:g}" in message
     assert merchant.store.privacy_account_path.read_text() == account_before  # nothing spent
     entries = read_ledger(other.ledger.path).entries
-    refusals = [e for e in entries if e.kind == "refusal"]
-    assert [(r.body["run"], r.body["release"]) for r in refusals] == [
-        ("summer", "item-counts"),
-        ("summer", "dp-sgd"),
-    ]
-    assert "already spent epsilon" in refusals[0].body["reason"]
+    refusal = entries[-1]
+    assert refusal.kind == "refusal"
+    assert (refusal.body["run"], refusal.body["release"]) == ("summer", "item-counts")
     assert [e.body["run"] for e in entries if e.kind == "reserve"] == ["spring", "spring"]
     assert verify_merchant(other.ledger.path).ok
 
-    resumed = _merchant(tmp_path, data).train(  # the same run still goes on
-        _global(data.num_items), PLAN, server_round=2, run="spring"
-    )
-    assert resumed.privacy is not None and resumed.privacy.epsilon > epsilon
+
+def test_a_run_at_another_delta_cannot_join_the_lifetime_account(tmp_path, data):  # noqa: F811
+    _spent(tmp_path, data)
+    other_delta = dataclasses.replace(PLAN, privacy=dataclasses.replace(PLAN.privacy, delta=1e-6))
+    with pytest.raises(PrivacyRefused, match="composes its runs at privacy-unit=user, delta=1e-05"):
+        _merchant(tmp_path, data).release_item_counts(other_delta, run="summer")

@@ -1,5 +1,6 @@
-"""A second private run on used state: the ClientApp refuses at the item-count query, and the
-coordinator's failure names each merchant's reason (real ClientApp, no Flower transport)."""
+"""A new private run that would exceed a merchant's lifetime budget: the ClientApp refuses at
+the item-count query, and the coordinator's failure names each merchant's reason (real
+ClientApp, no Flower transport)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,14 @@ def _deliver(monkeypatch: pytest.MonkeyPatch, states: dict[int, Path]) -> None:
     monkeypatch.setattr(transport, "send_and_receive", send_and_receive)
 
 
-def test_a_new_run_on_used_state_is_refused_at_the_count_query_and_the_reason_reaches_the_operator(
+def test_a_run_past_the_lifetime_budget_is_refused_at_the_count_query_and_the_operator_told(
     tmp_path: Path,
     data,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     merchant = _merchant(tmp_path, data)
     spent = merchant.release_item_counts(PLAN, run="spring").privacy.epsilon
+    merchant.store.write_policy(epsilon_max=2.0)  # summer alone plans 2, on top of spring
     _deliver(monkeypatch, {1: merchant.store.directory})
 
     with pytest.raises(FederationError) as failure:
@@ -62,12 +64,13 @@ def test_a_new_run_on_used_state_is_refused_at_the_count_query_and_the_reason_re
             privacy_reports={},
             options=RunOptions(run_name="summer", poll=0.0),
         )
-    assert str(failure.value) == (
+    message = str(failure.value)
+    assert message.startswith(
         "No merchant released item counts (0 failed, 1 refused); the private run cannot start"
-        f"\n  shop refused: Merchant shop: this state already spent epsilon {spent:.4f} on run "
-        "'spring' (one private training per state until lifetime accounts land); refusing run "
-        "'summer' before any release. Use a fresh --state for a new private run."
+        "\n  shop refused: Merchant shop: run 'summer' plans epsilon 2; composed with the 1 "
+        f"earlier run(s) of this state (lifetime epsilon {spent:.4f}) it would reach "
     )
+    assert "above this merchant's lifetime budget epsilon-max=2 (policy.json)" in message
     entries = read_ledger(merchant.ledger.path).entries
     assert [e.kind for e in entries].count("reserve") == 1  # only spring's counts
     assert entries[-1].kind == "refusal" and entries[-1].body["run"] == "summer"
