@@ -183,6 +183,10 @@ def render_privacy(results: dict[str, Any], *, console: Console) -> None:
     rows = []
     for name, report in reports[:50]:
         status = _status(report, refused.get(name))
+        if "dp-epsilon" not in report:  # refused before its first release: nothing to report
+            rows.append((name, *["-"] * (len(headers) - 2), status))
+            table.add_row(*rows[-1])
+            continue
         rows.append(
             (
                 name,

@@ -25,13 +25,23 @@ COUNTS_TOP_UP = "item-counts-top-up"
 
 
 def _spent(body: dict[str, Any]) -> str:
-    """'epsilon 1.234 of 3 spent (delta 1e-06, RDP)' from a DP release's ledger body."""
+    """'epsilon 1.234 of 3 spent (delta 1e-06, RDP)' from a DP release's ledger body; after
+    earlier runs, the run's own epsilon of its budget, then the lifetime figure."""
     accountant = str(body.get("accountant", ""))
-    epsilon = body.get(f"epsilon_{accountant}", body.get("epsilon"))
+    lifetime = body.get(f"epsilon_{accountant}", body.get("epsilon"))
+    runs = body.get("runs_composed", 1)
+    epsilon = body.get("run_epsilon", lifetime) if runs > 1 else lifetime
     budget = body.get("epsilon_max")
     shown = f"{float(epsilon):.3f}" if isinstance(epsilon, (int, float)) else "?"
     of = f" of {budget:g}" if isinstance(budget, (int, float)) else ""
-    return f"epsilon {shown}{of} spent (delta {body.get('delta', '?'):g}, {accountant.upper()})"
+    over = (
+        f"; lifetime epsilon {float(lifetime):.3f} over {runs} runs"
+        if runs > 1 and isinstance(lifetime, (int, float))
+        else ""
+    )
+    return (
+        f"epsilon {shown}{of} spent{over} (delta {body.get('delta', '?'):g}, {accountant.upper()})"
+    )
 
 
 def _metric(metrics: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +201,14 @@ class Federation:
         raise AssertionError(
             f"run {run}: round {done} not done in {timeout} s: {self.progress(run)}"
         )
+
+
+@contextlib.contextmanager
+def started(root: Path, merchants: list[str]) -> Iterator[Federation]:
+    """A started federation (coordinator and every merchant), always closed afterwards."""
+    fed = Federation(root=root, merchants=merchants)
+    try:
+        fed.start()
+        yield fed
+    finally:
+        fed.close()

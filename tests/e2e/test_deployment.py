@@ -105,15 +105,29 @@ def test_the_operator_sees_the_privacy_table_and_each_merchant_one_line_per_rele
     assert "Received" in (federation.state("shop-a") / "logs" / "supernode.log").read_text()
 
 
-def test_a_second_private_run_on_used_state_fails_with_each_merchants_reason(
+def test_a_second_run_past_each_merchants_lifetime_budget_fails_with_each_merchants_reason(
     federation, private_run
 ):
-    again = federation.run("again", *RUN_ARGS)
+    policies = {name: federation.state(name) / "policy.json" for name in MERCHANTS}
+    before = {name: path.read_text() for name, path in policies.items()}
+    try:
+        for path in policies.values():  # the first run spent all of it
+            path.write_text(json.dumps({"require-privacy": "user", "epsilon-max": 3.0}))
+        again = federation.run("again", *RUN_ARGS)
+    finally:
+        for name, path in policies.items():
+            path.write_text(before[name])
     assert again.returncode != 0
     said = again.stdout + again.stderr
     for name in MERCHANTS:
-        assert f"Merchant {name}: this state already spent epsilon" in said, said
-    assert "Use a fresh --state for a new private run" in said
+        assert f"Merchant {name}: run 'again' plans epsilon 3; composed with the 1 earlier" in said
+        reserves = [
+            e.body["run"]
+            for e in read_ledger(federation.state(name) / "ledger.jsonl").entries
+            if e.kind == "reserve"
+        ]
+        assert reserves == ["private"] * 3  # nothing of 'again' was released
+    assert "lifetime budget epsilon-max=3 (policy.json)" in said
 
 
 def test_each_merchant_serves_the_model_it_evaluated(federation, private_run):

@@ -24,7 +24,7 @@ from common.privacy.verify import verify_path
 from server.ops.coordinator import CoordinatorDir
 from server.ops.submit import Submission, _toml_table, resolve_settings
 from server.ops.superlink import control
-from tests.e2e.federation import Federation
+from tests.e2e.federation import Federation, started
 
 pytestmark = pytest.mark.e2e
 
@@ -61,12 +61,8 @@ app = __import__("client.client_app", fromlist=["app"]).app
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    fed = Federation(root=tmp_path_factory.mktemp("signed"), merchants=MERCHANTS)
-    try:
-        fed.start()
+    with started(tmp_path_factory.mktemp("signed"), MERCHANTS) as fed:
         yield fed
-    finally:
-        fed.close()
 
 
 def _refusals(fed: Federation, name: str) -> list[dict[str, object]]:

@@ -170,3 +170,11 @@ def test_each_merchants_serving_source_is_said_with_its_reason() -> None:
     assert "Each merchant chose what it serves on its own held-out items" in flat
     assert "costs no budget" in flat
     assert "serves" not in _render(_results(federated=0.015, dp_popularity=0.02))
+
+
+def test_a_merchant_refused_before_any_release_gets_a_row_without_figures() -> None:
+    results = _results(federated=0.08, dp_popularity=0.02)
+    results["privacy"]["per_merchant"][NAMES[1]] = {"dp-refused": 1.0}  # no account reported
+    text = _render(results)
+    row = next(line for line in text.splitlines() if NAMES[1] in line and "refused" in line)
+    assert "refused in round 4" in row and "RDP" not in row

@@ -40,6 +40,16 @@ def test_each_release_becomes_one_line_with_the_epsilon_spent_so_far(tmp_path, d
         "published for `fedrec serve`"
     ]
 
+    second = _merchant(tmp_path, data)  # a second run
+    again = second.release_item_counts(PLAN, run="summer")
+    second.commit(again.reservation, {"counts": again.counts}, metrics={})
+    (line,) = follower.lines()
+    account = second.account(PLAN)
+    assert line == (
+        f"summer: item counts released with DP; epsilon {account.epsilon():.3f} of 2 spent; "
+        f"lifetime epsilon {account.lifetime_epsilon():.3f} over 2 runs (delta 1e-05, RDP)"
+    )
+
 
 def test_a_refusal_says_why_and_a_line_still_being_written_waits(tmp_path, data):  # noqa: F811
     merchant = _merchant(tmp_path, data)
