@@ -150,7 +150,8 @@ class MerchantPrivacy:
         (nothing released) if the unit, delta or accountant differ, or if its whole plan
         would take the lifetime epsilon past the merchant's lifetime budget."""
         new = self._plan(plan)
-        old = account.plan
+        spent = [p.plan for p in account.past] + ([account.plan] if account.events else [])
+        old = spent[-1] if spent else new  # a plan that never spent binds nothing
         if (new.unit, new.delta, new.accountant) != (old.unit, old.delta, old.accountant):
             raise PrivacyRefused(
                 f"Merchant {self.name}: run {run!r} asks for privacy-unit={new.unit}, "

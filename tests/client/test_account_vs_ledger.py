@@ -192,3 +192,13 @@ def test_a_run_at_another_delta_cannot_join_the_lifetime_account(tmp_path, data)
     other_delta = dataclasses.replace(PLAN, privacy=dataclasses.replace(PLAN.privacy, delta=1e-6))
     with pytest.raises(PrivacyRefused, match="composes its runs at privacy-unit=user, delta=1e-05"):
         _merchant(tmp_path, data).release_item_counts(other_delta, run="summer")
+
+
+def test_a_run_that_spent_nothing_does_not_bind_the_next_runs_delta(tmp_path, data):  # noqa: F811
+    merchant = _merchant(tmp_path, data)
+    merchant.privacy.account(PLAN, run="spring")  # planned, then nothing released
+    other_delta = dataclasses.replace(PLAN, privacy=dataclasses.replace(PLAN.privacy, delta=1e-6))
+    release = _merchant(tmp_path, data).release_item_counts(other_delta, run="summer")
+    account = _merchant(tmp_path, data).account(other_delta)
+    assert account.run == "summer" and account.past == [] and account.plan.delta == 1e-6
+    assert release.privacy.epsilon == pytest.approx(account.lifetime_epsilon())
