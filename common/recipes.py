@@ -169,6 +169,6 @@ def _default_private_model(raw: Mapping[str, Any]) -> str:
             f"Under user-level DP with no model chosen, fedrec learns {PRIVATE_DEFAULT_MODEL} "
             f"from one release of DP statistics (one round), but num-server-rounds={rounds} asks "
             "for rounds of DP-SGD: choose the model to train in rounds (--model mf, history, "
-            "sasrec or neumf), or leave the rounds out."
+            'sasrec or neumf; `model = "mf"` in an experiment\'s [run]), or leave the rounds out.'
         )
     return PRIVATE_DEFAULT_MODEL

@@ -27,6 +27,7 @@ epsilon = 2
 delta = 1e-4
 
 [run]
+model = "mf"
 num-server-rounds = 3
 compression = "int8"
 
