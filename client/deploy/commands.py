@@ -98,6 +98,13 @@ def status_command(args: argparse.Namespace) -> int:
             f"planned, at delta {plan.delta:g}, unit: one {plan.unit} of this merchant, "
             f"accountant {plan.accountant.upper()} (Opacus); releases: {releases or 'none'}"
         )
+        if account.past:
+            runs = ", ".join(repr(p.run) for p in account.past)
+            _say(
+                f"lifetime: epsilon {account.lifetime_epsilon():.4f} over {len(account.past) + 1} "
+                f"runs (earlier: {runs}; this run: {account.run!r}), every release composed at "
+                f"delta {plan.delta:g}, {plan.accountant.upper()}, for the whole population"
+            )
     policy = load_policy(state / MERCHANT_POLICY_FILE)
     _say(f"policy: {policy.describe()}")
     ledger = state / MERCHANT_LEDGER_FILE

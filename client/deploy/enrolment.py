@@ -62,7 +62,7 @@ class Enrolment:
     changed: bool  # False when the same file was already enrolled
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -93,7 +93,7 @@ def enrol(state: Path, *, data: Path, fmt: str, name: str) -> Enrolment:
             "account and ledger are that merchant's. Use that name or another --state."
         )
     events = load_events(data, fmt=fmt)  # DataError lists every problem with its line
-    source = _sha256_file(data)
+    source = sha256_file(data)
     if info is not None and info.get("source_sha256") == source:
         return Enrolment(
             name=name,

@@ -15,7 +15,6 @@ next run.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from client.deploy.enrolment import (
     pseudonymised_frame,
     read_info,
     read_log,
+    sha256_file,
     write_log,
 )
 from common.constants import (
@@ -91,7 +91,7 @@ def ingest(state: Path, *, data: Path, fmt: str) -> Ingested:
     after = pd.concat([log, added], ignore_index=True)
     result = Ingested(
         file=str(data.resolve()),
-        sha256=hashlib.sha256(data.read_bytes()).hexdigest(),
+        sha256=sha256_file(data),
         read=len(new),
         added=len(added),
         duplicates=len(new) - len(added),

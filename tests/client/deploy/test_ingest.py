@@ -202,3 +202,13 @@ def test_status_states_the_accounts_epsilon_with_its_delta_unit_accountant_and_s
     assert "unit: one user of this merchant, accountant RDP" in said
     assert "item-counts in round 0 (sigma 3.1, no sampling, 1 steps)" in said
     assert "dp-sgd in round 1 (sigma 1.5, Poisson sampling q=0.2, 5 steps)" in said
+    assert "lifetime" not in said  # one run: its epsilon is the lifetime one
+
+    later = account.started("summer", account.plan)
+    later.save(state / "privacy_account.json")
+    assert fedrec_main(["merchant", "status", "--state", str(state)]) == 0
+    said = capsys.readouterr().out
+    assert (
+        f"lifetime: epsilon {later.lifetime_epsilon():.4f} over 2 runs (earlier: ''; this run: "
+        "'summer'), every release composed at delta 1e-06, RDP" in said
+    )
