@@ -204,6 +204,9 @@ class RunConfig:
     output_dir: str = ""  # where the coordinator writes the global model and round history
     catalog: str = ""  # deployment: the federation catalog file the coordinator sends merchants
     resume: bool = False  # continue from output_dir's checkpoint instead of starting afresh
+    # Warm start: a finished run's directory whose global model is this run's round-0 model,
+    # item rows matched by key (server/rounds/previous_model.py). "" = the seeded initialisation.
+    init_from: str = ""
     coordinator_key: str = ""  # the coordinator's ledger key (default: output_dir/coordinator.key)
     # Simulations: each merchant's ledger key in DIR/NAME/ (default: beside its ledger). A
     # simulation keeps every party's key outside its run directory (simulations/keys.py).
@@ -213,6 +216,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if MODELS[self.model.kind].statistics:
             self._check_statistics_model()
+            if self.init_from:
+                raise ConfigError(
+                    f"init-from={self.init_from} warm-starts a model trained over rounds; "
+                    f"model={self.model.kind} is learnt afresh from one release of statistics, "
+                    "so there is nothing to start from. Drop init-from, or choose --model mf."
+                )
         if self.privacy.enabled and self.train.proximal_mu > 0:
             raise ConfigError(
                 "proximal-mu > 0 (FedProx) is not supported with differential privacy: the "

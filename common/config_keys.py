@@ -77,6 +77,7 @@ KEYS: Final[dict[str, tuple[str, str]]] = {
     "output-dir": ("", "output_dir"),
     "catalog": ("", "catalog"),
     "resume": ("", "resume"),
+    "init-from": ("", "init_from"),
     "coordinator-key": ("", "coordinator_key"),
     "merchant-keys-dir": ("", "merchant_keys_dir"),
     "run-signature": ("", "run_signature"),

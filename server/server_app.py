@@ -44,7 +44,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         run = config if config is not None else parse_run_config(context.run_config)
         check_merchants_dir(run)
-        initial = initial_arrays(run)
+        initial, warm = initial_arrays(run)
         output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}").resolve()
         options = run_options(run, output, context)
         nodes = wait_for_nodes(
@@ -81,7 +81,7 @@ def make_server_app(
         except Exception as error:
             progress.fail(str(error))
             raise
-        save_outputs(output, run, result)
+        save_outputs(output, run, result, warm=warm)
         progress.finish(result.stopped_early)
         logger.info("federation finished; global model and history in %s", output)
 

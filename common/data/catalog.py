@@ -70,9 +70,11 @@ class ItemCatalog:
     def decode(self, indices: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
         return np.asarray(self.keys, dtype=object)[indices]
 
+    def to_json(self) -> str:
+        return json.dumps({"version": CATALOG_VERSION, "items": list(self.keys)})
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        payload = {"version": CATALOG_VERSION, "items": list(self.keys)}
-        Path(path).write_text(json.dumps(payload), encoding="utf-8")
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> ItemCatalog:

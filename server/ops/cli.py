@@ -79,6 +79,11 @@ def add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", help="run name (default run-TIMESTAMP); results in DIR/runs/NAME")
     p.add_argument("--resume", metavar="NAME", help="continue an interrupted run")
     p.add_argument(
+        "--from-run",
+        metavar="NAME",
+        help="warm start: begin from the global model of the finished run DIR/runs/NAME",
+    )
+    p.add_argument(
         "--rounds", type=int, help="server rounds (default 20; 1 with --epsilon and no --model)"
     )
     p.add_argument(

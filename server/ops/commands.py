@@ -117,6 +117,9 @@ def run_command_settings(args: argparse.Namespace) -> dict[str, object]:
         "min-nodes": args.min_nodes,
         "round-timeout": args.round_timeout,
         "secagg": True if args.secagg else None,
+        "init-from": str((CoordinatorDir(args.dir).runs / args.from_run).resolve())
+        if args.from_run
+        else None,
     }
     raw.update({k: v for k, v in flags.items() if v is not None})
     privacy: dict[str, object] = {}

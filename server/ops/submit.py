@@ -31,6 +31,7 @@ from server.ops.coordinator import CoordinatorDir
 from server.ops.flwr_cli import ControlError, FlowerCli
 from server.ops.superlink import control, coordinator_running
 from server.rounds.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from server.rounds.previous_model import check_previous
 from server.rounds.progress import PROGRESS_FILE, read_progress
 
 APP_NAME = "fedrec-app"
@@ -119,7 +120,10 @@ def resolve_settings(directory: CoordinatorDir, submission: Submission) -> dict[
         "merchants-dir": "",
         "resume": False,
     }
-    return to_run_config(parse_run_config(raw))  # validated here, before anything is sent
+    settings = to_run_config(parse_run_config(raw))  # validated here, before anything is sent
+    if settings["init-from"]:
+        check_previous(Path(settings["init-from"]), settings)
+    return settings
 
 
 def submit(

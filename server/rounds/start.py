@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from server.client_privacy import ClientDP
     from server.ledger import FederationLedger
+    from server.rounds.previous_model import WarmStart
 
 logger = logging.getLogger(f"flwr.fedrec.{__name__}")  # reaches `flwr log`; see server_app
 
@@ -55,16 +56,24 @@ def check_merchants_dir(config: RunConfig) -> None:
         )
 
 
+def run_catalog(config: RunConfig) -> ItemCatalog | None:
+    """The federation catalog: the config's file, or the one beside the merchants (if any)."""
+    if config.catalog:
+        return ItemCatalog.read(config.catalog)
+    if config.merchants_dir:
+        path = Path(config.merchants_dir).parent / RUN_CATALOG_FILE
+        if path.is_file():
+            return ItemCatalog.load(path)
+    return None
+
+
 def catalog_size(config: RunConfig) -> int:
     """Items in the federation catalog: from the config, or the catalog beside the merchants."""
     if config.num_items > 0:
         return config.num_items
-    if config.catalog:
-        return len(ItemCatalog.read(config.catalog))
-    if config.merchants_dir:
-        path = Path(config.merchants_dir).parent / RUN_CATALOG_FILE
-        if path.is_file():
-            return len(ItemCatalog.load(path))
+    catalog = run_catalog(config)
+    if catalog is not None:
+        return len(catalog)
     raise ConfigError(
         "The coordinator needs the catalog size: set num-items (e.g. --run-config "
         "'num-items=1500'), or merchants-dir to the merchants/ folder of a prepared run "
@@ -72,8 +81,12 @@ def catalog_size(config: RunConfig) -> int:
     )
 
 
-def initial_arrays(run: RunConfig) -> ArrayRecord:
-    """The global model's shared parameters before round 1, from the run's seed."""
+def initial_arrays(run: RunConfig) -> tuple[ArrayRecord, WarmStart | None]:
+    """The global model's shared parameters before round 1: from the run's seed, or warm.
+
+    With ``init-from`` the earlier run's global model replaces the seeded
+    parameters, item rows matched by key (:mod:`server.rounds.previous_model`).
+    """
     from flwr.app import ArrayRecord
 
     from common.models.base import build_model
@@ -85,11 +98,14 @@ def initial_arrays(run: RunConfig) -> ArrayRecord:
         num_items=catalog_size(run),
         generator=torch_generator(run.federation.seed, "global-init"),
     )
-    return ArrayRecord(
-        torch_state_dict=OrderedDict(
-            (n, p.detach().clone()) for n, p in model.shared_parameters().items()
-        )
-    )
+    shared = {n: p.detach().clone() for n, p in model.shared_parameters().items()}
+    warm = None
+    if run.init_from:
+        from server.rounds.previous_model import warm_parameters
+
+        shared, warm = warm_parameters(run, shared, run_catalog(run))
+        logger.info("%s", warm.describe())
+    return ArrayRecord(torch_state_dict=OrderedDict(shared.items())), warm
 
 
 def run_options(run: RunConfig, output: Path, context: Context) -> RunOptions:

@@ -151,3 +151,59 @@ def test_no_client_message_carries_user_parameters_or_ids(finished_run):
                 array = arrays[key]
                 if array.ndim == 2 and array.shape[1] == 8:
                     assert not user_rows & {row.tobytes() for row in array}, key
+
+
+def receiving_mod(log_dir: Path):
+    """A Flower client mod that saves the global model each merchant receives to train on."""
+
+    def mod(message, context, call_next):
+        if message.metadata.message_type == "train":
+            arrays = message.content.array_records[ARRAYS_KEY].to_torch_state_dict()
+            np.savez(
+                log_dir / f"{context.node_id}-{id(message)}.npz",
+                **{k: v.numpy() for k, v in arrays.items()},
+            )
+        return call_next(message, context)
+
+    return mod
+
+
+def test_a_warm_retrain_starts_from_the_previous_runs_global_model(finished_run, tmp_path):
+    run_dir, _, _, _ = finished_run
+    received = tmp_path / "received"
+    received.mkdir()
+    spec = SimulationSpec(
+        run=parse_run_config(
+            {
+                "num-server-rounds": 1,
+                "embedding-dim": 8,
+                "local-epochs": 2,
+                "init-from": str(run_dir),
+            }
+        ),
+        source=DataSource(
+            synthetic=SyntheticSpec(num_merchants=3, num_users=240, num_items=120, seed=5)
+        ),
+        partition=PartitionConfig(scheme="natural"),
+        run_dir=tmp_path / "retrain",
+        baselines=False,
+    )
+    simulate(spec, client_mods=[receiving_mod(received)])
+
+    previous = torch.load(run_dir / "global_model.pt")
+    files = sorted(received.glob("*.npz"))
+    assert len(files) == 3  # round 1: one train message per merchant
+    for path in files:
+        with np.load(path) as got:
+            assert set(got.files) == SHARED
+            for name in SHARED:  # bit for bit the earlier run's published model
+                np.testing.assert_array_equal(got[name], previous[name].numpy())
+    history = json.loads((tmp_path / "retrain" / "federation.json").read_text())
+    catalog = json.loads((run_dir / "catalog.json").read_text())["items"]
+    assert history["warm_start"] == {
+        "from": str(run_dir),
+        "items-carried": len(catalog),
+        "items-new": 0,
+        "items-dropped": 0,
+    }
+    assert history["config"]["init-from"] == str(run_dir)

@@ -34,3 +34,10 @@ def test_flags_win_and_no_epsilon_means_no_dp_defaults() -> None:
     assert history.federation.strategy == "fedavgm" and history.train.keep_optimizer_state
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE, got 'rounds'"):
         _settings("--set", "rounds")
+
+
+def test_from_run_names_the_earlier_run_of_this_coordinator() -> None:
+    settings = _settings("--from-run", "monday", "--rounds", "4", "--model", "mf")
+    assert str(settings["init-from"]).endswith("coordinator/runs/monday")
+    assert parse_run_config(settings).init_from == settings["init-from"]
+    assert "init-from" not in _settings("--rounds", "4")
