@@ -252,6 +252,7 @@ class MerchantPrivacy:
             kept_local=local,
             secagg=release.secagg,
             model=self.model,
+            lifetime_budget=self.store.policy_epsilon_max(),
         )
 
     def spend(self, account: PrivacyAccount, release: Release, *, what: str) -> int:

@@ -1,11 +1,14 @@
 """``report.html``: the privacy officer's page, readable on a 1280 px screen.
 
 Top to bottom: the verification verdict; a summary table, one row per
-merchant (epsilon spent, delta, budget, unit, accountant, status, refusals)
-and one for the coordinator's client-level releases; what joint DP promises,
-said once; the two plots; then per merchant its privacy statement and a
-release table whose narrow columns carry what changes from round to round,
-every other recorded field folded in a ``<details>`` per release.
+merchant (epsilon spent in its latest run, delta, that run's budget, the
+lifetime epsilon over every run, unit, accountant, status, refusals) and one
+for the coordinator's client-level releases; what joint DP promises, said
+once; the plots; then per merchant its privacy statement, its runs (each
+run's epsilon, the lifetime epsilon after it, the lifetime budget left, any
+refusal) and a release table whose narrow columns carry what changes from
+round to round, every other recorded field folded in a ``<details>`` per
+release.
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ from typing import Any
 
 from common.privacy.records import enforced_epsilon
 from common.privacy.verify import Verdict
-from simulations.audit_statement import JOINT_DP_PROMISE, MerchantSummary, fmt, statement
+from simulations.audit_statement import (
+    JOINT_DP_PROMISE,
+    MerchantSummary,
+    fmt,
+    lifetime_cell,
+    run_epsilon,
+    runs_of,
+    statement,
+)
 
 SUMMARY_HEADERS = (
     "merchant",
     "ε spent",
     "δ",
     "budget",
+    "lifetime ε",
     "unit",
     "accountant",
     "status",
@@ -107,9 +119,10 @@ def summary_rows(
         rows.append(
             (
                 name,
-                fmt(enforced_epsilon(latest)) if latest else "-",
+                fmt(run_epsilon(latest)) if latest else "-",
                 fmt(latest.get("delta")),
                 fmt(latest.get("epsilon_max")),
+                lifetime_cell(latest),
                 fmt(latest.get("unit")),
                 str(latest.get("accountant", "-")).upper(),
                 merchant_status(summary),
@@ -125,6 +138,7 @@ def summary_rows(
                 "coordinator (client-level)",
                 fmt(last.get("epsilon")),
                 fmt(last.get("delta")),
+                "-",
                 "-",
                 fmt(last.get("unit")),
                 str(last.get("accountant")),
@@ -156,6 +170,35 @@ def _release_row(release: dict[str, Any]) -> str:
     return f"<tr>{cells}<td>{folded}</td></tr>"
 
 
+RUN_HEADERS = (
+    "run",
+    "releases",
+    "first release",
+    "last release",
+    "ε of the run",
+    "lifetime ε after it",
+    "lifetime budget left",
+    "refused",
+)
+
+
+def run_rows(summary: MerchantSummary) -> list[tuple[str, ...]]:
+    """One row per run of the merchant's state, as RUN_HEADERS."""
+    return [
+        (
+            run["run"],
+            str(run["releases"]),
+            str(run.get("started") or "-")[:19],
+            str(run.get("ended") or "-")[:19],
+            fmt(run.get("run_epsilon")),
+            fmt(run.get("lifetime_epsilon")),
+            fmt(run.get("lifetime_epsilon_remaining")),
+            "; ".join(run["refused"]) or "-",
+        )
+        for run in runs_of(summary)
+    ]
+
+
 def _merchant_section(summary: MerchantSummary) -> str:
     esc = html.escape
     latest = summary.latest or {}
@@ -177,6 +220,10 @@ def _merchant_section(summary: MerchantSummary) -> str:
     return (
         f"<h2 id='m-{esc(summary.name)}'>{esc(summary.name)}</h2>"
         f"<p class='statement'>{esc(statement(summary, promise=False))}</p>"
+        f"<p>Runs of this merchant's state (lifetime ε composes every release of every run, "
+        f"by {esc(accountant)}):</p>"
+        f"<div class='scroll'>{_table(RUN_HEADERS, run_rows(summary), 'runs-' + summary.name)}"
+        "</div>"
         f"<p>Releases (ε by the enforcing accountant, {esc(accountant)}; the other fields of "
         "each release under <i>all fields</i>):</p>"
         f"<div class='scroll'><table class='releases'><tr>{head}</tr>{rows}</table></div>"
@@ -223,6 +270,7 @@ def render_html(
         + f"<p class='statement'>{esc(JOINT_DP_PROMISE)}</p>"
         + _img(plots["epsilon"])
         + _img(plots["budget"])
+        + _img(plots["lifetime"])
         + "".join(sections)
         + "</body></html>"
     )

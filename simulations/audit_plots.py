@@ -1,4 +1,5 @@
-"""The audit report's two figures: epsilon over rounds, and each merchant's budget.
+"""The audit report's figures: epsilon over the latest run's rounds, each merchant's budget,
+and its lifetime epsilon over time (every run composed, one point per release).
 
 Every epsilon plotted is the one the merchant's *enforcing* accountant computed
 (RDP or PRV, as its ledger records), so spent + remaining is its budget.
@@ -6,27 +7,57 @@ Every epsilon plotted is the one the merchant's *enforcing* accountant computed
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from common.privacy.records import enforced_epsilon
-from simulations.audit_statement import MerchantSummary
+from simulations.audit_statement import MerchantSummary, run_epsilon
+
+
+def _latest_run(summary: MerchantSummary) -> list[dict[str, Any]]:
+    latest = summary.latest
+    if latest is None:
+        return []
+    return [r for r in summary.releases if r.get("run") == latest.get("run")]
 
 
 def epsilon_series(summaries: dict[str, MerchantSummary]) -> dict[str, list[tuple[int, float]]]:
-    """Per merchant, (round, cumulative epsilon) by the accountant that enforced its budget."""
+    """Per merchant, (round, cumulative epsilon of its latest run) by the enforcing accountant.
+
+    A ledger from before runs were composed has no ``run_epsilon``: its one run's
+    cumulative epsilon is the enforced one.
+    """
     series = {}
     for name, summary in summaries.items():
-        points = [(int(r["round"]), enforced_epsilon(r)) for r in summary.releases]
+        points = [(int(r["round"]), run_epsilon(r)) for r in _latest_run(summary)]
         series[name] = [(rnd, eps) for rnd, eps in points if eps is not None]
     return series
 
 
+def lifetime_series(
+    summaries: dict[str, MerchantSummary],
+) -> dict[str, list[tuple[dt.datetime, float, str]]]:
+    """Per merchant, (time, lifetime epsilon, run) after each release, every run composed."""
+    series = {}
+    for name, summary in summaries.items():
+        points = []
+        for release in summary.releases:
+            epsilon = enforced_epsilon(release)
+            if epsilon is not None and release.get("at"):
+                at = dt.datetime.fromisoformat(str(release["at"]))
+                points.append((at, epsilon, str(release.get("run") or "unnamed")))
+        series[name] = points
+    return series
+
+
 def budget_bars(summaries: dict[str, MerchantSummary]) -> dict[str, tuple[float, float]]:
-    """Per merchant, (spent, remaining) by its enforcing accountant: they add up to its budget."""
+    """Per merchant, (spent, remaining) in its latest run by its enforcing accountant: they add
+    up to that run's budget (the lifetime figure is :func:`lifetime_series`)."""
     bars = {}
     for name, summary in summaries.items():
         latest = summary.latest or {}
-        bars[name] = (enforced_epsilon(latest) or 0.0, latest.get("epsilon_remaining") or 0.0)
+        bars[name] = (run_epsilon(latest) or 0.0, latest.get("epsilon_remaining") or 0.0)
     return bars
 
 
@@ -39,10 +70,15 @@ def enforcing_accountants(summaries: dict[str, MerchantSummary]) -> str:
 
 
 def plot_figures(summaries: dict[str, MerchantSummary], out: Path) -> dict[str, Path]:
-    """``epsilon.png`` and ``budget.png`` under ``out``."""
-    paths = {"epsilon": out / "epsilon.png", "budget": out / "budget.png"}
+    """``epsilon.png``, ``budget.png`` and ``lifetime.png`` under ``out``."""
+    paths = {
+        "epsilon": out / "epsilon.png",
+        "budget": out / "budget.png",
+        "lifetime": out / "lifetime.png",
+    }
     _save(epsilon_figure(summaries), paths["epsilon"])
     _save(budget_figure(summaries), paths["budget"])
+    _save(lifetime_figure(summaries), paths["lifetime"])
     return paths
 
 
@@ -71,7 +107,7 @@ def epsilon_figure(summaries: dict[str, MerchantSummary]):  # type: ignore[no-un
     ax.set_ylim(bottom=0)  # cumulative epsilon starts at 0: one value is not a 3.8-4.2 axis
     ax.set_xlabel("round (0 = item-count release)")
     ax.set_ylabel(f"cumulative epsilon ({enforcing_accountants(summaries)}, as enforced)")
-    ax.set_title("Epsilon spent over rounds, per merchant")
+    ax.set_title("Epsilon spent over the rounds of each merchant's latest run")
     if any(s.releases for s in summaries.values()):
         outside_legend(ax)
     return fig
@@ -89,8 +125,53 @@ def budget_figure(summaries: dict[str, MerchantSummary]):  # type: ignore[no-unt
     ax.invert_yaxis()  # merchants top to bottom, as in the summary table
     ax.set_xlim(left=0)
     ax.set_xlabel(f"epsilon by {enforcing_accountants(summaries)} (budget = spent + remaining)")
-    ax.set_title("Budget per merchant")
+    ax.set_title("Budget per merchant, in its latest run")
     outside_legend(ax)
+    return fig
+
+
+def lifetime_figure(summaries: dict[str, MerchantSummary]):  # type: ignore[no-untyped-def]
+    """Lifetime epsilon over time: a step per release, each run's first release labelled,
+    a cross where a run was refused before releasing anything, and each merchant's lifetime
+    budget (as its last release recorded it) dashed in its colour."""
+    import matplotlib.dates as mdates
+
+    fig, ax = _pyplot().subplots(figsize=(7.5, 4))
+    for name, points in lifetime_series(summaries).items():
+        if not points:
+            continue
+        times, epsilons, runs = zip(*points, strict=True)
+        (line,) = ax.step(times, epsilons, "o-", where="post", label=name)
+        for i, run in enumerate(runs):
+            if i == 0 or runs[i - 1] != run:
+                ax.annotate(
+                    run,
+                    (times[i], epsilons[i]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        for refusal in summaries[name].refusals + summaries[name].refused_runs:
+            if refusal.get("at") and refusal.get("run") not in runs:  # a run refused outright
+                at = dt.datetime.fromisoformat(str(refusal["at"]))
+                ax.plot([at], [epsilons[-1]], "x", color=line.get_color(), markersize=9)
+                ax.annotate(
+                    f"{refusal.get('run')} refused",
+                    (at, epsilons[-1]),
+                    fontsize=7,
+                    xytext=(3, -10),
+                    textcoords="offset points",
+                )
+        budget = (summaries[name].latest or {}).get("lifetime_epsilon_max")
+        if isinstance(budget, (int, float)):
+            ax.axhline(budget, color=line.get_color(), linestyle="--", linewidth=0.8)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("time of release (UTC)")
+    ax.set_ylabel(f"lifetime epsilon ({enforcing_accountants(summaries)}, every run composed)")
+    ax.set_title("Lifetime epsilon per merchant (dashed: its lifetime budget)")
+    if any(s.releases for s in summaries.values()):
+        outside_legend(ax)
     return fig
 
 

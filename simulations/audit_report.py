@@ -48,9 +48,9 @@ from common.privacy.ledger import (
 )
 from common.privacy.verify import Verdict, verify_path
 from simulations.audit_client_level import client_level
-from simulations.audit_html import render_html
+from simulations.audit_html import RUN_HEADERS, render_html, run_rows
 from simulations.audit_plots import plot_figures
-from simulations.audit_statement import MerchantSummary, fmt, statement
+from simulations.audit_statement import MerchantSummary, fmt, lifetime_cell, runs_of, statement
 
 REPORT_FILE = "report.json"
 REPORT_FORMAT = "fedrec-audit-report/1"
@@ -166,6 +166,7 @@ def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: 
         "δ",
         "budget",
         "left",
+        "lifetime ε",
         "σ",
         "C",
         "q",
@@ -184,6 +185,7 @@ def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: 
             fmt(latest.get("delta")),
             fmt(latest.get("epsilon_max")),
             fmt(latest.get("epsilon_remaining")),
+            lifetime_cell(latest),
             fmt(latest.get("noise_multiplier")),
             fmt(latest.get("max_grad_norm")),
             fmt(latest.get("sample_rate")),
@@ -193,6 +195,14 @@ def _terminal(verdict: Verdict, summaries: dict[str, MerchantSummary], console: 
             ", ".join(str(r["round"]) for r in summary.aborted) or "-",
         )
     console.print(table)
+    if any(len(runs_of(s)) > 1 for s in summaries.values()):
+        runs = Table(title="Runs per merchant (lifetime epsilon: every release of every run)")
+        for header in ("merchant", *RUN_HEADERS):
+            runs.add_column(header, no_wrap=header == "merchant")
+        for name, summary in summaries.items():
+            for row in run_rows(summary):
+                runs.add_row(name, *row)
+        console.print(runs)
 
 
 def report_digest(report: dict[str, Any]) -> str:
@@ -201,7 +211,10 @@ def report_digest(report: dict[str, Any]) -> str:
 
 
 def rendered_merchants(summaries: dict[str, MerchantSummary]) -> dict[str, Any]:
-    rendered = {name: asdict(s) | {"statement": statement(s)} for name, s in summaries.items()}
+    rendered = {
+        name: asdict(s) | {"runs": runs_of(s), "statement": statement(s)}
+        for name, s in summaries.items()
+    }
     return dict(json.loads(json.dumps(rendered)))  # as report.json holds it
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.privacy.accountant import COUNT_EVENTS, EVENT_COUNTS_TOP_UP
 from common.privacy.config import sampling_description
+from common.privacy.records import enforced_epsilon
 
 JOINT_DP_PROMISE = (
     "What joint differential privacy promises: whatever this merchant released (shared "
@@ -22,7 +23,8 @@ JOINT_DP_PROMISE = (
     "their own local parameters, which depend only on their own data and on those released "
     "values. What it does not promise: it does not hide a user's data from the merchant that "
     "holds it, does not cover the values listed as sent in clear, does not bound what several "
-    "federations learn together (epsilons of separate runs add up), and holds only if the "
+    "federations learn together (this merchant's runs are composed in its lifetime epsilon; "
+    "separate merchant states' epsilons add up), and holds only if the "
     "merchant's software ran as recorded here."
 )
 
@@ -39,6 +41,85 @@ class MerchantSummary:
     @property
     def latest(self) -> dict[str, Any] | None:
         return self.releases[-1] if self.releases else None
+
+
+def run_epsilon(release: dict[str, Any]) -> float | None:
+    """The epsilon of a release's own run (a ledger from before runs composed: its one run)."""
+    value = release.get("run_epsilon", enforced_epsilon(release))
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def lifetime_cell(latest: dict[str, Any]) -> str:
+    """The lifetime epsilon (enforcing accountant) over the runs composed, of its budget."""
+    if not latest:
+        return "-"
+    budget = latest.get("lifetime_epsilon_max")
+    spent = enforced_epsilon(latest)
+    text = f"{fmt(spent)} ({latest.get('runs_composed', 1)} run(s)"
+    return text + (f" of {fmt(budget)})" if budget is not None else ")")
+
+
+def runs_of(summary: MerchantSummary) -> list[dict[str, Any]]:
+    """One row per run of this merchant's state, in the order the ledger met them.
+
+    A run's ``run_epsilon`` is its own releases composed; ``lifetime_epsilon`` every
+    release of every run up to its last (both by the enforcing accountant), beside the
+    merchant's lifetime budget and what it left. A run with no release says why.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(record: dict[str, Any]) -> dict[str, Any]:
+        name = str(record.get("run") or "unnamed")
+        return rows.setdefault(
+            name, {"run": name, "releases": 0, "started": record.get("at"), "refused": []}
+        )
+
+    for release in summary.releases:
+        lifetime = enforced_epsilon(release)
+        run = row(release)
+        run["releases"] += 1
+        run.update(
+            ended=release.get("at"),
+            run_epsilon=run_epsilon(release),
+            lifetime_epsilon=lifetime,
+            runs_composed=release.get("runs_composed", 1),
+            delta=release.get("delta"),
+            accountant=release.get("accountant"),
+            epsilon_max=release.get("epsilon_max"),
+            lifetime_epsilon_max=release.get("lifetime_epsilon_max"),
+            lifetime_epsilon_remaining=release.get("lifetime_epsilon_remaining"),
+        )
+    for refusal in summary.refusals + summary.refused_runs:
+        row(refusal)["refused"].append(
+            f"{'run' if refusal.get('release') == 'run' else 'round ' + str(refusal.get('round'))}"
+            f": {refusal.get('reason', 'no reason recorded')}"
+        )
+    return list(rows.values())
+
+
+def lifetime_sentence(summary: MerchantSummary) -> list[str]:
+    """Over several runs: the lifetime epsilon, what it composes and the budget left."""
+    runs = [r for r in runs_of(summary) if r["releases"]]
+    latest = summary.latest
+    if latest is None or len(runs) < 2:
+        return []
+    budget = latest.get("lifetime_epsilon_max")
+    return [
+        f"Over its lifetime ({len(runs)} runs with releases: "
+        f"{', '.join(r['run'] for r in runs)}) the account composes every release of every run "
+        f"for its whole population, a user who joined later being charged from the first run: "
+        f"epsilon = {fmt(enforced_epsilon(latest))} "
+        f"({str(latest.get('accountant')).upper()}) at delta = {fmt(latest.get('delta'))}; per "
+        "run: "
+        + ", ".join(f"{r['run']} {fmt(r['run_epsilon'])}" for r in runs)
+        + "."
+        + (
+            f" Its lifetime budget epsilon-max = {fmt(budget)} leaves "
+            f"{fmt(latest.get('lifetime_epsilon_remaining'))}."
+            if budget is not None
+            else ""
+        )
+    ]
 
 
 def _refused_runs_sentence(summary: MerchantSummary) -> list[str]:
@@ -74,17 +155,28 @@ def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
             + _refused_runs_sentence(summary)
         )
     training = ("dp-sgd", "item-gram")
-    dp_rounds = sorted({r["round"] for r in summary.releases if r["release"] in training})
-    counts = [r for r in summary.releases if r["release"] in COUNT_EVENTS]
+    current = [r for r in summary.releases if r.get("run") == latest.get("run")]
+    dp_rounds = sorted({r["round"] for r in current if r["release"] in training})
+    counts = [r for r in current if r["release"] in COUNT_EVENTS]
     versions = latest.get("versions", {})
+    several = len({r.get("run") for r in summary.releases}) > 1
     parts = [
-        f"{summary.name} made {len(summary.releases)} differentially private release(s) in run "
+        f"{summary.name} made {len(current)} differentially private release(s) in run "
         f"{latest.get('run')}: {len(counts)} release(s) of noisy item counts, and model updates "
         f"in rounds {', '.join(map(str, dp_rounds)) or 'none'}.",
-        f"In total it spent epsilon = {fmt(latest.get('epsilon_rdp'))} by the RDP accountant "
-        f"(PRV: {fmt(latest.get('epsilon_prv'))}) at delta = {fmt(latest.get('delta'))}; the "
-        f"{str(latest.get('accountant')).upper()} accountant enforced its budget epsilon-max = "
-        f"{fmt(latest.get('epsilon_max'))}, leaving {fmt(latest.get('epsilon_remaining'))}.",
+        (
+            f"That run spent epsilon = {fmt(latest.get('run_epsilon'))} of its budget "
+            f"epsilon-max = {fmt(latest.get('epsilon_max'))}, leaving "
+            f"{fmt(latest.get('epsilon_remaining'))} ({str(latest.get('accountant')).upper()}, "
+            f"delta = {fmt(latest.get('delta'))})."
+            if several
+            else f"In total it spent epsilon = {fmt(latest.get('epsilon_rdp'))} by the RDP "
+            f"accountant (PRV: {fmt(latest.get('epsilon_prv'))}) at delta = "
+            f"{fmt(latest.get('delta'))}; the {str(latest.get('accountant')).upper()} accountant "
+            f"enforced its budget epsilon-max = {fmt(latest.get('epsilon_max'))}, leaving "
+            f"{fmt(latest.get('epsilon_remaining'))}."
+        ),
+        *lifetime_sentence(summary),
         f"Unit of privacy: {latest.get('unit_description') or latest.get('unit')}. Neighbouring "
         f"datasets: {latest.get('adjacency')}.",
         f"Sampling: {sampling_description(str(latest.get('unit')), latest.get('sampling'))}. "

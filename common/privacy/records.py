@@ -99,10 +99,15 @@ def release_record(
     kept_local: list[str],
     secagg: bool,
     model: str,
+    lifetime_budget: float | None = None,
 ) -> dict[str, Any]:
-    """The body of a ``reserve`` entry: ``event`` is already in ``account``'s history."""
+    """The body of a ``reserve`` entry: ``event`` is already in ``account``'s history.
+
+    ``lifetime_budget`` is the merchant's ``epsilon-max`` over every run (its policy), if set.
+    """
     plan = account.plan
     eps = epsilons(account)
+    lifetime = eps[epsilon_key(plan.accountant)]
     run_epsilon = account.epsilon() if account.past else eps[epsilon_key(plan.accountant)]
     counts = release in COUNT_EVENTS
     gram = release == EVENT_ITEM_GRAM
@@ -130,6 +135,11 @@ def release_record(
         "runs_composed": len(account.past) + 1,
         "epsilon_max": finite(budget),  # the run's budget, checked on run_epsilon
         "epsilon_remaining": finite(budget - run_epsilon) if run_epsilon is not None else None,
+        # the lifetime budget, checked on the enforcing accountant's epsilon above
+        "lifetime_epsilon_max": None if lifetime_budget is None else finite(lifetime_budget),
+        "lifetime_epsilon_remaining": None
+        if lifetime_budget is None or lifetime is None
+        else finite(lifetime_budget - lifetime),
         "target_epsilon": plan.target_epsilon,
         "planned_rounds": plan.planned_rounds,
         "population": plan.population,

@@ -89,7 +89,7 @@ def test_report_writes_plots_json_and_html_with_every_field(merchant_dir, tmp_pa
     assert "VERIFIED" in printed and "shop" in printed
     import matplotlib.image
 
-    for name in ("epsilon.png", "budget.png"):
+    for name in ("epsilon.png", "budget.png", "lifetime.png"):
         raw = (out / name).read_bytes()
         assert raw[:8] == PNG_MAGIC
         image = matplotlib.image.imread(out / name)
@@ -98,9 +98,12 @@ def test_report_writes_plots_json_and_html_with_every_field(merchant_dir, tmp_pa
     page = (out / "report.html").read_text()
     for field in HTML_FIELDS:
         assert field in page, field
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 3
     report = json.loads((out / "report.json").read_text())
     shop = report["merchants"]["shop"]
+    (run,) = shop["runs"]  # one run: its epsilon is the lifetime epsilon
+    assert run["releases"] == 3 and run["run_epsilon"] == run["lifetime_epsilon"]
+    assert run["refused"] and run["refused"][0].startswith("round 3: ")
     assert [r["round"] for r in shop["releases"]] == [0, 1, 2]
     assert [r["round"] for r in shop["refusals"]] == [3]
     last = shop["releases"][-1]

@@ -52,17 +52,19 @@ def test_report_page_fits_a_1280px_screen_summary_table_first(merchant_dir, tmp_
         "ε spent",
         "δ",
         "budget",
+        "lifetime ε",
         "unit",
         "accountant",
         "status",
         "refusals",
     ]
-    shop, spent, delta, budget, unit, accountant, status, refusals = folded["cells"]
+    shop, spent, delta, budget, lifetime, unit, accountant, status, refusals = folded["cells"]
+    assert lifetime == f"{spent} (1 run(s))"  # one run: the lifetime is the run
     assert (shop, delta, unit, accountant) == ("shop", "1e-05", "user", "RDP")
     assert float(spent) <= float(budget)
     assert status == "stopped at its budget" and refusals == "1 (round 3)"
     assert folded["details"] == 3  # one per release: item counts, rounds 1 and 2
-    assert len(folded["images"]) == 2
+    assert len(folded["images"]) == 3  # epsilon over rounds, budget, lifetime epsilon
     for natural, shown in folded["images"]:
         assert natural > 300 and 0 < shown <= SCREEN  # decoded, and shrunk to fit if wider
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -163,11 +165,12 @@ def test_summary_rows_for_a_silent_merchant_and_the_coordinators_client_level_re
     rows = summary_rows({"idle": MerchantSummary("idle")}, coordinator)
 
     assert rows == [
-        ("idle", "-", "-", "-", "-", "-", "no DP release", "0"),
+        ("idle", "-", "-", "-", "-", "-", "-", "no DP release", "0"),
         (
             "coordinator (client-level)",
             "0.9",
             "1e-05",
+            "-",
             "-",
             "client",
             "flwr-rdp",
