@@ -22,6 +22,8 @@ Refusals are written to the ledger before they are raised.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -131,13 +133,16 @@ class MerchantPrivacy:
             )
         return account
 
-    def _plan(self, plan: RoundPlan) -> PrivacyPlan:
-        """Sigma calibrated for ``plan``'s whole training on the data this state holds now."""
+    def _population(self, plan: RoundPlan) -> int:
         from client.training.private import private_population
 
+        return len(private_population(self._data(), plan.privacy.unit))
+
+    def _plan(self, plan: RoundPlan, *, population: int | None = None) -> PrivacyPlan:
+        """Sigma calibrated for ``plan``'s whole training on the data this state holds now."""
         return plan_privacy(
             plan.privacy,
-            population=len(private_population(self._data(), plan.privacy.unit)),
+            population=self._population(plan) if population is None else population,
             batch=plan.train.batch_users,
             local_epochs=plan.train.local_epochs,
             rounds=plan.num_rounds,
@@ -172,10 +177,47 @@ class MerchantPrivacy:
                     f"(lifetime epsilon {before:.4f}) it would reach {after:.4f} at "
                     f"delta={new.delta:g} ({new.accountant.upper()}), above this merchant's "
                     f"lifetime budget epsilon-max={lifetime:g} (policy.json). Refused before "
-                    "any release; a run with a smaller epsilon may still fit."
+                    "any release; "
+                    + self._what_fits(account, plan, run=run, lifetime=lifetime, new=new)
                 )
         started.save(self.store.privacy_account_path)
         return started
+
+    def _what_fits(
+        self,
+        account: PrivacyAccount,
+        plan: RoundPlan,
+        *,
+        run: str,
+        lifetime: float,
+        new: PrivacyPlan,
+    ) -> str:
+        """The largest epsilon (3 decimals, rounded down) a run with ``plan``'s other settings
+        could plan here without passing the lifetime budget: its sigma calibrated against
+        what the budget leaves, by the same composition the refusal used."""
+
+        def fits(epsilon: float) -> bool:
+            privacy = dataclasses.replace(plan.privacy, target_epsilon=epsilon, epsilon_max=0.0)
+            try:
+                candidate = self._plan(
+                    dataclasses.replace(plan, privacy=privacy), population=new.population
+                )
+            except (ConfigError, ValueError):
+                return False
+            composed = account.started(run, candidate).lifetime_epsilon(planned_events(candidate))
+            return composed <= lifetime * (1 + 1e-9)
+
+        low, high = 0.0, new.target_epsilon
+        for _ in range(16):  # to within the run's epsilon / 65536
+            middle = (low + high) / 2
+            low, high = (middle, high) if fits(middle) else (low, middle)
+        largest = math.floor(low * 1000) / 1000
+        if largest <= 0 or not fits(largest):
+            return "no run with a positive epsilon fits what the lifetime budget leaves."
+        return (
+            f"the largest epsilon a run with these settings fits here is {largest:g} "
+            f"(fedrec run --epsilon {largest:g})."
+        )
 
     def _releases(self) -> list[LedgerRelease]:
         """The DP releases this merchant's ledger reserved (committed, aborted or open)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import dp_accounting
 import pytest
@@ -14,6 +15,7 @@ from common.privacy.accountant import (
     LifetimeBudgetExceeded,
     PrivacyAccount,
     PrivacyRefused,
+    planned_events,
 )
 from common.privacy.accounting import RDP_ORDERS
 from common.privacy.ledger import read_ledger
@@ -185,6 +187,26 @@ def test_a_run_above_the_lifetime_budget_is_refused_before_any_release_and_ledge
     assert (refusal.body["run"], refusal.body["release"]) == ("summer", "item-counts")
     assert [e.body["run"] for e in entries if e.kind == "reserve"] == ["spring", "spring"]
     assert verify_merchant(other.ledger.path).ok
+
+    # The refusal names the largest epsilon that fits what the lifetime budget leaves: sigma
+    # calibrated against it, a run at that epsilon plans within the budget, a little more not.
+    fits = re.search(r"fits here is ([0-9.]+) \(fedrec run --epsilon \1\)", message)
+    assert fits is not None, message
+    largest = float(fits.group(1))
+    assert 0 < largest < PLAN.privacy.target_epsilon
+
+    def at(epsilon):
+        return dataclasses.replace(
+            PLAN, privacy=dataclasses.replace(PLAN.privacy, target_epsilon=epsilon)
+        )
+
+    with pytest.raises(LifetimeBudgetExceeded):
+        _merchant(tmp_path, data).release_item_counts(at(largest + 0.002), run="summer")
+    release = _merchant(tmp_path, data).release_item_counts(at(largest), run="summer")
+    assert release.reservation is not None
+    account = _merchant(tmp_path, data).account(at(largest))
+    planned = account.lifetime_epsilon(planned_events(account.plan)[len(account.events) :])
+    assert 0.99 * 1.2 * first < planned <= 1.2 * first * (1 + 1e-9)  # the budget, nearly all
 
 
 def test_a_run_at_another_delta_cannot_join_the_lifetime_account(tmp_path, data):  # noqa: F811

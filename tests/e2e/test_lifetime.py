@@ -19,6 +19,7 @@ from common.privacy.accountant import PrivacyAccount, planned_events
 from common.privacy.accounting import RDP_ORDERS, epsilon_of
 from common.privacy.ledger import read_ledger
 from common.privacy.verify import verify_path
+from simulations.audit_report import write_report
 from tests.e2e.federation import Federation, started
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -90,7 +91,7 @@ def _check_lifetime(fed: Federation, name: str, runs: list[str]) -> float:
 
 
 def test_three_runs_with_new_events_compose_into_one_account_and_the_third_is_refused(
-    federation,
+    federation, tmp_path
 ):
     fed = federation
     first = fed.run("monday", *RUN)
@@ -128,6 +129,7 @@ def test_three_runs_with_new_events_compose_into_one_account_and_the_third_is_re
         "plans epsilon 4; composed with the 2 earlier run(s)" in terminal
     ), terminal
     assert f"lifetime budget epsilon-max={budget:g} (policy.json)" in terminal
+    assert "the largest epsilon a run with these settings fits here is " in terminal
     assert "tuesday: item counts released with DP; epsilon 2.000 of 4 spent; lifetime" in terminal
     assert [r["run"] for r in _reserves(fed, "shop-c")] == ["monday"] * 2 + ["tuesday"] * 2
     assert (fed.state("shop-c") / "privacy_account.json").read_text() == account_before
@@ -139,3 +141,12 @@ def test_three_runs_with_new_events_compose_into_one_account_and_the_third_is_re
     assert third.returncode == 0, said  # the other two ran it: three runs in one account
     for name in ("shop-a", "shop-b"):
         _check_lifetime(fed, name, ["monday", "tuesday", "wednesday"])
+
+    # the privacy officer's view of shop-c: every run, the lifetime after it, the refusal
+    report = write_report(fed.state("shop-c"), tmp_path / "audit")
+    runs = {r["run"]: r for r in report["merchants"]["shop-c"]["runs"]}
+    assert list(runs) == ["monday", "tuesday", "wednesday"]
+    assert runs["tuesday"]["lifetime_epsilon"] == pytest.approx(after_second["shop-c"], rel=1e-9)
+    assert (
+        runs["wednesday"]["releases"] == 0 and "lifetime budget" in runs["wednesday"]["refused"][0]
+    )
