@@ -15,10 +15,14 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
+from common.data.catalog import ItemCatalog
+from common.errors import ConfigError
 from common.privacy.accountant import PrivacyAccount, planned_events
 from common.privacy.accounting import RDP_ORDERS, epsilon_of
 from common.privacy.ledger import read_ledger
 from common.privacy.verify import verify_path
+from server.ops.coordinator import CoordinatorDir
+from server.ops.submit import Submission, resolve_settings
 from simulations.audit_report import write_report
 from tests.e2e.federation import Federation, started
 
@@ -98,6 +102,15 @@ def test_three_runs_with_new_events_compose_into_one_account_and_the_third_is_re
     assert first.returncode == 0, first.stdout + first.stderr
     after_first = {name: _check_lifetime(fed, name, ["monday"]) for name in MERCHANTS}
     users_before = _account(fed, "shop-a").plan.population
+    # the run keeps its catalog, through which a later run's warm start matches items; a warm
+    # start of another model is refused before anything is sent
+    coordinator = CoordinatorDir(fed.coord)
+    monday = coordinator.runs / "monday"
+    assert ItemCatalog.load(monday / "catalog.json") == ItemCatalog.read(coordinator.catalog)
+    with pytest.raises(ConfigError, match="trained another model .*model: 'ease' -> 'mf'"):
+        resolve_settings(
+            coordinator, Submission(name="x", settings={"model": "mf", "init-from": str(monday)})
+        )
 
     _ingest(fed, seed=11)
     second = fed.run("tuesday", *RUN)
