@@ -17,7 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.config import RoundPlan, RunConfig, parse_run_config
 from server.rounds.admission import wait_for_nodes
 from server.rounds.loop import run_federation
-from server.rounds.outputs import save_outputs
+from server.rounds.outputs import save_catalog, save_outputs
 from server.rounds.progress import PROGRESS_FILE, Progress
 from server.rounds.records import RoundRecord
 from server.rounds.start import (
@@ -47,6 +47,7 @@ def make_server_app(
         initial, warm = initial_arrays(run)
         output = Path(run.output_dir or f"runs/flwr-run-{context.run_id}").resolve()
         options = run_options(run, output, context)
+        save_catalog(output, options.catalog)
         nodes = wait_for_nodes(
             grid, min_nodes=run.federation.min_nodes, timeout=run.federation.node_wait_timeout
         )

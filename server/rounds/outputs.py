@@ -24,15 +24,21 @@ from server.rounds.previous_model import WarmStart
 from server.rounds.records import FederationResult
 
 
+def save_catalog(output: Path, catalog: ItemCatalog | None) -> None:
+    """Keep the catalog a deployed run sends merchants, as read at its start (a simulation
+    writes its own): the coordinator's file may change before a later run warm-starts."""
+    if catalog is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output / RUN_CATALOG_FILE, catalog.to_json())
+
+
 def save_outputs(
     output: Path, run: RunConfig, result: FederationResult, *, warm: WarmStart | None = None
 ) -> None:
-    """Write the global model, the item prior (if any), the catalog and the run's history."""
+    """Write the global model, the item prior (if any) and the run's history."""
     import torch
 
     output.mkdir(parents=True, exist_ok=True)
-    if run.catalog and not (output / RUN_CATALOG_FILE).is_file():  # a simulation has its own
-        atomic_write_text(output / RUN_CATALOG_FILE, ItemCatalog.read(run.catalog).to_json())
     torch.save(dict(result.arrays.to_torch_state_dict()), output / GLOBAL_MODEL_FILE)
     if result.prior is not None:
         import numpy as np
