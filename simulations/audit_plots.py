@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 from common.privacy.records import enforced_epsilon
 from simulations.audit_statement import MerchantSummary, run_epsilon
-
-
-def _latest_run(summary: MerchantSummary) -> list[dict[str, Any]]:
-    latest = summary.latest
-    if latest is None:
-        return []
-    return [r for r in summary.releases if r.get("run") == latest.get("run")]
 
 
 def epsilon_series(summaries: dict[str, MerchantSummary]) -> dict[str, list[tuple[int, float]]]:
@@ -30,7 +22,7 @@ def epsilon_series(summaries: dict[str, MerchantSummary]) -> dict[str, list[tupl
     """
     series = {}
     for name, summary in summaries.items():
-        points = [(int(r["round"]), run_epsilon(r)) for r in _latest_run(summary)]
+        points = [(int(r["round"]), run_epsilon(r)) for r in summary.latest_run]
         series[name] = [(rnd, eps) for rnd, eps in points if eps is not None]
     return series
 

@@ -42,6 +42,14 @@ class MerchantSummary:
     def latest(self) -> dict[str, Any] | None:
         return self.releases[-1] if self.releases else None
 
+    @property
+    def latest_run(self) -> list[dict[str, Any]]:
+        """The releases of the run the latest release belongs to."""
+        latest = self.latest
+        if latest is None:
+            return []
+        return [r for r in self.releases if r.get("run") == latest.get("run")]
+
 
 def run_epsilon(release: dict[str, Any]) -> float | None:
     """The epsilon of a release's own run (a ledger from before runs composed: its one run)."""
@@ -155,7 +163,7 @@ def statement(summary: MerchantSummary, *, promise: bool = True) -> str:
             + _refused_runs_sentence(summary)
         )
     training = ("dp-sgd", "item-gram")
-    current = [r for r in summary.releases if r.get("run") == latest.get("run")]
+    current = summary.latest_run
     dp_rounds = sorted({r["round"] for r in current if r["release"] in training})
     counts = [r for r in current if r["release"] in COUNT_EVENTS]
     versions = latest.get("versions", {})

@@ -107,8 +107,8 @@ def release_record(
     """
     plan = account.plan
     eps = epsilons(account)
-    lifetime = eps[epsilon_key(plan.accountant)]
-    run_epsilon = account.epsilon() if account.past else eps[epsilon_key(plan.accountant)]
+    lifetime = eps[epsilon_key(plan.accountant)]  # every run composed, as enforced
+    run_epsilon = account.epsilon() if account.past else lifetime
     counts = release in COUNT_EVENTS
     gram = release == EVENT_ITEM_GRAM
     sampling = COUNT_SAMPLING if counts else GRAM_SAMPLING if gram else None
